@@ -1,0 +1,3 @@
+from lit_itpo.cli import main
+
+main()

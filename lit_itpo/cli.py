@@ -1,0 +1,93 @@
+"""``lit-itpo``: LightningCLI for ``fit|validate|test`` plus our own ``collect``.
+
+``collect`` is not a Trainer method, so ``main`` dispatches it before LightningCLI sees the
+arguments; it keeps the same conventions (``--config`` YAML, omegaconf interpolation,
+``--print_config``).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+
+import lightning.pytorch as pl
+from lightning.pytorch.cli import LightningCLI
+
+from lit_itpo.data.datamodule import MinariDataModule
+from lit_itpo.errors import LitItpoError
+
+# Dataset facts every stage takes from the DataModule (``apply_on="instantiate"``: they are read
+# from the dataset's metadata when the DataModule is built).
+LINKED = ("obs_dim", "action_dim", "action_low", "action_high", "dataset_id")
+
+
+class LitItpoCLI(LightningCLI):
+    """LightningCLI with dataset dims and bounds linked into the model."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        for name in LINKED:
+            parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
+
+
+def lightning_main(args: Sequence[str] | None = None, run: bool = True) -> LitItpoCLI:
+    """Run LightningCLI (``fit|validate|test``) on ``args`` (default ``sys.argv[1:]``)."""
+    import lit_itpo.modules  # noqa: F401  (registers the model classes for class_path lookup)
+
+    return LitItpoCLI(
+        pl.LightningModule,
+        MinariDataModule,
+        subclass_mode_model=True,
+        args=args,
+        run=run,
+        parser_kwargs={
+            "parser_mode": "omegaconf",
+            "description": "lit_itpo: fit|validate|test a stage with LightningCLI. "
+            "Datasets: `lit-itpo collect --help`.",
+        },
+        save_config_kwargs={"overwrite": True},
+        auto_configure_optimizers=False,
+    )
+
+
+def collect_main(args: Sequence[str]) -> dict:
+    """``lit-itpo collect --config conf/collect/<env>.yaml [--field value ...]``."""
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    from lit_itpo.collect.recipes import CollectConfig, collect
+
+    parser = ArgumentParser(
+        prog="lit-itpo collect", parser_mode="omegaconf",
+        description="Train a SAC behaviour agent and write D4RL-style Minari datasets.",
+    )
+    parser.add_argument("--config", action=ActionConfigFile)
+    parser.add_class_arguments(CollectConfig, "collect", as_group=True)
+    parser.add_argument("--progress", type=bool, default=True, help="Show progress bars.")
+    cfg = parser.parse_args(list(args))
+    init = parser.instantiate_classes(cfg)
+    results = collect(init.collect, progress=cfg.progress)
+    for did, s in results.items():
+        score = s["normalized_score_mean"]
+        sys.stdout.write(
+            f"{did}: {s['num_episodes']} episodes, {s['num_steps']} steps, return "
+            f"{s['return_mean']:.1f} +- {s['return_std']:.1f}"
+            + (f", normalised {score:.1f}\n" if score is not None else "\n")
+        )
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if argv and argv[0] == "collect":
+            collect_main(argv[1:])
+        else:
+            lightning_main(argv)
+    except LitItpoError as exc:
+        sys.stderr.write(f"lit-itpo: error: {exc}\n")
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,27 @@
+"""Typed exceptions. Each message is one sentence: the thing, the value, the fix."""
+
+from __future__ import annotations
+
+
+class LitItpoError(Exception):
+    """Base class of every error lit_itpo raises on purpose."""
+
+
+class DatasetNotFoundError(LitItpoError, FileNotFoundError):
+    """A Minari dataset id is not in the local Minari cache."""
+
+
+class DatasetFormatError(LitItpoError, ValueError):
+    """A dataset is unreadable, empty, non-finite or disagrees with its own metadata."""
+
+
+class EnvSpecError(LitItpoError, ValueError):
+    """An environment cannot be made or has spaces lit_itpo cannot use."""
+
+
+class ConfigError(LitItpoError, ValueError):
+    """A configuration value is out of range or inconsistent."""
+
+
+class CheckpointError(LitItpoError, ValueError):
+    """A checkpoint is of the wrong stage, dataset or shape."""

@@ -1,0 +1,56 @@
+"""MLPs and the deterministic tanh actor used by ReBRAC / TD3+BC / BC (and adapted by ITPO)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+class MLP(nn.Sequential):
+    """``Linear -> [LayerNorm] -> act`` blocks, then a final ``Linear``.
+
+    Args:
+        in_dim: input features.
+        out_dim: output features.
+        hidden: widths of the hidden layers.
+        layer_norm: LayerNorm after each hidden Linear (ReBRAC's critics).
+        activation: hidden activation class.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, hidden: Sequence[int] = (256, 256, 256),
+                 layer_norm: bool = False, activation: type[nn.Module] = nn.ReLU):
+        layers: list[nn.Module] = []
+        d = in_dim
+        for h in hidden:
+            layers.append(nn.Linear(d, h))
+            if layer_norm:
+                layers.append(nn.LayerNorm(h))
+            layers.append(activation())
+            d = h
+        layers.append(nn.Linear(d, out_dim))
+        super().__init__(*layers)
+
+
+class TanhActor(nn.Module):
+    """Deterministic policy ``obs [..., obs_dim] -> action [..., act_dim]`` inside the bounds.
+
+    Observations are standardised with the given normaliser buffers (raw units in, raw actions
+    out), so ITPO and world models can call it on raw states.
+    """
+
+    def __init__(self, obs_dim: int, action_dim: int, action_low: Sequence[float],
+                 action_high: Sequence[float], hidden: Sequence[int] = (256, 256, 256)):
+        super().__init__()
+        self.net = MLP(obs_dim, action_dim, hidden)
+        low = torch.as_tensor(action_low, dtype=torch.float32)
+        high = torch.as_tensor(action_high, dtype=torch.float32)
+        self.register_buffer("action_scale", (high - low) / 2)
+        self.register_buffer("action_bias", (high + low) / 2)
+        self.register_buffer("obs_mean", torch.zeros(obs_dim))
+        self.register_buffer("obs_std", torch.ones(obs_dim))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        z = self.net((obs - self.obs_mean) / self.obs_std)
+        return torch.tanh(z) * self.action_scale + self.action_bias
