@@ -1,4 +1,4 @@
-"""lit_itpo: Inference Time Policy Optimization (arXiv 2603.22430) on PyTorch Lightning + TorchRL."""
+"""lit_itpo: Inference Time Policy Optimization (arXiv 2603.22430) on Lightning + TorchRL."""
 
 from __future__ import annotations
 

@@ -57,7 +57,8 @@ def collect_main(args: Sequence[str]) -> dict:
     from lit_itpo.collect.recipes import CollectConfig, collect
 
     parser = ArgumentParser(
-        prog="lit-itpo collect", parser_mode="omegaconf",
+        prog="lit-itpo collect",
+        parser_mode="omegaconf",
         description="Train a SAC behaviour agent and write D4RL-style Minari datasets.",
     )
     parser.add_argument("--config", action=ActionConfigFile)

@@ -1,1 +1,1 @@
-"""Local D4RL-style datasets: a SAC behaviour agent, D4RL's recipes, Minari writing (``lit-itpo collect``)."""
+"""Local D4RL-style datasets: SAC behaviour agent, D4RL recipes, Minari writing (collect)."""

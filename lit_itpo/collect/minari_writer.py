@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -72,8 +73,11 @@ def write_dataset(
     if not episodes or sum(len(e) for e in episodes) == 0:
         raise DatasetFormatError(f"Refusing to write dataset '{dataset_id}' with no transitions.")
     for i, ep in enumerate(episodes):
-        if not (_finite(ep.observations) and np.isfinite(ep.actions).all()
-                and np.isfinite(ep.rewards).all()):
+        if not (
+            _finite(ep.observations)
+            and np.isfinite(ep.actions).all()
+            and np.isfinite(ep.rewards).all()
+        ):
             raise DatasetFormatError(
                 f"Episode {i} for dataset '{dataset_id}' holds non-finite values; not writing it."
             )
@@ -100,11 +104,13 @@ def write_dataset(
             for i, ep in enumerate(episodes)
         ]
         env = gym.make(env_id)
-        with minari_root(tmp_root):
+        with minari_root(tmp_root), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*author_email.*", category=UserWarning)
             minari.create_dataset_from_buffers(
                 dataset_id=dataset_id,
                 buffer=buffers,
                 env=env,
+                eval_env=env_id,
                 algorithm_name=algorithm_name,
                 author="lit_itpo",
                 ref_min_score=ref_min_score,
@@ -126,6 +132,11 @@ def write_dataset(
         replace_dir(tmp_root / dataset_id, final)
     finally:
         shutil.rmtree(tmp_root, ignore_errors=True)
-    log.info("wrote %s (%d episodes, %d steps) to %s", dataset_id, len(episodes),
-             sum(len(e) for e in episodes), final)
+    log.info(
+        "wrote %s (%d episodes, %d steps) to %s",
+        dataset_id,
+        len(episodes),
+        sum(len(e) for e in episodes),
+        final,
+    )
     return final

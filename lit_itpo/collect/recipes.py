@@ -30,7 +30,13 @@ import torch
 from lit_itpo import __version__
 from lit_itpo.collect.minari_writer import write_dataset
 from lit_itpo.collect.rollout import Episode, rollout_episodes
-from lit_itpo.collect.sac import SACConfig, actor_policy_fn, load_behaviour_actor, load_stream, train_sac
+from lit_itpo.collect.sac import (
+    SACConfig,
+    actor_policy_fn,
+    load_behaviour_actor,
+    load_stream,
+    train_sac,
+)
 from lit_itpo.data.minari_io import datasets_root
 from lit_itpo.data.scores import env_family, normalized_score, reference_scores
 from lit_itpo.errors import ConfigError, EnvSpecError
@@ -113,6 +119,20 @@ def _check(cfg: CollectConfig) -> None:
         env.close()
 
 
+def uniform_policy(env_id: str, seed: int):
+    """Seeded uniform-random actions in the env's Box, as a batched rollout policy."""
+    env = gym.make(env_id)
+    low, high = env.action_space.low, env.action_space.high
+    env.close()
+    rng = np.random.default_rng(seed)
+
+    def policy(obs) -> np.ndarray:
+        n = len(next(iter(obs.values()))) if isinstance(obs, dict) else len(obs)
+        return rng.uniform(low, high, (n, len(low))).astype(np.float32)
+
+    return policy
+
+
 def _selected(evals: list[dict], target: float | None) -> tuple[dict, dict]:
     """(medium, expert) evaluation entries: nearest the target, and the best."""
     expert = max(evals, key=lambda e: e["return_mean"])
@@ -177,13 +197,20 @@ def collect(cfg: CollectConfig, progress: bool = True) -> dict[str, dict]:
     target = cfg.medium_target if cfg.medium_target is not None else MEDIUM_TARGETS.get(fam)
     sac_cfg = SACConfig(**(asdict(cfg.sac) | {"env_id": cfg.env_id, "seed": cfg.seed}))
     run_dir = Path(cfg.run_dir or f"runs/behaviour/{cfg.name}-s{cfg.seed}")
-    export = (ASSETS_BEHAVIOUR / f"{cfg.name}-s{cfg.seed}" if cfg.export_dir == "auto"
-              else Path(cfg.export_dir) if cfg.export_dir else None)
+    export = (
+        ASSETS_BEHAVIOUR / f"{cfg.name}-s{cfg.seed}"
+        if cfg.export_dir == "auto"
+        else Path(cfg.export_dir)
+        if cfg.export_dir
+        else None
+    )
     root = datasets_root(cfg.data_dir)
     todo = [r for r in cfg.recipes if cfg.overwrite or not (root / cfg.dataset_id(r)).exists()]
     for r in cfg.recipes:
         if r not in todo:
-            log.info("%s exists under %s; skipping (overwrite=true to redo)", cfg.dataset_id(r), root)
+            log.info(
+                "%s exists under %s; skipping (overwrite=true to redo)", cfg.dataset_id(r), root
+            )
 
     needs_agent = [r for r in todo if r != "random"]
     actors: dict[str, tuple] = {}
@@ -197,11 +224,21 @@ def collect(cfg: CollectConfig, progress: bool = True) -> dict[str, dict]:
             if export is not None:
                 export.mkdir(parents=True, exist_ok=True)
                 for role, e in (("medium", medium_e), ("expert", expert_e)):
-                    shutil.copyfile(run_dir / "actors" / f"{e['frames']:07d}.pt", export / f"{role}.pt")
+                    shutil.copyfile(
+                        run_dir / "actors" / f"{e['frames']:07d}.pt", export / f"{role}.pt"
+                    )
                 atomic_write_json(
-                    {"env_id": cfg.env_id, "seed": cfg.seed, "sac": asdict(sac_cfg),
-                     "medium_target": target, "medium": medium_e, "expert": expert_e,
-                     "evals": evals}, export / "behaviour.json")
+                    {
+                        "env_id": cfg.env_id,
+                        "seed": cfg.seed,
+                        "sac": asdict(sac_cfg),
+                        "medium_target": target,
+                        "medium": medium_e,
+                        "expert": expert_e,
+                        "evals": evals,
+                    },
+                    export / "behaviour.json",
+                )
         else:
             log.info("using committed behaviour actors from %s", export)
             for role in ("medium", "expert"):
@@ -210,50 +247,66 @@ def collect(cfg: CollectConfig, progress: bool = True) -> dict[str, dict]:
         if target is not None and abs(med_entry["normalized"] - target) > cfg.medium_tolerance:
             log.warning(
                 "medium checkpoint scores %.1f, more than %.0f from D4RL's %.1f: train longer "
-                "(sac.total_frames) for a closer match", med_entry["normalized"],
-                cfg.medium_tolerance, target)
+                "(sac.total_frames) for a closer match",
+                med_entry["normalized"],
+                cfg.medium_tolerance,
+                target,
+            )
 
     make_env = lambda: gym.make(cfg.env_id)  # noqa: E731
     results: dict[str, dict] = {}
     made: dict[str, list[Episode]] = {}
 
     def rollout(policy, seed_offset: int, desc: str) -> list[Episode]:
+        # Reseed per rollout so a dataset does not depend on what ran before it (training).
+        torch.manual_seed(cfg.seed * 1_000_003 + seed_offset)
         with tqdm(total=cfg.steps, desc=desc, disable=not progress) as bar:
-            return rollout_episodes(make_env, policy, n_steps=cfg.steps, n_envs=cfg.n_envs,
-                                    seed=cfg.seed * 1_000_003 + seed_offset, progress=bar)
+            return rollout_episodes(
+                make_env,
+                policy,
+                n_steps=cfg.steps,
+                n_envs=cfg.n_envs,
+                seed=cfg.seed * 1_000_003 + seed_offset,
+                progress=bar,
+            )
 
     for recipe in todo:
         behaviour: dict = {}
         if recipe == "random":
-            env = make_env()
-            low, high = env.action_space.low, env.action_space.high
-            env.close()
-            rng = np.random.default_rng(cfg.seed)
-            policy = lambda o: rng.uniform(low, high, (len(o), len(low))).astype(np.float32)  # noqa: E731
-            episodes = rollout(policy, 0, f"{cfg.name} random")
+            episodes = rollout(uniform_policy(cfg.env_id, cfg.seed), 0, f"{cfg.name} random")
             behaviour = {"policy": "uniform random actions"}
         elif recipe in ("medium", "expert"):
             actor, blob = actors[recipe]
             episodes = made.get(recipe) or rollout(
-                actor_policy_fn(actor), 100_000 if recipe == "medium" else 200_000,
-                f"{cfg.name} {recipe}")
-            behaviour = {"policy": f"SAC actor at {blob['frames']} frames (stochastic)",
-                         "eval": blob["eval"]}
+                actor_policy_fn(actor),
+                100_000 if recipe == "medium" else 200_000,
+                f"{cfg.name} {recipe}",
+            )
+            behaviour = {
+                "policy": f"SAC actor at {blob['frames']} frames (stochastic)",
+                "eval": blob["eval"],
+            }
         elif recipe == "medium-replay":
             frames = actors["medium"][1]["frames"]
             episodes = _stream_episodes(load_stream(run_dir, up_to_frames=frames))
-            behaviour = {"policy": f"SAC replay stream, frames 0..{frames}",
-                         "eval": actors["medium"][1]["eval"]}
+            behaviour = {
+                "policy": f"SAC replay stream, frames 0..{frames}",
+                "eval": actors["medium"][1]["eval"],
+            }
         else:  # medium-expert
             parts = []
             for role, off in (("medium", 100_000), ("expert", 200_000)):
                 actor, _ = actors[role]
-                parts.append(made.get(role) or rollout(actor_policy_fn(actor), off, f"{cfg.name} {role}"))
+                parts.append(
+                    made.get(role) or rollout(actor_policy_fn(actor), off, f"{cfg.name} {role}")
+                )
                 made[role] = parts[-1]
             episodes = parts[0] + parts[1]
-            behaviour = {"policy": "medium + expert rollouts concatenated",
-                         "medium_eval": actors["medium"][1]["eval"],
-                         "expert_eval": actors["expert"][1]["eval"]}
+            behaviour = {
+                "policy": "medium + expert rollouts concatenated",
+                "medium_eval": actors["medium"][1]["eval"],
+                "expert_eval": actors["expert"][1]["eval"],
+            }
         if recipe in ("medium", "expert"):
             made[recipe] = episodes
         summary = _summary(episodes, ref)
@@ -269,11 +322,17 @@ def collect(cfg: CollectConfig, progress: bool = True) -> dict[str, dict]:
             **summary,
         }
         write_dataset(
-            did, episodes, cfg.env_id, data_dir=cfg.data_dir, ref_min_score=ref[0],
-            ref_max_score=ref[1], algorithm_name=f"lit_itpo collect ({recipe}, D4RL recipe)",
+            did,
+            episodes,
+            cfg.env_id,
+            data_dir=cfg.data_dir,
+            ref_min_score=ref[0],
+            ref_max_score=ref[1],
+            algorithm_name=f"lit_itpo collect ({recipe}, D4RL recipe)",
             description=f"D4RL-style '{recipe}' data on {cfg.env_id} made by lit_itpo "
             f"(seed {cfg.seed}); provenance.json holds the command and behaviour returns.",
-            provenance=provenance, overwrite=cfg.overwrite,
+            provenance=provenance,
+            overwrite=cfg.overwrite,
         )
         results[did] = summary
         log.info("%s: %s", did, summary)

@@ -70,7 +70,7 @@ def _slice_obs(obs: Any, n: int) -> Any:
 def _stack_obs(obs_list: list[Any]) -> Any:
     if isinstance(obs_list[0], dict):
         return {k: _stack_obs([o[k] for o in obs_list]) for k in obs_list[0]}
-    return np.stack(obs_list).astype(np.float32, copy=False)
+    return np.stack(obs_list)  # keep the env's dtype: Minari stores what the space says
 
 
 PolicyFn = Callable[[Any], np.ndarray]
@@ -86,7 +86,7 @@ def rollout_episodes(
     seed: int = 0,
     progress: Any | None = None,
 ) -> list[Episode]:
-    """Roll ``policy`` out on ``n_envs`` envs stepped together, episode ``k`` reset with ``seed + k``.
+    """Roll ``policy`` out on ``n_envs`` envs stepped together; episode ``k`` resets with seed+k.
 
     Args:
         make_env: builds one gymnasium env (with its time limit).
@@ -148,8 +148,8 @@ def rollout_episodes(
                         actions=np.stack(s["act"]),
                         rewards=np.asarray(s["rew"], dtype=np.float32),
                         terminations=np.asarray(s["term"]),
-                        truncations=np.asarray(s["trunc"]) | ~np.asarray(s["term"])
-                        & (np.arange(len(s["act"])) == len(s["act"]) - 1),
+                        truncations=np.asarray(s["trunc"])
+                        | ~np.asarray(s["term"]) & (np.arange(len(s["act"])) == len(s["act"]) - 1),
                         seed=seed + s["k"],
                         infos={"success": s["success"]} if "success" in s else {},
                     )

@@ -63,8 +63,12 @@ class SACConfig:
 def build_actor(obs_dim: int, act_dim: int, low, high, hidden: int = 256) -> ProbabilisticActor:
     """Tanh-Gaussian actor ``[B, obs_dim] -> [B, act_dim]`` reading ``observation``."""
     net = nn.Sequential(
-        MLP(in_features=obs_dim, out_features=2 * act_dim, num_cells=[hidden, hidden],
-            activation_class=nn.ReLU),
+        MLP(
+            in_features=obs_dim,
+            out_features=2 * act_dim,
+            num_cells=[hidden, hidden],
+            activation_class=nn.ReLU,
+        ),
         NormalParamExtractor(scale_mapping="biased_softplus_1.0", scale_lb=1e-4),
     )
     module = TensorDictModule(net, in_keys=["observation"], out_keys=["loc", "scale"])
@@ -79,13 +83,17 @@ def build_actor(obs_dim: int, act_dim: int, low, high, hidden: int = 256) -> Pro
 
 
 def _build_qvalue(obs_dim: int, act_dim: int, hidden: int) -> ValueOperator:
-    net = MLP(in_features=obs_dim + act_dim, out_features=1, num_cells=[hidden, hidden],
-              activation_class=nn.ReLU)
+    net = MLP(
+        in_features=obs_dim + act_dim,
+        out_features=1,
+        num_cells=[hidden, hidden],
+        activation_class=nn.ReLU,
+    )
     return ValueOperator(net, in_keys=["observation", "action"])
 
 
 def actor_policy_fn(actor: ProbabilisticActor, deterministic: bool = False):
-    """Wrap a TorchRL actor as ``np [N, obs_dim] -> np [N, act_dim]`` for :func:`rollout_episodes`."""
+    """A TorchRL actor as ``np [N, obs_dim] -> np [N, act_dim]`` for :func:`rollout_episodes`."""
     from tensordict import TensorDict
     from torchrl.envs.utils import ExplorationType, set_exploration_type
 
@@ -138,8 +146,14 @@ def train_sac(cfg: SACConfig, run_dir: str | Path, progress: bool = True) -> lis
     qvalue = _build_qvalue(obs_dim, act_dim, cfg.hidden)
     with torch.no_grad():  # materialise lazy shapes
         actor(env.fake_tensordict())
-    loss = SACLoss(actor_network=actor, qvalue_network=qvalue, num_qvalue_nets=2,
-                   loss_function="l2", action_spec=env.action_spec, alpha_init=1.0)
+    loss = SACLoss(
+        actor_network=actor,
+        qvalue_network=qvalue,
+        num_qvalue_nets=2,
+        loss_function="l2",
+        action_spec=env.action_spec,
+        alpha_init=1.0,
+    )
     loss.make_value_estimator(gamma=cfg.gamma)
     updater = SoftUpdate(loss, tau=cfg.tau)
     opt_actor = torch.optim.Adam(loss.actor_network_params.flatten_keys().values(), lr=cfg.lr)
@@ -182,7 +196,9 @@ def train_sac(cfg: SACConfig, run_dir: str | Path, progress: bool = True) -> lis
     )
     ref = reference_scores(cfg.env_id)
     pending: list[dict] = []
-    bar = tqdm(total=cfg.total_frames, initial=frames, desc=f"SAC {cfg.env_id}", disable=not progress)
+    bar = tqdm(
+        total=cfg.total_frames, initial=frames, desc=f"SAC {cfg.env_id}", disable=not progress
+    )
     t0 = time.perf_counter()
     first_batch = True
     for batch in collector:
@@ -209,8 +225,10 @@ def train_sac(cfg: SACConfig, run_dir: str | Path, progress: bool = True) -> lis
         if frames % cfg.eval_every == 0 or frames >= cfg.total_frames:
             collector.update_policy_weights_()
             eps = rollout_episodes(
-                lambda: gym.make(cfg.env_id), actor_policy_fn(actor),
-                n_episodes=cfg.eval_episodes, n_envs=cfg.eval_episodes,
+                lambda: gym.make(cfg.env_id),
+                actor_policy_fn(actor),
+                n_episodes=cfg.eval_episodes,
+                n_envs=cfg.eval_episodes,
                 seed=10_000 + frames,
             )
             rets = np.array([e.ret for e in eps])
@@ -228,15 +246,28 @@ def train_sac(cfg: SACConfig, run_dir: str | Path, progress: bool = True) -> lis
             _save_chunk(run_dir / "stream" / f"{frames:07d}.npz", pending)
             pending = []
             atomic_torch_save(
-                {"config": asdict(cfg), "dims": dims, "state_dict": actor.state_dict(),
-                 "frames": frames, "eval": entry},
+                {
+                    "config": asdict(cfg),
+                    "dims": dims,
+                    "state_dict": actor.state_dict(),
+                    "frames": frames,
+                    "eval": entry,
+                },
                 run_dir / "actors" / f"{frames:07d}.pt",
             )
             atomic_write_json(evals, run_dir / "evals.json")
             atomic_torch_save(
-                {"config": asdict(cfg), "loss": loss.state_dict(), "opt_actor": opt_actor.state_dict(),
-                 "opt_q": opt_q.state_dict(), "opt_alpha": opt_alpha.state_dict(), "frames": frames,
-                 "evals": evals, "torch_rng": torch.get_rng_state(), "np_rng": np.random.get_state()},
+                {
+                    "config": asdict(cfg),
+                    "loss": loss.state_dict(),
+                    "opt_actor": opt_actor.state_dict(),
+                    "opt_q": opt_q.state_dict(),
+                    "opt_alpha": opt_alpha.state_dict(),
+                    "frames": frames,
+                    "evals": evals,
+                    "torch_rng": torch.get_rng_state(),
+                    "np_rng": np.random.get_state(),
+                },
                 state_path,
             )
     bar.close()
@@ -293,7 +324,9 @@ def _chunk_to_td(chunk):
 def load_stream(run_dir: str | Path, up_to_frames: int | None = None) -> dict[str, np.ndarray]:
     """The behaviour agent's online transitions in order, up to ``up_to_frames`` (medium-replay)."""
     chunks = sorted(Path(run_dir, "stream").glob("*.npz"))
-    parts = [dict(np.load(c)) for c in chunks if up_to_frames is None or int(c.stem) <= up_to_frames]
+    parts = [
+        dict(np.load(c)) for c in chunks if up_to_frames is None or int(c.stem) <= up_to_frames
+    ]
     if not parts:
         raise FileNotFoundError(f"No replay stream under {run_dir}/stream; train the agent first.")
     return {k: np.concatenate([p[k] for p in parts]) for k in _STREAM_KEYS}

@@ -65,8 +65,25 @@ class TransitionSampler:
     def __iter__(self) -> Iterator[TensorDict]:
         n = self.data.shape[0]
         for _ in range(self.epoch_steps):
-            idx = torch.randint(n, (self.batch_size,), device=self.data.device, generator=self.generator)
+            idx = torch.randint(
+                n, (self.batch_size,), device=self.data.device, generator=self.generator
+            )
             yield self.data[idx]
+
+
+class SequentialBatches:
+    """The whole of ``data`` once, in order, in batches (one loader: Lightning reads a list as
+    several)."""
+
+    def __init__(self, data: TensorDict, batch_size: int):
+        self.data = data
+        self.batch_size = batch_size
+
+    def __len__(self) -> int:
+        return math.ceil(self.data.shape[0] / self.batch_size)
+
+    def __iter__(self) -> Iterator[TensorDict]:
+        yield from self.data.split(self.batch_size)
 
 
 class MinariDataModule(pl.LightningDataModule):
@@ -171,8 +188,11 @@ class MinariDataModule(pl.LightningDataModule):
             self.stats = transition_stats(self.train_data)
             log.info(
                 "%s: %d train / %d val transitions (%d / %d episodes)",
-                self.dataset_id, self.train_data.shape[0], self.val_data.shape[0],
-                len(train_ids), len(val_ids),
+                self.dataset_id,
+                self.train_data.shape[0],
+                self.val_data.shape[0],
+                len(train_ids),
+                len(val_ids),
             )
         device = self._device()
         if self.hparams.sample_on_device and self.train_data.device != device:
@@ -187,15 +207,17 @@ class MinariDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> TransitionSampler:
         rank = self.trainer.global_rank if getattr(self, "trainer", None) is not None else 0
         return TransitionSampler(
-            self.train_data, self.hparams.batch_size, self.hparams.epoch_steps,
+            self.train_data,
+            self.hparams.batch_size,
+            self.hparams.epoch_steps,
             seed=self.hparams.seed + 7919 * rank,
         )
 
-    def val_dataloader(self) -> list[TensorDict]:
+    def val_dataloader(self) -> SequentialBatches:
         data = self.val_data if self.val_data.shape[0] > 0 else self.train_data
-        return list(data.split(self.hparams.val_batch_size))
+        return SequentialBatches(data, self.hparams.val_batch_size)
 
-    def test_dataloader(self) -> list[TensorDict]:
+    def test_dataloader(self) -> SequentialBatches:
         return self.val_dataloader()
 
     def val_episodes(self) -> list[TensorDict]:
@@ -223,10 +245,16 @@ def transition_stats(data: TensorDict) -> dict[str, torch.Tensor]:
     present = torch.unique(data["episode"])
     rets = returns[present]
     return {
-        "obs_mean": om, "obs_std": os_, "delta_mean": dm, "delta_std": ds,
-        "reward_mean": rm, "reward_std": rs,
+        "obs_mean": om,
+        "obs_std": os_,
+        "delta_mean": dm,
+        "delta_std": ds,
+        "reward_mean": rm,
+        "reward_std": rs,
         "episode_return_mean": torch.tensor(float(rets.mean())),
-        "episode_return_std": torch.tensor(float(rets.std(unbiased=False)) if len(rets) > 1 else 0.0),
+        "episode_return_std": torch.tensor(
+            float(rets.std(unbiased=False)) if len(rets) > 1 else 0.0
+        ),
         "reward_abs_max": torch.tensor(float(rew.abs().max())),
         "num_transitions": torch.tensor(data.shape[0]),
     }

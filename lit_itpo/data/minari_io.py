@@ -55,7 +55,9 @@ def minari_root(path: str | os.PathLike):
             os.environ["MINARI_DATASETS_PATH"] = old
 
 
-def open_dataset(dataset_id: str, data_dir: str | os.PathLike | None = None, download: bool = False):
+def open_dataset(
+    dataset_id: str, data_dir: str | os.PathLike | None = None, download: bool = False
+):
     """Open a Minari dataset from the local cache, downloading only when asked.
 
     Raises:
@@ -80,7 +82,8 @@ def open_dataset(dataset_id: str, data_dir: str | os.PathLike | None = None, dow
         return minari.MinariDataset(path / "data")
     except Exception as exc:  # h5py/json raise many types for a damaged file
         raise DatasetFormatError(
-            f"Minari dataset '{dataset_id}' at {path} cannot be read ({type(exc).__name__}: {exc}); "
+            f"Minari dataset '{dataset_id}' at {path} cannot be read "
+            f"({type(exc).__name__}: {exc}); "
             "delete it and regenerate or re-download it."
         ) from exc
 
@@ -129,11 +132,14 @@ def dataset_info(dataset, dataset_id: str, obs_keys: list[str] | None = None) ->
         )
     obs_space = dataset.observation_space
     if isinstance(obs_space, gym.spaces.Dict):
-        keys = list(obs_keys) if obs_keys else [k for k in DEFAULT_GOAL_KEYS if k in obs_space.spaces]
+        keys = (
+            list(obs_keys) if obs_keys else [k for k in DEFAULT_GOAL_KEYS if k in obs_space.spaces]
+        )
         missing = [k for k in keys if k not in obs_space.spaces]
         if missing or not keys:
             raise DatasetFormatError(
-                f"Dataset '{dataset_id}' observation keys {list(obs_space.spaces)} lack {missing or keys}; "
+                f"Dataset '{dataset_id}' observation keys {list(obs_space.spaces)} lack "
+                f"{missing or keys}; "
                 "set `obs_keys` to the keys to concatenate."
             )
     else:
@@ -190,7 +196,14 @@ def load_transitions(dataset, info: DatasetInfo) -> TensorDict:
     """
     did = info.dataset_id
     obs_l, nobs_l, act_l, nact_l, rew_l, term_l, trunc_l, ep_l, step_l = ([] for _ in range(9))
-    for ep in dataset.iterate_episodes():
+    try:
+        episodes = list(dataset.iterate_episodes())
+    except Exception as exc:  # h5py raises OSError/KeyError/ValueError for damaged files
+        raise DatasetFormatError(
+            f"Dataset '{did}' cannot be read ({type(exc).__name__}: {exc}); the HDF5 file is "
+            "damaged or truncated: delete it and regenerate or re-download it."
+        ) from exc
+    for ep in episodes:
         obs = flatten_obs(ep.observations, info.obs_keys).astype(np.float32)
         act = np.asarray(ep.actions, dtype=np.float32).reshape(len(ep.actions), -1)
         rew = np.asarray(ep.rewards, dtype=np.float32).reshape(-1)
@@ -199,7 +212,8 @@ def load_transitions(dataset, info: DatasetInfo) -> TensorDict:
             continue
         if obs.shape != (T + 1, info.obs_dim) or act.shape[1] != info.action_dim or len(rew) != T:
             raise DatasetFormatError(
-                f"Dataset '{did}' episode {ep.id} has observations {obs.shape}, actions {act.shape}, "
+                f"Dataset '{did}' episode {ep.id} has observations {obs.shape}, "
+                f"actions {act.shape}, "
                 f"rewards {rew.shape}, but the metadata says obs_dim={info.obs_dim}, "
                 f"action_dim={info.action_dim} and observations need one more step than actions; "
                 "the file is inconsistent: regenerate it."

@@ -40,9 +40,16 @@ class BCModule(pl.LightningModule):
 
     stage = "policy"
 
-    def __init__(self, obs_dim: int, action_dim: int, action_low: list[float],
-                 action_high: list[float], dataset_id: str = "", hidden: list[int] = (256, 256),
-                 lr: float = 1e-3):
+    def __init__(
+        self,
+        obs_dim: int,
+        action_dim: int,
+        action_low: list[float],
+        action_high: list[float],
+        dataset_id: str = "",
+        hidden: list[int] = (256, 256),
+        lr: float = 1e-3,
+    ):
         super().__init__()
         if lr <= 0:
             raise ConfigError(f"model.lr={lr} must be positive; 1e-3 is a good start.")
@@ -66,8 +73,9 @@ class BCModule(pl.LightningModule):
 
     def validation_step(self, batch: TensorDict, batch_idx: int) -> None:
         loss, info = bc_loss(self.actor, batch)
-        self.log_dict({f"val/{k}": v for k, v in info.items()}, batch_size=batch.shape[0],
-                      sync_dist=True)
+        self.log_dict(
+            {f"val/{k}": v for k, v in info.items()}, batch_size=batch.shape[0], sync_dist=True
+        )
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.actor.parameters(), lr=self.hparams.lr)

@@ -19,8 +19,14 @@ class MLP(nn.Sequential):
         activation: hidden activation class.
     """
 
-    def __init__(self, in_dim: int, out_dim: int, hidden: Sequence[int] = (256, 256, 256),
-                 layer_norm: bool = False, activation: type[nn.Module] = nn.ReLU):
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        hidden: Sequence[int] = (256, 256, 256),
+        layer_norm: bool = False,
+        activation: type[nn.Module] = nn.ReLU,
+    ):
         layers: list[nn.Module] = []
         d = in_dim
         for h in hidden:
@@ -40,8 +46,14 @@ class TanhActor(nn.Module):
     out), so ITPO and world models can call it on raw states.
     """
 
-    def __init__(self, obs_dim: int, action_dim: int, action_low: Sequence[float],
-                 action_high: Sequence[float], hidden: Sequence[int] = (256, 256, 256)):
+    def __init__(
+        self,
+        obs_dim: int,
+        action_dim: int,
+        action_low: Sequence[float],
+        action_high: Sequence[float],
+        hidden: Sequence[int] = (256, 256, 256),
+    ):
         super().__init__()
         self.net = MLP(obs_dim, action_dim, hidden)
         low = torch.as_tensor(action_low, dtype=torch.float32)

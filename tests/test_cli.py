@@ -1,0 +1,112 @@
+"""The ``lit-itpo`` CLI: help, print_config with the real configs, a ``fit`` smoke run."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from lit_itpo.cli import lightning_main, main
+from lit_itpo.modules import BCModule
+
+REPO = Path(__file__).resolve().parent.parent
+DID = "test/hopper/random-v0"
+
+
+def test_help_lists_subcommands():
+    out = subprocess.run(
+        [sys.executable, "-m", "lit_itpo", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    for sub in ("fit", "validate", "test", "collect"):
+        assert sub in out
+    out = subprocess.run(
+        [sys.executable, "-m", "lit_itpo", "collect", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "--collect.recipes" in out and "--collect.sac.total_frames" in out
+
+
+def test_print_config_of_committed_configs(tiny_root, capsys):
+    root, _ = tiny_root
+    with pytest.raises(SystemExit):
+        lightning_main(
+            [
+                "fit",
+                "--config",
+                str(REPO / "conf/embedded/bc.yaml"),
+                "--data.dataset_id",
+                DID,
+                "--data.data_dir",
+                str(root),
+                "--print_config",
+            ]
+        )
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["model"]["class_path"] == "lit_itpo.modules.BCModule"
+    assert cfg["seed_everything"] == 0 and cfg["trainer"]["check_val_every_n_epoch"] is None
+    with pytest.raises(SystemExit):
+        main(["collect", "--config", str(REPO / "conf/collect/halfcheetah.yaml"), "--print_config"])
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["collect"]["env_id"] == "HalfCheetah-v5" and cfg["collect"]["steps"] == 1_000_000
+
+
+def test_missing_dataset_is_one_clear_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(
+            [
+                "fit",
+                "--config",
+                str(REPO / "conf/embedded/bc.yaml"),
+                "--data.dataset_id",
+                "nope/none/x-v0",
+                "--data.data_dir",
+                str(tmp_path),
+            ]
+        )
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("lit-itpo: error:") and "nope/none/x-v0" in err
+
+
+def test_fit_smoke_writes_checkpoint_logs_and_config(tiny_root, tmp_path):
+    root, _ = tiny_root
+    cli = lightning_main(
+        [
+            "fit",
+            "--config",
+            str(REPO / "conf/embedded/bc.yaml"),
+            "--data.dataset_id",
+            DID,
+            "--data.data_dir",
+            str(root),
+            "--data.batch_size",
+            "64",
+            "--trainer.max_steps",
+            "30",
+            "--trainer.val_check_interval",
+            "10",
+            "--trainer.default_root_dir",
+            str(tmp_path),
+            "--trainer.logger.init_args.save_dir",
+            str(tmp_path),
+            "--trainer.enable_progress_bar",
+            "false",
+        ]
+    )
+    assert cli.trainer.global_step == 30
+    run = Path(cli.trainer.logger.log_dir)
+    assert (run / "config.yaml").exists()
+    assert list(run.glob("events.out.tfevents.*"))
+    ckpt = next(run.glob("checkpoints/*.ckpt"))
+    model = BCModule.load_from_checkpoint(ckpt, weights_only=True)
+    assert model.hparams.dataset_id == DID and model.hparams.format_version == 1
+    assert model.hparams.obs_dim == 11
+    # the normaliser came from the training split and travels in the checkpoint
+    assert not torch.allclose(model.actor.obs_std, torch.ones(11))
+    assert "val/actor/bc_mse" in cli.trainer.callback_metrics
