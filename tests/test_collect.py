@@ -137,3 +137,46 @@ def test_collect_bad_inputs(tmp_path):
     with pytest.raises(EnvSpecError, match="Box"):
         collect(CollectConfig(env_id="CartPole-v1", data_dir=str(tmp_path)), progress=False)
     assert not any(tmp_path.iterdir())
+
+
+def test_pointmaze_waypoint_recipe_and_dict_observations(tmp_path):
+    from lit_itpo.data.datamodule import MinariDataModule
+
+    cfg = CollectConfig(
+        env_id="PointMaze_UMaze-v3",
+        name="pointmaze-umaze",
+        recipes=["waypoint"],
+        steps=900,
+        env_kwargs={"continuing_task": True, "reset_target": True},
+        eval_env_kwargs={"continuing_task": True, "reset_target": False},
+        n_envs=3,
+        ref_episodes=3,
+        data_dir=str(tmp_path),
+    )
+    res = collect(cfg, progress=False)["lit_itpo/pointmaze-umaze/waypoint-v0"]
+    assert res["num_steps"] == 900 and res["success_rate"] > 0.5
+    prov = json.loads(
+        (tmp_path / "lit_itpo/pointmaze-umaze/waypoint-v0/provenance.json").read_text()
+    )
+    refs = prov["behaviour"]["reference"]
+    assert refs["controller"]["success_rate"] == 1.0
+    assert refs["controller"]["return_mean"] > refs["random"]["return_mean"]
+    dm = MinariDataModule("lit_itpo/pointmaze-umaze/waypoint-v0", data_dir=str(tmp_path))
+    assert dm.info.obs_keys == ["observation", "desired_goal"] and dm.obs_dim == 6
+    assert json.loads(dm.env_spec)["kwargs"]["reset_target"] is False  # the eval env
+    assert dm.ref_scores == (refs["random"]["return_mean"], refs["controller"]["return_mean"])
+    dm.setup()
+    with minari_root(tmp_path):
+        ep0 = minari.load_dataset("lit_itpo/pointmaze-umaze/waypoint-v0")[0]
+    first = dm.transitions[dm.transitions["episode"] == 0]
+    flat = np.concatenate([ep0.observations["observation"], ep0.observations["desired_goal"]], -1)
+    np.testing.assert_allclose(first["observation"].numpy(), flat[:-1], rtol=1e-6)
+    np.testing.assert_allclose(first["next", "observation"].numpy(), flat[1:], rtol=1e-6)
+
+
+def test_maze_recipes_are_checked(tmp_path):
+    with pytest.raises(ConfigError, match="do not apply"):
+        collect(
+            CollectConfig(env_id="PointMaze_UMaze-v3", recipes=["medium"], data_dir=str(tmp_path)),
+            progress=False,
+        )

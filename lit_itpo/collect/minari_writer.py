@@ -39,8 +39,9 @@ def _finite(obs) -> bool:
 def write_dataset(
     dataset_id: str,
     episodes: list[Episode],
-    env_id: str,
+    env,
     *,
+    eval_env=None,
     data_dir: str | Path | None = None,
     ref_min_score: float | None = None,
     ref_max_score: float | None = None,
@@ -54,7 +55,8 @@ def write_dataset(
     Args:
         dataset_id: ``namespace/name/recipe-vN``.
         episodes: in Minari's layout (observations one step longer than actions).
-        env_id: gymnasium id of the env the data came from (stored as the dataset's env spec).
+        env: gymnasium id or ``EnvSpec`` the data came from (stored as the dataset's env spec).
+        eval_env: id or spec of the evaluation env (default: ``env``).
         data_dir: Minari root (see :func:`lit_itpo.data.minari_io.datasets_root`).
         ref_min_score, ref_max_score: reference returns for normalised scores (always give them:
             ``minari.get_normalized_score`` fails without).
@@ -65,7 +67,6 @@ def write_dataset(
         DatasetFormatError: no episodes, or non-finite values.
         FileExistsError: the id exists and ``overwrite`` is off.
     """
-    import gymnasium as gym
     import minari
     from minari.data_collector import EpisodeBuffer
     from minari.namespace import create_namespace, list_local_namespaces
@@ -103,14 +104,16 @@ def write_dataset(
             )
             for i, ep in enumerate(episodes)
         ]
-        env = gym.make(env_id)
+        from lit_itpo.envs import make_gym_env
+
+        env_obj = make_gym_env(env)
         with minari_root(tmp_root), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*author_email.*", category=UserWarning)
             minari.create_dataset_from_buffers(
                 dataset_id=dataset_id,
                 buffer=buffers,
-                env=env,
-                eval_env=env_id,
+                env=env_obj,
+                eval_env=eval_env if eval_env is not None else env_obj.spec,
                 algorithm_name=algorithm_name,
                 author="lit_itpo",
                 ref_min_score=ref_min_score,
@@ -118,7 +121,7 @@ def write_dataset(
                 description=description,
                 data_format="hdf5",
             )
-        env.close()
+        env_obj.close()
         if provenance is not None:
             atomic_write_json(provenance, tmp_root / dataset_id / "provenance.json")
         namespace = dataset_id.rsplit("/", 1)[0] if "/" in dataset_id else None

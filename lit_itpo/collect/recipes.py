@@ -8,6 +8,7 @@
 - ``expert``: the best checkpoint within the training budget (D4RL trained 1M+ steps; ours is
   shorter, so this is "best reached", and the README says how far it is from D4RL's expert).
 - ``medium-expert``: ``medium`` and ``expert`` concatenated.
+- ``waypoint`` (maze envs): D4RL's maze2d recipe, see :mod:`lit_itpo.collect.maze`.
 
 Everything is seeded: with the same config (and behaviour checkpoints), datasets regenerate
 identically. Behaviour checkpoints that matter are exported to ``export_dir`` so they can be
@@ -39,12 +40,13 @@ from lit_itpo.collect.sac import (
 )
 from lit_itpo.data.minari_io import datasets_root
 from lit_itpo.data.scores import env_family, normalized_score, reference_scores
+from lit_itpo.envs import gym_spec, make_gym_env
 from lit_itpo.errors import ConfigError, EnvSpecError
 from lit_itpo.utils import atomic_write_json
 
 log = logging.getLogger(__name__)
 
-RECIPES = ("random", "medium", "medium-replay", "expert", "medium-expert")
+RECIPES = ("random", "medium", "medium-replay", "expert", "medium-expert", "waypoint")
 # D4RL medium datasets' mean normalised return (Fu et al. 2020, Table 2 datasets).
 MEDIUM_TARGETS = {"halfcheetah": 41.0, "hopper": 44.0, "walker2d": 62.0}
 ASSETS_BEHAVIOUR = Path(__file__).resolve().parent.parent / "assets" / "behaviour"
@@ -55,7 +57,9 @@ class CollectConfig:
     """``lit-itpo collect``: train (or reuse) a behaviour agent and write D4RL-style datasets.
 
     Attributes:
-        env_id: gymnasium MuJoCo env, e.g. ``HalfCheetah-v5``.
+        env_id: gymnasium MuJoCo env, e.g. ``HalfCheetah-v5`` or ``PointMaze_UMaze-v3``.
+        env_kwargs: kwargs of the data-collection env (stored in the dataset's env spec).
+        eval_env_kwargs: kwargs of the evaluation env stored in the dataset (default: same).
         name: dataset family in the id (``<namespace>/<name>/<recipe>-v<version>``).
         namespace: Minari namespace of the datasets.
         version: dataset version in the id.
@@ -72,9 +76,13 @@ class CollectConfig:
         n_envs: envs stepped together during rollouts.
         overwrite: rewrite datasets that exist (otherwise they are skipped: resumable).
         id_suffix: appended to the recipe in the id (e.g. ``-small`` for a cut-down copy).
+        controller_noise: Gaussian action noise of the maze waypoint controller (D4RL: 0.5).
+        ref_episodes: maze envs: episodes for the random/controller reference returns.
     """
 
     env_id: str = "HalfCheetah-v5"
+    env_kwargs: dict = field(default_factory=dict)
+    eval_env_kwargs: dict | None = None
     name: str = "halfcheetah"
     namespace: str = "lit_itpo"
     version: int = 0
@@ -90,25 +98,32 @@ class CollectConfig:
     n_envs: int = 10
     overwrite: bool = False
     id_suffix: str = ""
+    controller_noise: float = 0.5
+    ref_episodes: int = 20
 
     def dataset_id(self, recipe: str) -> str:
         return f"{self.namespace}/{self.name}/{recipe}{self.id_suffix}-v{self.version}"
 
 
-def _check(cfg: CollectConfig) -> None:
+def _is_maze(env_id: str) -> bool:
+    return "Maze" in env_id
+
+
+def _check(cfg: CollectConfig) -> gym.envs.registration.EnvSpec:
     bad = [r for r in cfg.recipes if r not in RECIPES]
     if bad:
         raise ConfigError(f"collect recipes {bad} are unknown; choose from {list(RECIPES)}.")
+    maze = _is_maze(cfg.env_id)
+    wrong = [r for r in cfg.recipes if (r == "waypoint") != maze]
+    if wrong:
+        raise ConfigError(
+            f"collect recipes {wrong} do not apply to '{cfg.env_id}'; maze envs take "
+            "[waypoint], MuJoCo locomotion envs the SAC recipes."
+        )
     if cfg.steps < 1:
         raise ConfigError(f"collect steps={cfg.steps} must be a positive number of transitions.")
-    try:
-        spec = gym.spec(cfg.env_id)
-    except gym.error.Error as exc:
-        raise EnvSpecError(
-            f"Environment id '{cfg.env_id}' is not registered with gymnasium ({exc}); use e.g. "
-            "HalfCheetah-v5, Hopper-v5 or Walker2d-v5."
-        ) from exc
-    env = gym.make(spec)
+    spec = gym_spec(cfg.env_id, **cfg.env_kwargs)
+    env = make_gym_env(spec)
     try:
         if not isinstance(env.action_space, gym.spaces.Box):
             raise EnvSpecError(
@@ -117,11 +132,12 @@ def _check(cfg: CollectConfig) -> None:
             )
     finally:
         env.close()
+    return spec
 
 
-def uniform_policy(env_id: str, seed: int):
+def uniform_policy(env_id, seed: int):
     """Seeded uniform-random actions in the env's Box, as a batched rollout policy."""
-    env = gym.make(env_id)
+    env = make_gym_env(env_id)
     low, high = env.action_space.low, env.action_space.high
     env.close()
     rng = np.random.default_rng(seed)
@@ -185,7 +201,9 @@ def collect(cfg: CollectConfig, progress: bool = True) -> dict[str, dict]:
     """Run the recipes; returns ``{dataset_id: summary}``. Existing datasets are skipped."""
     from tqdm.auto import tqdm
 
-    _check(cfg)
+    spec = _check(cfg)
+    if _is_maze(cfg.env_id):
+        return collect_maze(cfg, spec, progress)
     torch.manual_seed(cfg.seed)
     fam = env_family(cfg.env_id)
     ref = reference_scores(cfg.env_id)
@@ -253,7 +271,7 @@ def collect(cfg: CollectConfig, progress: bool = True) -> dict[str, dict]:
                 target,
             )
 
-    make_env = lambda: gym.make(cfg.env_id)  # noqa: E731
+    make_env = lambda: make_gym_env(spec)  # noqa: E731
     results: dict[str, dict] = {}
     made: dict[str, list[Episode]] = {}
 
@@ -273,7 +291,7 @@ def collect(cfg: CollectConfig, progress: bool = True) -> dict[str, dict]:
     for recipe in todo:
         behaviour: dict = {}
         if recipe == "random":
-            episodes = rollout(uniform_policy(cfg.env_id, cfg.seed), 0, f"{cfg.name} random")
+            episodes = rollout(uniform_policy(spec, cfg.seed), 0, f"{cfg.name} random")
             behaviour = {"policy": "uniform random actions"}
         elif recipe in ("medium", "expert"):
             actor, blob = actors[recipe]
@@ -309,31 +327,98 @@ def collect(cfg: CollectConfig, progress: bool = True) -> dict[str, dict]:
             }
         if recipe in ("medium", "expert"):
             made[recipe] = episodes
-        summary = _summary(episodes, ref)
-        did = cfg.dataset_id(recipe)
-        provenance = {
-            "dataset_id": did,
-            "recipe": recipe,
-            "command": " ".join(["lit-itpo", *sys.argv[1:]]) if sys.argv else None,
-            "config": asdict(cfg),
-            "behaviour": behaviour,
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "lit_itpo_version": __version__,
-            **summary,
+        results.update(_write(cfg, recipe, spec, spec, episodes, ref, behaviour))
+    return results
+
+
+def _write(
+    cfg: CollectConfig, recipe: str, spec, eval_spec, episodes: list[Episode], ref, behaviour: dict
+) -> dict[str, dict]:
+    """Write one recipe's dataset with its provenance; returns ``{dataset_id: summary}``."""
+    summary = _summary(episodes, ref)
+    if episodes and "success" in episodes[0].infos:
+        summary["success_rate"] = float(np.mean([e.infos["success"] for e in episodes]))
+    did = cfg.dataset_id(recipe)
+    provenance = {
+        "dataset_id": did,
+        "recipe": recipe,
+        "command": " ".join(["lit-itpo", *sys.argv[1:]]) if sys.argv else None,
+        "config": asdict(cfg),
+        "behaviour": behaviour,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "lit_itpo_version": __version__,
+        **summary,
+    }
+    write_dataset(
+        did,
+        episodes,
+        spec,
+        eval_env=eval_spec,
+        data_dir=cfg.data_dir,
+        ref_min_score=ref[0],
+        ref_max_score=ref[1],
+        algorithm_name=f"lit_itpo collect ({recipe}, D4RL recipe)",
+        description=f"D4RL-style '{recipe}' data on {cfg.env_id} made by lit_itpo "
+        f"(seed {cfg.seed}); provenance.json holds the command and behaviour returns.",
+        provenance=provenance,
+        overwrite=cfg.overwrite,
+    )
+    log.info("%s: %s", did, summary)
+    return {did: summary}
+
+
+def collect_maze(cfg: CollectConfig, spec, progress: bool = True) -> dict[str, dict]:
+    """D4RL's maze2d recipe: a noisy waypoint controller; reference returns measured on the
+    evaluation env (random policy = min, noise-free controller = max), success rate recorded."""
+    from tqdm.auto import tqdm
+
+    from lit_itpo.collect.maze import WaypointController
+
+    eval_spec = gym_spec(cfg.env_id, **(cfg.eval_env_kwargs or cfg.env_kwargs))
+    probe = make_gym_env(spec)
+    maze = probe.unwrapped.maze
+    probe.close()
+    results: dict[str, dict] = {}
+    root = datasets_root(cfg.data_dir)
+    for recipe in cfg.recipes:
+        if not cfg.overwrite and (root / cfg.dataset_id(recipe)).exists():
+            log.info("%s exists; skipping (overwrite=true to redo)", cfg.dataset_id(recipe))
+            continue
+        refs = {}
+        for label, policy, off in (
+            ("random", uniform_policy(eval_spec, cfg.seed + 1), 300_000),
+            ("controller", WaypointController(maze, noise=0.0), 400_000),
+        ):
+            eps = rollout_episodes(
+                lambda: make_gym_env(eval_spec),
+                policy,
+                n_episodes=cfg.ref_episodes,
+                n_envs=cfg.n_envs,
+                seed=cfg.seed * 1_000_003 + off,
+            )
+            refs[label] = {
+                "return_mean": float(np.mean([e.ret for e in eps])),
+                "success_rate": float(np.mean([e.infos.get("success", False) for e in eps])),
+            }
+        ref = (refs["random"]["return_mean"], refs["controller"]["return_mean"])
+        if ref[1] <= ref[0]:
+            raise ConfigError(
+                f"On '{cfg.env_id}' the controller's mean return {ref[1]:.2f} does not exceed the "
+                f"random policy's {ref[0]:.2f}; raise ref_episodes or check the env kwargs."
+            )
+        controller = WaypointController(maze, noise=cfg.controller_noise, seed=cfg.seed)
+        with tqdm(total=cfg.steps, desc=f"{cfg.name} {recipe}", disable=not progress) as bar:
+            episodes = rollout_episodes(
+                lambda: make_gym_env(spec),
+                controller,
+                n_steps=cfg.steps,
+                n_envs=cfg.n_envs,
+                seed=cfg.seed * 1_000_003,
+                progress=bar,
+            )
+        behaviour = {
+            "policy": f"BFS waypoint + PD controller, noise {cfg.controller_noise}",
+            "reference": refs,
         }
-        write_dataset(
-            did,
-            episodes,
-            cfg.env_id,
-            data_dir=cfg.data_dir,
-            ref_min_score=ref[0],
-            ref_max_score=ref[1],
-            algorithm_name=f"lit_itpo collect ({recipe}, D4RL recipe)",
-            description=f"D4RL-style '{recipe}' data on {cfg.env_id} made by lit_itpo "
-            f"(seed {cfg.seed}); provenance.json holds the command and behaviour returns.",
-            provenance=provenance,
-            overwrite=cfg.overwrite,
-        )
-        results[did] = summary
-        log.info("%s: %s", did, summary)
+        results.update(_write(cfg, recipe, spec, eval_spec, episodes, ref, behaviour))
     return results

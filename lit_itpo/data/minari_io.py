@@ -94,7 +94,7 @@ class DatasetInfo:
 
     dataset_id: str
     env_id: str | None
-    env_spec: str | None  # gymnasium EnvSpec as JSON, for the evaluation env
+    env_spec: str | None  # gymnasium EnvSpec JSON of the evaluation env (eval_env_spec first)
     obs_dim: int
     action_dim: int
     action_low: list[float]
@@ -147,7 +147,8 @@ def dataset_info(dataset, dataset_id: str, obs_keys: list[str] | None = None) ->
     meta = dataset.storage.metadata
     spec = dataset.spec
     env_spec = spec.env_spec
-    env_spec_json = env_spec.to_json() if env_spec is not None else None
+    # Evaluation uses the dataset's eval env when it has one (maze data: goals do not reset).
+    env_spec_json = meta.get("eval_env_spec") or (env_spec.to_json() if env_spec else None)
     env_id = env_spec.id if env_spec is not None else None
     return DatasetInfo(
         dataset_id=dataset_id,

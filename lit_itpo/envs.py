@@ -1,0 +1,51 @@
+"""Environment factories from env ids or a dataset's stored env spec.
+
+Maze envs live in gymnasium-robotics, which registers them on import; everything that makes an
+env goes through here so that import is never forgotten.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+
+from lit_itpo.errors import EnvSpecError
+
+
+def _register(env_id: str) -> None:
+    if "Maze" in env_id or "Adroit" in env_id or "Fetch" in env_id:
+        import gymnasium_robotics
+
+        gym.register_envs(gymnasium_robotics)
+
+
+def gym_spec(env_id: str, **kwargs) -> gym.envs.registration.EnvSpec:
+    """The gymnasium ``EnvSpec`` of ``env_id`` with ``kwargs`` applied (kept in Minari metadata).
+
+    Raises:
+        EnvSpecError: the id is unknown or the env cannot be made with these kwargs.
+    """
+    _register(env_id)
+    try:
+        env = gym.make(env_id, **kwargs)
+    except gym.error.Error as exc:
+        raise EnvSpecError(
+            f"Environment id '{env_id}' is not registered with gymnasium ({exc}); use e.g. "
+            "HalfCheetah-v5, Hopper-v5, Walker2d-v5 or PointMaze_UMaze-v3."
+        ) from exc
+    except TypeError as exc:
+        raise EnvSpecError(f"Environment '{env_id}' rejects kwargs {kwargs}: {exc}.") from exc
+    spec = env.spec
+    env.close()
+    return spec
+
+
+def make_gym_env(spec: gym.envs.registration.EnvSpec | str) -> gym.Env:
+    """A gymnasium env from a spec (or its JSON, as Minari stores it, or a plain id)."""
+    if isinstance(spec, str):
+        if spec.lstrip().startswith("{"):
+            spec = gym.envs.registration.EnvSpec.from_json(spec)
+        else:
+            _register(spec)
+            return gym.make(spec)
+    _register(spec.id)
+    return gym.make(spec)
