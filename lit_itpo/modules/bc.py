@@ -54,6 +54,7 @@ class BCModule(pl.LightningModule):
         if lr <= 0:
             raise ConfigError(f"model.lr={lr} must be positive; 1e-3 is a good start.")
         self.save_hyperparameters()
+        self.hparams["stage"] = self.stage
         self.hparams["format_version"] = FORMAT_VERSION
         self.actor = TanhActor(obs_dim, action_dim, action_low, action_high, list(hidden))
 

@@ -1,0 +1,58 @@
+"""Loading another stage's checkpoint with guards: stage, format, dims and dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from lit_itpo.errors import CheckpointError
+
+
+def read_hparams(path: str | Path) -> dict:
+    """The ``hyper_parameters`` of a Lightning checkpoint (raises a clear error if unreadable)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"Checkpoint {path} does not exist; pass the path of a .ckpt file.")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"Checkpoint {path} cannot be read ({exc}); re-save it.") from exc
+    hp = blob.get("hyper_parameters")
+    if not isinstance(hp, dict):
+        raise CheckpointError(f"Checkpoint {path} has no hyper_parameters; is it from lit_itpo?")
+    return hp
+
+
+def check_compatible(
+    path: str | Path,
+    hp: dict,
+    *,
+    stage: str,
+    format_version: int,
+    obs_dim: int | None = None,
+    action_dim: int | None = None,
+    dataset_id: str | None = None,
+) -> None:
+    """Raise :class:`CheckpointError` naming the mismatch when a checkpoint does not fit."""
+    got = hp.get("stage")
+    if got != stage:
+        raise CheckpointError(
+            f"Checkpoint {path} is from stage '{got}', not '{stage}'; pass a {stage} checkpoint."
+        )
+    if hp.get("format_version") != format_version:
+        raise CheckpointError(
+            f"Checkpoint {path} has format_version {hp.get('format_version')}, this lit_itpo "
+            f"reads {format_version}; retrain that stage with this version."
+        )
+    for name, want in (("obs_dim", obs_dim), ("action_dim", action_dim)):
+        if want is not None and hp.get(name) != want:
+            raise CheckpointError(
+                f"Checkpoint {path} has {name}={hp.get(name)} but the data has {name}={want}; "
+                "use a checkpoint trained on this dataset."
+            )
+    if dataset_id is not None and hp.get("dataset_id") != dataset_id:
+        raise CheckpointError(
+            f"Checkpoint {path} was trained on '{hp.get('dataset_id')}', not '{dataset_id}'; "
+            "use a checkpoint of this dataset."
+        )

@@ -1,0 +1,13 @@
+"""Differentiable world models behind one imagined-rollout interface (``WorldModel``)."""
+
+from lit_itpo.world_models.base import WorldModel
+from lit_itpo.world_models.diffusion import DiffusionTransition, RewardModel, cosine_betas
+from lit_itpo.world_models.dwm import DiffusionWorldModel
+
+__all__ = [
+    "DiffusionTransition",
+    "DiffusionWorldModel",
+    "RewardModel",
+    "WorldModel",
+    "cosine_betas",
+]

@@ -1,0 +1,23 @@
+"""The paper's differentiable world model (DWM): diffusion transition + reward model."""
+
+from __future__ import annotations
+
+import torch
+
+from lit_itpo.world_models.base import WorldModel
+from lit_itpo.world_models.diffusion import DiffusionTransition, RewardModel
+
+
+class DiffusionWorldModel(WorldModel):
+    """K denoising steps per imagined transition; each step needs K noise vectors."""
+
+    def __init__(self, transition: DiffusionTransition, reward_model: RewardModel):
+        super().__init__(reward_model)
+        self.transition = transition
+        self.nfe_per_step = transition.steps
+
+    def noise_shape(self, batch: int, particles: int, horizon: int) -> tuple[int, ...]:
+        return (batch, particles, horizon, self.transition.steps, self.transition.obs_dim)
+
+    def next(self, obs: torch.Tensor, action: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        return self.transition.sample(obs, action, noise)

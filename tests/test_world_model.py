@@ -1,0 +1,191 @@
+"""Diffusion world model: differentiable fixed-noise sampling, fit on a known system, rollout
+API, the Lightning stage and its checkpoint guards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from lit_itpo.cli import lightning_main
+from lit_itpo.errors import CheckpointError, DatasetFormatError
+from lit_itpo.modules import WorldModelModule, load_world_model
+from lit_itpo.world_models import DiffusionTransition, DiffusionWorldModel, RewardModel
+
+REPO = Path(__file__).resolve().parent.parent
+DID = "test/hopper/random-v0"
+
+
+def _tiny_wm(obs_dim=3, act_dim=2, K=4, dtype=torch.float64, seed=0):
+    torch.manual_seed(seed)
+    tr = DiffusionTransition(
+        obs_dim, act_dim, [-1.0] * act_dim, [1.0] * act_dim, steps=K, hidden=(16, 16), clip_x0=None
+    )
+    rw = RewardModel(obs_dim, act_dim, [-1.0] * act_dim, [1.0] * act_dim, hidden=(16, 16))
+    return DiffusionWorldModel(tr, rw).to(dtype)
+
+
+def test_sampling_gradients_match_finite_differences():
+    wm = _tiny_wm()
+    s = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    a = (torch.rand(5, 2, dtype=torch.float64) * 2 - 1).requires_grad_(True)
+    noise = torch.randn(5, 4, 3, dtype=torch.float64)
+    w = torch.randn(5, 3, dtype=torch.float64)
+
+    def f(s_, a_):
+        return (wm.next(s_, a_, noise) * w).sum()
+
+    gs, ga = torch.autograd.grad(f(s, a), (s, a))
+    eps = 1e-6
+    for x, g, which in ((s, gs, 0), (a, ga, 1)):
+        fd = torch.zeros_like(x)
+        for idx in range(x.numel()):
+            d = torch.zeros_like(x).view(-1)
+            d[idx] = eps
+            d = d.view_as(x)
+            args_p = (s + d, a) if which == 0 else (s, a + d)
+            args_m = (s - d, a) if which == 0 else (s, a - d)
+            fd.view(-1)[idx] = (f(*args_p) - f(*args_m)) / (2 * eps)
+        rel = (g - fd).norm() / fd.norm()
+        assert rel < 1e-4, rel
+        assert g.abs().sum() > 0
+
+
+def test_fixed_noise_is_deterministic_and_noise_matters():
+    wm = _tiny_wm(dtype=torch.float32)
+    s, a = torch.randn(8, 3), torch.rand(8, 2) * 2 - 1
+    noise = torch.randn(8, 4, 3)
+    assert torch.equal(wm.next(s, a, noise), wm.next(s, a, noise.clone()))
+    assert not torch.allclose(wm.next(s, a, noise), wm.next(s, a, torch.randn(8, 4, 3)))
+
+
+def test_learns_linear_gaussian_mean_and_spread():
+    torch.manual_seed(0)
+    A = torch.tensor([[0.9, 0.2], [-0.1, 0.8]])
+    Bm = torch.tensor([[0.5], [-0.3]])
+    sig = torch.tensor([0.1, 0.3])
+    n = 20_000
+    s = torch.randn(n, 2)
+    a = torch.rand(n, 1) * 2 - 1
+    sn = s @ A.T + a @ Bm.T + sig * torch.randn(n, 2)
+    m = DiffusionTransition(2, 1, [-1.0], [1.0], steps=10, hidden=(128, 128))
+    d = sn - s
+    m.set_stats(
+        {"obs_mean": s.mean(0), "obs_std": s.std(0), "delta_mean": d.mean(0), "delta_std": d.std(0)}
+    )
+    steps = 4000
+    opt = torch.optim.Adam(m.parameters(), 1e-3)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    for _ in range(steps):
+        idx = torch.randint(0, n, (512,))
+        loss, _ = m.loss(s[idx], a[idx], sn[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    s0, a0 = torch.tensor([[0.5, -1.0]]), torch.tensor([[0.3]])
+    with torch.no_grad():
+        out = m.sample(s0.expand(8000, 2), a0.expand(8000, 1), torch.randn(8000, 10, 2))
+    true_mean = (s0 @ A.T + a0 @ Bm.T)[0]
+    assert torch.allclose(out.mean(0), true_mean, rtol=0.1), (out.mean(0), true_mean)
+    assert torch.allclose(out.std(0), sig, rtol=0.1), (out.std(0), sig)
+
+
+def test_rollout_keys_shapes_and_graph():
+    wm = _tiny_wm(dtype=torch.float32)
+    policy = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Tanh())
+    B, M, H = 4, 6, 5
+    g = torch.Generator().manual_seed(0)
+    td = wm.rollout(torch.randn(B, 3), policy, horizon=H, particles=M, generator=g)
+    assert td.batch_size == torch.Size([B, M, H])
+    assert td["observation"].shape == (B, M, H, 3) and td["action"].shape == (B, M, H, 2)
+    assert td["next", "observation"].shape == (B, M, H, 3)
+    assert td["next", "reward"].shape == (B, M, H, 1)
+    # states chain: next observation of step j is the observation of step j + 1
+    assert torch.equal(td["next", "observation"][:, :, :-1], td["observation"][:, :, 1:])
+    # particles differ (own noise), and the graph reaches the policy parameters
+    assert not torch.allclose(td["next", "observation"][:, 0], td["next", "observation"][:, 1])
+    td["next", "reward"].sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in policy.parameters())
+    assert wm.noise_shape(B, M, H) == (B, M, H, 4, 3)
+    with pytest.raises(ValueError, match="noise has shape"):
+        wm.rollout(torch.randn(B, 3), policy, H, M, noise=torch.randn(B, M, H, 3))
+
+
+def test_non_finite_loss_is_a_clear_error(tiny_root):
+    m = WorldModelModule(11, 3, [-1.0] * 3, [1.0] * 3, hidden=[8], reward_hidden=[8])
+    from lit_itpo.data.datamodule import MinariDataModule
+
+    dm = MinariDataModule(DID, data_dir=str(tiny_root[0]))
+    dm.setup()
+    batch = dm.train_data[:16].clone()
+    batch["next", "observation"][3, 0] = float("nan")
+    with pytest.raises(DatasetFormatError, match="loss became nan"):
+        m.training_step(batch, 0)
+
+
+@pytest.fixture(scope="module")
+def wm_ckpt(tiny_root, tmp_path_factory):
+    root, _ = tiny_root
+    out = tmp_path_factory.mktemp("wm")
+    cli = lightning_main(
+        [
+            "fit",
+            "--config",
+            str(REPO / "conf/embedded/world_model.yaml"),
+            "--data.dataset_id",
+            DID,
+            "--data.data_dir",
+            str(root),
+            "--data.batch_size",
+            "64",
+            "--model.init_args.hidden",
+            "[32, 32]",
+            "--model.init_args.reward_hidden",
+            "[32, 32]",
+            "--trainer.max_steps",
+            "20",
+            "--trainer.val_check_interval",
+            "10",
+            "--trainer.default_root_dir",
+            str(out),
+            "--trainer.logger.init_args.save_dir",
+            str(out),
+            "--trainer.enable_progress_bar",
+            "false",
+        ]
+    )
+    metrics = dict(cli.trainer.callback_metrics)
+    return next(Path(cli.trainer.logger.log_dir).glob("checkpoints/*.ckpt")), metrics, cli
+
+
+def test_fit_smoke_logs_metrics_figure_and_loadable_checkpoint(wm_ckpt):
+    ckpt, metrics, cli = wm_ckpt
+    for key in ("val/state_rmse", "val/reward_rmse", "val/open_loop_rmse_h5"):
+        assert key in metrics and torch.isfinite(metrics[key])
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ev = EventAccumulator(str(Path(cli.trainer.logger.log_dir)), size_guidance={"images": 0})
+    ev.Reload()
+    assert "val/imagined_vs_real" in ev.Tags()["images"]
+    wm = load_world_model(ckpt, obs_dim=11, action_dim=3, dataset_id=DID)
+    assert not any(p.requires_grad for p in wm.parameters())
+    assert wm.transition.obs_std.ne(1).any()  # normaliser from the data travelled along
+    td = wm.rollout(torch.zeros(2, 11), lambda s: torch.zeros(*s.shape[:-1], 3), 3, 4)
+    assert td.batch_size == torch.Size([2, 4, 3])
+
+
+def test_loader_rejects_wrong_stage_dims_and_dataset(wm_ckpt, tmp_path):
+    ckpt, _, _ = wm_ckpt
+    with pytest.raises(CheckpointError, match="obs_dim=11 but the data has obs_dim=17"):
+        load_world_model(ckpt, obs_dim=17)
+    with pytest.raises(CheckpointError, match="trained on 'test/hopper/random-v0'"):
+        load_world_model(ckpt, dataset_id="lit_itpo/halfcheetah/medium-v0")
+    blob = torch.load(ckpt, weights_only=True)
+    blob["hyper_parameters"]["stage"] = "policy"
+    torch.save(blob, tmp_path / "policy.ckpt")
+    with pytest.raises(CheckpointError, match="stage 'policy', not 'world_model'"):
+        load_world_model(tmp_path / "policy.ckpt")
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_world_model(tmp_path / "missing.ckpt")
