@@ -189,3 +189,18 @@ def test_loader_rejects_wrong_stage_dims_and_dataset(wm_ckpt, tmp_path):
         load_world_model(tmp_path / "policy.ckpt")
     with pytest.raises(CheckpointError, match="does not exist"):
         load_world_model(tmp_path / "missing.ckpt")
+
+
+def test_respaced_sampling_uses_fewer_steps_of_the_same_model():
+    wm = _tiny_wm(K=8, dtype=torch.float32)
+    s, a = torch.randn(6, 3), torch.rand(6, 2) * 2 - 1
+    full = wm.next(s, a, torch.zeros(6, 8, 3))
+    wm.transition.set_sample_steps(2)
+    assert wm.nfe_per_step == 2 and wm.noise_shape(6, 1, 1) == (6, 1, 1, 2, 3)
+    short = wm.next(s, a, torch.zeros(6, 2, 3))
+    assert torch.isfinite(short).all() and not torch.allclose(full, short)
+    assert "coef_x0" not in wm.state_dict()  # derived, not saved: checkpoints serve any K
+    wm.transition.set_sample_steps(8)
+    assert torch.equal(full, wm.next(s, a, torch.zeros(6, 8, 3)))
+    with pytest.raises(ValueError, match="sample_steps=9"):
+        wm.transition.set_sample_steps(9)

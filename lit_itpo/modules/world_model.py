@@ -45,8 +45,9 @@ class WorldModelModule(pl.LightningModule):
 
     Args:
         obs_dim, action_dim, action_low, action_high, dataset_id: linked from the DataModule.
-        diffusion_steps: K denoising steps (see benchmarks/world_model.py for the accuracy/cost
-            curve behind the default).
+        diffusion_steps: K diffusion steps of training.
+        sample_steps: reverse steps when sampling (default K); fewer use a respaced schedule
+            (see benchmarks/world_model_k.py for the accuracy/cost curve behind the default).
         hidden: denoiser widths.
         reward_hidden: reward MLP widths (paper: 3 x 512).
         prediction: ``"eps"`` or ``"x0"`` denoiser target.
@@ -69,6 +70,7 @@ class WorldModelModule(pl.LightningModule):
         action_high: list[float],
         dataset_id: str = "",
         diffusion_steps: int = 10,
+        sample_steps: int | None = None,
         hidden: list[int] = (512, 512, 512),
         reward_hidden: list[int] = (512, 512, 512),
         prediction: str = "eps",
@@ -87,6 +89,11 @@ class WorldModelModule(pl.LightningModule):
             )
         if eval_horizon < 1:
             raise ConfigError(f"model.eval_horizon={eval_horizon} must be >= 1.")
+        if diffusion_steps < 1 or not 1 <= (sample_steps or diffusion_steps) <= diffusion_steps:
+            raise ConfigError(
+                f"model.diffusion_steps={diffusion_steps} must be >= 1 and "
+                f"model.sample_steps={sample_steps} between 1 and diffusion_steps (or null)."
+            )
         self.save_hyperparameters()
         self.hparams["stage"] = STAGE
         self.hparams["format_version"] = FORMAT_VERSION
@@ -99,6 +106,7 @@ class WorldModelModule(pl.LightningModule):
             list(hidden),
             prediction,
             variance=variance,
+            sample_steps=sample_steps,
         )
         reward = RewardModel(obs_dim, action_dim, action_low, action_high, list(reward_hidden))
         self.world_model = DiffusionWorldModel(transition, reward)

@@ -75,13 +75,15 @@ class DiffusionTransition(_Conditioning):
 
     Args:
         obs_dim, action_dim, action_low, action_high: spaces.
-        steps: K denoising steps.
+        steps: K diffusion steps of training.
         hidden: denoiser widths.
-        prediction: ``"eps"`` (DDPM's noise prediction) or ``"x0"`` (predict the clean sample,
-            often better with few steps on low-dimensional data).
+        prediction: ``"eps"`` (DDPM's noise prediction) or ``"x0"`` (predict the clean sample).
         clip_x0: clip the x0 estimate while sampling (in normalised units); ``None`` disables.
-        variance: reverse-step variance, DDPM's two choices: ``"beta_tilde"`` (the posterior's,
-            a lower bound) or ``"beta"`` (an upper bound; with few steps it keeps more spread).
+        variance: reverse-step variance, DDPM's two choices: ``"beta"`` (upper bound; with few
+            steps it keeps the spread, measured in tests/test_world_model.py) or
+            ``"beta_tilde"`` (the posterior's, a lower bound that shrinks the spread).
+        sample_steps: reverse steps when sampling (default ``steps``); fewer steps sample the
+            same trained model on an evenly respaced schedule (Nichol & Dhariwal 2021, Sec. 4).
     """
 
     def __init__(
@@ -95,6 +97,7 @@ class DiffusionTransition(_Conditioning):
         prediction: str = "eps",
         clip_x0: float | None = 5.0,
         variance: str = "beta",
+        sample_steps: int | None = None,
     ):
         super().__init__(obs_dim, action_dim, action_low, action_high)
         if prediction not in ("eps", "x0"):
@@ -103,25 +106,37 @@ class DiffusionTransition(_Conditioning):
             raise ValueError(f"variance={variance!r} must be 'beta_tilde' or 'beta'.")
         if steps < 1:
             raise ValueError(f"diffusion steps={steps} must be >= 1.")
-        self.obs_dim, self.steps, self.prediction, self.clip_x0 = (
-            obs_dim,
-            steps,
-            prediction,
-            clip_x0,
-        )
+        self.obs_dim, self.prediction, self.clip_x0 = obs_dim, prediction, clip_x0
+        self.train_steps, self.variance = steps, variance
         self.denoiser = Denoiser(obs_dim, obs_dim + action_dim, hidden)
-        betas = cosine_betas(steps)
-        alphas = 1 - betas
-        abar = torch.cumprod(alphas, 0)
+        abar = torch.cumprod(1 - cosine_betas(steps), 0)
+        self.register_buffer("train_sqrt_abar", abar.sqrt().float())
+        self.register_buffer("train_sqrt_1m_abar", (1 - abar).sqrt().float())
+        self.set_sample_steps(sample_steps or steps)
+
+    def set_sample_steps(self, k: int) -> None:
+        """Sample with ``k`` reverse steps on evenly respaced trained timesteps."""
+        if not 1 <= k <= self.train_steps:
+            raise ValueError(f"sample_steps={k} must be in [1, {self.train_steps}] (trained K).")
+        self.steps = k
+        abar_all = torch.cumprod(1 - cosine_betas(self.train_steps), 0)
+        ts = torch.linspace(0, self.train_steps - 1, k).round().long()
+        abar = abar_all[ts]
         abar_prev = torch.cat([torch.ones(1, dtype=torch.float64), abar[:-1]])
-        f = lambda x: x.float()  # noqa: E731
-        self.register_buffer("sqrt_abar", f(abar.sqrt()))
-        self.register_buffer("sqrt_1m_abar", f((1 - abar).sqrt()))
-        # posterior q(x_{t-1} | x_t, x0) mean coefficients and std
-        self.register_buffer("coef_x0", f(abar_prev.sqrt() * betas / (1 - abar)))
-        self.register_buffer("coef_xt", f(alphas.sqrt() * (1 - abar_prev) / (1 - abar)))
-        post_var = betas * (1 - abar_prev) / (1 - abar) if variance == "beta_tilde" else betas
-        self.register_buffer("post_std", f(post_var.sqrt()))
+        betas = 1 - abar / abar_prev
+        post_var = betas * (1 - abar_prev) / (1 - abar) if self.variance == "beta_tilde" else betas
+        dev = self.train_sqrt_abar.device
+        f = lambda x: x.float().to(dev)  # noqa: E731
+        # Non-persistent buffers: derived from k, so a checkpoint serves any sampling choice.
+        for name, val in (
+            ("ts", ts.to(dev)),
+            ("sqrt_abar", f(abar.sqrt())),
+            ("sqrt_1m_abar", f((1 - abar).sqrt())),
+            ("coef_x0", f(abar_prev.sqrt() * betas / (1 - abar))),
+            ("coef_xt", f((1 - betas).sqrt() * (1 - abar_prev) / (1 - abar))),
+            ("post_std", f(post_var.sqrt())),
+        ):
+            self.register_buffer(name, val, persistent=False)
 
     def loss(
         self,
@@ -133,43 +148,43 @@ class DiffusionTransition(_Conditioning):
         """Denoising loss on a batch ``[B, ...]``; optional per-sample ``weight [B]``."""
         x0 = self.target(obs, next_obs)
         cond = self.cond(obs, action)
-        t = torch.randint(0, self.steps, (x0.shape[0],), device=x0.device)
+        t = torch.randint(0, self.train_steps, (x0.shape[0],), device=x0.device)
         eps = torch.randn_like(x0)
-        xt = self.sqrt_abar[t, None] * x0 + self.sqrt_1m_abar[t, None] * eps
+        xt = self.train_sqrt_abar[t, None] * x0 + self.train_sqrt_1m_abar[t, None] * eps
         out = self.denoiser(xt, t, cond)
         per = (out - (eps if self.prediction == "eps" else x0)).pow(2).mean(-1)
         loss = per.mean() if weight is None else (per * weight).mean()
         return loss, {"transition/denoise_mse": per.detach().mean()}
 
-    def x0_estimate(self, xt: torch.Tensor, t: int, cond: torch.Tensor) -> torch.Tensor:
-        k = torch.full(xt.shape[:-1], t, device=xt.device)
-        out = self.denoiser(xt, k, cond)
+    def x0_estimate(self, xt: torch.Tensor, i: int, cond: torch.Tensor) -> torch.Tensor:
+        """x0 estimate at position ``i`` (ascending) of the sampling chain."""
+        out = self.denoiser(xt, self.ts[i].expand(xt.shape[:-1]), cond)
         if self.prediction == "eps":
-            out = (xt - self.sqrt_1m_abar[t] * out) / self.sqrt_abar[t]
+            out = (xt - self.sqrt_1m_abar[i] * out) / self.sqrt_abar[i]
         if self.clip_x0 is not None:
             out = out.clamp(-self.clip_x0, self.clip_x0)
         return out
 
     def sample(self, obs: torch.Tensor, action: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """Reverse chain with fixed noise: ``s' [..., obs_dim]``.
+        """Reverse chain with fixed noise: ``s' [..., obs_dim]``, differentiable in (s, a).
 
         Args:
             obs: ``[..., obs_dim]`` raw.
             action: ``[..., act_dim]`` raw.
-            noise: ``[..., K, obs_dim]``: ``noise[..., 0, :]`` is x_{K-1}, ``noise[..., i, :]``
-                the noise added at reverse step ``t = K - i`` (``i >= 1``).
+            noise: ``[..., K, obs_dim]`` (K = sampling steps): ``noise[..., 0, :]`` is the
+                starting x, ``noise[..., j, :]`` the noise added at the j-th reverse step.
         """
         cond = self.cond(obs, action)
         x = noise[..., 0, :]
-        for i, t in enumerate(range(self.steps - 1, -1, -1)):
-            x0 = self.x0_estimate(x, t, cond)
-            if t == 0:
+        for j, i in enumerate(range(self.steps - 1, -1, -1)):
+            x0 = self.x0_estimate(x, i, cond)
+            if i == 0:
                 x = x0
             else:
                 x = (
-                    self.coef_x0[t] * x0
-                    + self.coef_xt[t] * x
-                    + self.post_std[t] * noise[..., i + 1, :]
+                    self.coef_x0[i] * x0
+                    + self.coef_xt[i] * x
+                    + self.post_std[i] * noise[..., j + 1, :]
                 )
         return self.to_next_obs(obs, x)
 

@@ -14,7 +14,10 @@ class DiffusionWorldModel(WorldModel):
     def __init__(self, transition: DiffusionTransition, reward_model: RewardModel):
         super().__init__(reward_model)
         self.transition = transition
-        self.nfe_per_step = transition.steps
+
+    @property
+    def nfe_per_step(self) -> int:  # follows set_sample_steps
+        return self.transition.steps
 
     def noise_shape(self, batch: int, particles: int, horizon: int) -> tuple[int, ...]:
         return (batch, particles, horizon, self.transition.steps, self.transition.obs_dim)
