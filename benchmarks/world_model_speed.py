@@ -11,6 +11,7 @@ Sizes are the paper's (HalfCheetah: obs 17, action 6; denoiser and reward 3 x 51
 from __future__ import annotations
 
 import argparse
+from functools import partial
 
 import torch
 from common import flops, machine, matmul_peak, save, timeit
@@ -38,6 +39,28 @@ def rollout_flops(wm: DiffusionWorldModel, pi: TanhActor, transitions: int) -> f
     )
 
 
+def rollout_step(wm, pi, s0, M, noise) -> None:
+    """One ITPO-sized step: M particles x H steps, backward to the policy parameters."""
+    pi.zero_grad(set_to_none=True)
+    wm.rollout(s0, pi, H, M, noise=noise)["next", "reward"].mean().backward()
+
+
+def naive_step(wm, pi, s0, M, noise) -> None:
+    """Naive reference: one particle at a time, M separate graphs."""
+    pi.zero_grad(set_to_none=True)
+    for m in range(M):
+        td = wm.rollout(s0, pi, H, 1, noise=noise[:, m : m + 1])
+        (td["next", "reward"].mean() / M).backward()
+
+
+def update(wm, opt, s, a, s2, r) -> None:
+    lt, _ = wm.transition.loss(s, a, s2)
+    lr_, _ = wm.reward_model.loss(s, a, r)
+    opt.zero_grad(set_to_none=True)
+    (lt + lr_).backward()
+    opt.step()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cpu")
@@ -54,12 +77,9 @@ def main() -> None:
             s0 = torch.randn(1, OBS, device=dev)
             noise = wm.sample_noise(1, M, H)
 
-            def step():
-                pi.zero_grad(set_to_none=True)
-                td = wm.rollout(s0, pi, H, M, noise=noise)
-                td["next", "reward"].mean().backward()
-
-            sec = timeit(step, min_time=0.5 if args.quick else 2.0)
+            sec = timeit(
+                partial(rollout_step, wm, pi, s0, M, noise), min_time=0.5 if args.quick else 2.0
+            )
             fl = rollout_flops(wm, pi, M * H)
             row = {
                 "K": K,
@@ -72,14 +92,13 @@ def main() -> None:
                 "share_of_matmul_peak": fl / sec / peak,
             }
             if M == Ms[0]:
-                # naive reference: one particle at a time, M separate graphs
-                def naive():
-                    pi.zero_grad(set_to_none=True)
-                    for m in range(M):
-                        td = wm.rollout(s0, pi, H, 1, noise=noise[:, m : m + 1])
-                        (td["next", "reward"].mean() / M).backward()
-
-                row["naive_ms"] = timeit(naive, min_time=0.5 if args.quick else 2.0) * 1e3
+                row["naive_ms"] = (
+                    timeit(
+                        partial(naive_step, wm, pi, s0, M, noise),
+                        min_time=0.5 if args.quick else 2.0,
+                    )
+                    * 1e3
+                )
             rows.append(row)
             print(row, flush=True)
     # training throughput at the paper's sizes, batch 256 (plain loop of the module's math)
@@ -96,14 +115,7 @@ def main() -> None:
         )
         r = torch.randn(B, 1, device=dev)
 
-        def update():
-            lt, _ = wm.transition.loss(s, a, s2)
-            lr_, _ = wm.reward_model.loss(s, a, r)
-            opt.zero_grad(set_to_none=True)
-            (lt + lr_).backward()
-            opt.step()
-
-        sec = timeit(update, min_time=1.0 if args.quick else 3.0)
+        sec = timeit(partial(update, wm, opt, s, a, s2, r), min_time=1.0 if args.quick else 3.0)
         fl = flops(wm.transition.denoiser, B, trainable=True) + flops(
             wm.reward_model, B, trainable=True
         )
