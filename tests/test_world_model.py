@@ -204,3 +204,38 @@ def test_respaced_sampling_uses_fewer_steps_of_the_same_model():
     assert torch.equal(full, wm.next(s, a, torch.zeros(6, 8, 3)))
     with pytest.raises(ValueError, match="sample_steps=9"):
         wm.transition.set_sample_steps(9)
+
+
+def test_termination_model_learns_a_threshold_and_appears_in_rollouts():
+    from lit_itpo.world_models import TerminationModel
+
+    torch.manual_seed(0)
+    m = TerminationModel(2, 1, [-1.0], [1.0], hidden=(32,), pos_weight=1.0)
+    s, a = torch.randn(4000, 2), torch.rand(4000, 1) * 2 - 1
+    s2 = s + 0.1 * torch.randn(4000, 2)
+    term = s2[:, :1] > 1.0  # falls when the first coordinate passes 1
+    opt = torch.optim.Adam(m.parameters(), 1e-2)
+    for _ in range(300):
+        loss, info = m.loss(s, a, s2, term)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert info["termination/accuracy"] > 0.97
+    wm = _tiny_wm(obs_dim=2, act_dim=1, dtype=torch.float32)
+    wm.termination_model = m
+    td = wm.rollout(torch.randn(3, 2), lambda x: torch.zeros(*x.shape[:-1], 1), 4, 2)
+    p = td["next", "terminated"]
+    assert p.shape == (3, 2, 4, 1) and ((p >= 0) & (p <= 1)).all()
+
+
+def test_module_with_termination_trains_it(tiny_root):
+    from lit_itpo.data.datamodule import MinariDataModule
+
+    dm = MinariDataModule(DID, data_dir=str(tiny_root[0]))
+    dm.setup()
+    m = WorldModelModule(
+        11, 3, [-1.0] * 3, [1.0] * 3, hidden=[8], reward_hidden=[8], termination=True
+    )
+    loss = m.training_step(dm.train_data[:64], 0)
+    loss.backward()
+    assert m.world_model.termination_model.net[0].weight.grad.abs().sum() > 0

@@ -17,7 +17,12 @@ from torchmetrics import MeanMetric
 
 from lit_itpo.errors import ConfigError, DatasetFormatError
 from lit_itpo.modules.checkpoints import check_compatible, read_hparams
-from lit_itpo.world_models import DiffusionTransition, DiffusionWorldModel, RewardModel
+from lit_itpo.world_models import (
+    DiffusionTransition,
+    DiffusionWorldModel,
+    RewardModel,
+    TerminationModel,
+)
 
 FORMAT_VERSION = 1
 STAGE = "world_model"
@@ -58,6 +63,7 @@ class WorldModelModule(pl.LightningModule):
         eval_horizon: H of the open-loop error (paper's ITPO horizon: 5).
         eval_windows: at most this many held-out windows per validation.
         plot_dims: state dimensions drawn in the trajectory figure.
+        termination: also learn p(terminated | s, a, s') (beyond the paper; off by default).
     """
 
     stage = STAGE
@@ -80,6 +86,7 @@ class WorldModelModule(pl.LightningModule):
         eval_horizon: int = 5,
         eval_windows: int = 1024,
         plot_dims: list[int] = (0, 1, 2),
+        termination: bool = False,
     ):
         super().__init__()
         if lr <= 0 or lr_schedule not in ("cosine", "constant"):
@@ -109,7 +116,10 @@ class WorldModelModule(pl.LightningModule):
             sample_steps=sample_steps,
         )
         reward = RewardModel(obs_dim, action_dim, action_low, action_high, list(reward_hidden))
-        self.world_model = DiffusionWorldModel(transition, reward)
+        term = (
+            TerminationModel(obs_dim, action_dim, action_low, action_high) if termination else None
+        )
+        self.world_model = DiffusionWorldModel(transition, reward, term)
         self.val_state_mse = MeanMetric()
         self.val_reward_mse = MeanMetric()
         self.val_denoise = MeanMetric()
@@ -120,6 +130,8 @@ class WorldModelModule(pl.LightningModule):
         if stage == "fit" and dm is not None and dm.stats:
             self.world_model.transition.set_stats(dm.stats)
             self.world_model.reward_model.set_stats(dm.stats)
+            if self.world_model.termination_model is not None:
+                self.world_model.termination_model.set_stats(dm.stats)
 
     # --- training ----------------------------------------------------------------------------
     def _losses(self, batch: TensorDict) -> tuple[torch.Tensor, dict]:
@@ -127,7 +139,13 @@ class WorldModelModule(pl.LightningModule):
         wm = self.world_model
         l_t, info_t = wm.transition.loss(obs, act, batch["next", "observation"])
         l_r, info_r = wm.reward_model.loss(obs, act, batch["next", "reward"])
-        return l_t + l_r, info_t | info_r
+        loss, info = l_t + l_r, info_t | info_r
+        if wm.termination_model is not None:
+            l_d, info_d = wm.termination_model.loss(
+                obs, act, batch["next", "observation"], batch["next", "terminated"]
+            )
+            loss, info = loss + l_d, info | info_d
+        return loss, info
 
     def training_step(self, batch: TensorDict, batch_idx: int) -> torch.Tensor:
         loss, info = self._losses(batch)

@@ -27,9 +27,10 @@ class WorldModel(nn.Module):
 
     nfe_per_step: int = 1
 
-    def __init__(self, reward_model: nn.Module):
+    def __init__(self, reward_model: nn.Module, termination_model: nn.Module | None = None):
         super().__init__()
         self.reward_model = reward_model
+        self.termination_model = termination_model
 
     def noise_shape(self, batch: int, particles: int, horizon: int) -> tuple[int, ...]:
         """Shape of the noise one rollout needs, starting ``[batch, particles, horizon, ...]``."""
@@ -74,7 +75,9 @@ class WorldModel(nn.Module):
 
         Returns:
             TensorDict ``[B, M, H]`` with ``observation``, ``action``, ``("next", "observation")``,
-            ``("next", "reward")`` (``[..., 1]``); the autograd graph is kept.
+            ``("next", "reward")`` (``[..., 1]``), and with a termination model
+            ``("next", "terminated")``: its probability ``[..., 1]`` (the rollout itself never
+            stops; the objective decides how to use it). The autograd graph is kept.
         """
         B = obs.shape[0]
         if noise is None:
@@ -83,7 +86,7 @@ class WorldModel(nn.Module):
         if tuple(noise.shape) != tuple(expected):
             raise ValueError(f"rollout noise has shape {tuple(noise.shape)}, expected {expected}.")
         s = obs.unsqueeze(1).expand(B, particles, obs.shape[-1])
-        states, actions, next_states, rewards = [], [], [], []
+        states, actions, next_states, rewards, terms = [], [], [], [], []
         for j in range(horizon):
             a = policy(s)
             s_next = self.next(s, a, noise[:, :, j])
@@ -91,13 +94,18 @@ class WorldModel(nn.Module):
             actions.append(a)
             rewards.append(self.reward(s, a))
             next_states.append(s_next)
+            if self.termination_model is not None:
+                terms.append(self.termination_model(s, a, s_next))
             s = s_next
         stack = lambda xs: torch.stack(xs, dim=2)  # noqa: E731
+        nxt = {"observation": stack(next_states), "reward": stack(rewards)}
+        if terms:
+            nxt["terminated"] = stack(terms)
         return TensorDict(
             {
                 "observation": stack(states),
                 "action": stack(actions),
-                "next": {"observation": stack(next_states), "reward": stack(rewards)},
+                "next": nxt,
             },
             batch_size=[B, particles, horizon],
         )

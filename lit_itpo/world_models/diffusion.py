@@ -224,3 +224,45 @@ class RewardModel(nn.Module):
         pred = self.net(self.io.cond(obs, action))
         loss = F.mse_loss(pred, (reward - self.reward_mean) / self.reward_std)
         return loss, {"reward/mse_std_units": loss.detach()}
+
+
+class TerminationModel(nn.Module):
+    """p(terminated | s, a, s'): a logistic MLP. Beyond the paper (which reports none); for envs
+    that terminate (Hopper, Walker2d). Trained with BCE, positives up-weighted by ``pos_weight``
+    because terminal transitions are rare."""
+
+    def __init__(
+        self,
+        obs_dim: int,
+        action_dim: int,
+        action_low: Sequence[float],
+        action_high: Sequence[float],
+        hidden: Sequence[int] = (256, 256),
+        pos_weight: float = 10.0,
+    ):
+        super().__init__()
+        from lit_itpo.nets.mlp import MLP
+
+        self.io = _Conditioning(obs_dim, action_dim, action_low, action_high)
+        self.net = MLP(2 * obs_dim + action_dim, 1, hidden)
+        self.pos_weight = pos_weight
+
+    def set_stats(self, stats: dict[str, torch.Tensor]) -> None:
+        self.io.set_stats(stats)
+
+    def logits(self, obs, action, next_obs) -> torch.Tensor:
+        nxt = (next_obs - self.io.obs_mean) / self.io.obs_std
+        return self.net(torch.cat([self.io.cond(obs, action), nxt], dim=-1))
+
+    def forward(self, obs, action, next_obs) -> torch.Tensor:
+        """Probability ``[..., 1]`` that the transition terminates the episode."""
+        return torch.sigmoid(self.logits(obs, action, next_obs))
+
+    def loss(self, obs, action, next_obs, terminated) -> tuple[torch.Tensor, dict]:
+        logit = self.logits(obs, action, next_obs)
+        target = terminated.to(logit.dtype)
+        loss = F.binary_cross_entropy_with_logits(
+            logit, target, pos_weight=torch.tensor(self.pos_weight, device=logit.device)
+        )
+        acc = ((logit > 0) == target.bool()).float().mean()
+        return loss, {"termination/bce": loss.detach(), "termination/accuracy": acc}

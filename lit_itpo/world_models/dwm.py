@@ -5,14 +5,19 @@ from __future__ import annotations
 import torch
 
 from lit_itpo.world_models.base import WorldModel
-from lit_itpo.world_models.diffusion import DiffusionTransition, RewardModel
+from lit_itpo.world_models.diffusion import DiffusionTransition, RewardModel, TerminationModel
 
 
 class DiffusionWorldModel(WorldModel):
     """K denoising steps per imagined transition; each step needs K noise vectors."""
 
-    def __init__(self, transition: DiffusionTransition, reward_model: RewardModel):
-        super().__init__(reward_model)
+    def __init__(
+        self,
+        transition: DiffusionTransition,
+        reward_model: RewardModel,
+        termination_model: TerminationModel | None = None,
+    ):
+        super().__init__(reward_model, termination_model)
         self.transition = transition
 
     @property
