@@ -105,7 +105,14 @@ def test_fit_smoke_writes_checkpoint_logs_and_config(tiny_root, tmp_path):
     assert list(run.glob("events.out.tfevents.*"))
     ckpt = next(run.glob("checkpoints/*.ckpt"))
     model = BCModule.load_from_checkpoint(ckpt, weights_only=True)
-    assert model.hparams.dataset_id == DID and model.hparams.format_version == 1
+    assert model.hparams.dataset_id == DID
+    meta = torch.load(ckpt, weights_only=True)["lit_itpo"]
+    assert meta == {
+        "stage": "policy",
+        "format_version": 1,
+        "algorithm": "BCModule",
+        "lit_itpo_version": "0.1.0",
+    }
     assert model.hparams.obs_dim == 11
     # the normaliser came from the training split and travels in the checkpoint
     assert not torch.allclose(model.actor.obs_std, torch.ones(11))

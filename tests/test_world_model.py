@@ -183,7 +183,7 @@ def test_loader_rejects_wrong_stage_dims_and_dataset(wm_ckpt, tmp_path):
     with pytest.raises(CheckpointError, match="trained on 'test/hopper/random-v0'"):
         load_world_model(ckpt, dataset_id="lit_itpo/halfcheetah/medium-v0")
     blob = torch.load(ckpt, weights_only=True)
-    blob["hyper_parameters"]["stage"] = "policy"
+    blob["lit_itpo"]["stage"] = "policy"
     torch.save(blob, tmp_path / "policy.ckpt")
     with pytest.raises(CheckpointError, match="stage 'policy', not 'world_model'"):
         load_world_model(tmp_path / "policy.ckpt")

@@ -1,6 +1,7 @@
 """LightningModules: wiring, optimisers, logging. The math lives in ``nets`` and loss functions."""
 
 from lit_itpo.modules.bc import BCModule
+from lit_itpo.modules.rebrac import ReBRACModule, load_policy
 from lit_itpo.modules.world_model import WorldModelModule, load_world_model
 
-__all__ = ["BCModule", "WorldModelModule", "load_world_model"]
+__all__ = ["BCModule", "ReBRACModule", "WorldModelModule", "load_policy", "load_world_model"]

@@ -13,6 +13,7 @@ import torch
 from tensordict import TensorDict
 
 from lit_itpo.errors import ConfigError
+from lit_itpo.modules.checkpoints import StageCheckpoint
 from lit_itpo.nets import TanhActor
 
 FORMAT_VERSION = 1
@@ -29,7 +30,7 @@ def bc_loss(actor: torch.nn.Module, batch: TensorDict) -> tuple[torch.Tensor, di
     return loss, {"actor/bc_mse": loss.detach()}
 
 
-class BCModule(pl.LightningModule):
+class BCModule(StageCheckpoint, pl.LightningModule):
     """Behaviour cloning.
 
     Args:
@@ -39,6 +40,7 @@ class BCModule(pl.LightningModule):
     """
 
     stage = "policy"
+    format_version = FORMAT_VERSION
 
     def __init__(
         self,
@@ -54,8 +56,6 @@ class BCModule(pl.LightningModule):
         if lr <= 0:
             raise ConfigError(f"model.lr={lr} must be positive; 1e-3 is a good start.")
         self.save_hyperparameters()
-        self.hparams["stage"] = self.stage
-        self.hparams["format_version"] = FORMAT_VERSION
         self.actor = TanhActor(obs_dim, action_dim, action_low, action_high, list(hidden))
 
     def setup(self, stage: str) -> None:
@@ -65,6 +65,10 @@ class BCModule(pl.LightningModule):
             self.actor.obs_std.copy_(dm.stats["obs_std"])
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.actor(obs)
+
+    def act(self, obs: torch.Tensor) -> torch.Tensor:
+        """Action ``[..., act_dim]`` for raw observations ``[..., obs_dim]`` (evaluation)."""
         return self.actor(obs)
 
     def training_step(self, batch: TensorDict, batch_idx: int) -> torch.Tensor:

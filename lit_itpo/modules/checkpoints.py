@@ -9,8 +9,27 @@ import torch
 from lit_itpo.errors import CheckpointError
 
 
+class StageCheckpoint:
+    """Mixin for LightningModules: writes ``checkpoint["lit_itpo"] = {stage, format_version,
+    algorithm, lit_itpo_version}``. Kept out of ``hparams`` because LightningCLI feeds a
+    checkpoint's hparams back as init arguments under ``validate --ckpt_path``."""
+
+    stage: str = ""
+    format_version: int = 1
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        from lit_itpo import __version__
+
+        checkpoint["lit_itpo"] = {
+            "stage": self.stage,
+            "format_version": self.format_version,
+            "algorithm": type(self).__name__,
+            "lit_itpo_version": __version__,
+        }
+
+
 def read_hparams(path: str | Path) -> dict:
-    """The ``hyper_parameters`` of a Lightning checkpoint (raises a clear error if unreadable)."""
+    """A checkpoint's ``hyper_parameters`` merged with its ``lit_itpo`` stage record."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"Checkpoint {path} does not exist; pass the path of a .ckpt file.")
@@ -21,7 +40,7 @@ def read_hparams(path: str | Path) -> dict:
     hp = blob.get("hyper_parameters")
     if not isinstance(hp, dict):
         raise CheckpointError(f"Checkpoint {path} has no hyper_parameters; is it from lit_itpo?")
-    return hp
+    return {**hp, **blob.get("lit_itpo", {})}
 
 
 def check_compatible(

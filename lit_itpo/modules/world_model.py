@@ -16,7 +16,7 @@ from tensordict import TensorDict
 from torchmetrics import MeanMetric
 
 from lit_itpo.errors import ConfigError, DatasetFormatError
-from lit_itpo.modules.checkpoints import check_compatible, read_hparams
+from lit_itpo.modules.checkpoints import StageCheckpoint, check_compatible, read_hparams
 from lit_itpo.world_models import (
     DiffusionTransition,
     DiffusionWorldModel,
@@ -45,7 +45,7 @@ def open_loop_windows(
     return out
 
 
-class WorldModelModule(pl.LightningModule):
+class WorldModelModule(StageCheckpoint, pl.LightningModule):
     """Diffusion transition model + reward model.
 
     Args:
@@ -67,6 +67,7 @@ class WorldModelModule(pl.LightningModule):
     """
 
     stage = STAGE
+    format_version = FORMAT_VERSION
 
     def __init__(
         self,
@@ -102,8 +103,6 @@ class WorldModelModule(pl.LightningModule):
                 f"model.sample_steps={sample_steps} between 1 and diffusion_steps (or null)."
             )
         self.save_hyperparameters()
-        self.hparams["stage"] = STAGE
-        self.hparams["format_version"] = FORMAT_VERSION
         transition = DiffusionTransition(
             obs_dim,
             action_dim,

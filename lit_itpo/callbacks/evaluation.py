@@ -1,0 +1,102 @@
+"""``EpisodeEvalCallback``: policy evaluation episodes at the end of each validation.
+
+Episodes use fixed seeds (``seed + i``), so two policies are compared on the same episodes; each
+DDP rank runs episodes ``rank, rank + world, ...`` and the results are gathered, so every episode
+is run exactly once. Works inside ``fit`` and under ``lit-itpo validate --ckpt_path``.
+"""
+
+from __future__ import annotations
+
+import time
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from lit_itpo.errors import ConfigError
+from lit_itpo.evaluation import run_episodes
+
+
+class EpisodeEvalCallback(Callback):
+    """Evaluate ``pl_module.act`` (raw obs -> raw action) on the dataset's environment.
+
+    Args:
+        num_episodes: episodes per evaluation (all stepped together).
+        seed: episode ``i`` uses env seed ``seed + i``.
+        max_episode_steps: cut episodes there (default: the env's own limit).
+        every_n_validations: evaluate at every n-th validation.
+        prefix: metric namespace (``eval/``).
+    """
+
+    def __init__(
+        self,
+        num_episodes: int = 10,
+        seed: int = 1_000_000,
+        max_episode_steps: int | None = None,
+        every_n_validations: int = 1,
+        prefix: str = "eval",
+    ):
+        if num_episodes < 1 or every_n_validations < 1:
+            raise ConfigError(
+                f"EpisodeEvalCallback num_episodes={num_episodes} and every_n_validations="
+                f"{every_n_validations} must be >= 1."
+            )
+        self.num_episodes, self.seed = num_episodes, seed
+        self.max_episode_steps, self.every = max_episode_steps, every_n_validations
+        self.prefix = prefix
+        self._count = 0
+        self.last: dict[str, torch.Tensor] = {}
+
+    def episodes_for_rank(self, rank: int, world: int) -> list[int]:
+        return list(range(rank, self.num_episodes, world))
+
+    def evaluate(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, act
+    ) -> dict[str, torch.Tensor]:
+        """Run this rank's episodes with ``act`` and gather every rank's: ``[num_episodes]``."""
+        dm = trainer.datamodule
+        mine = self.episodes_for_rank(trainer.global_rank, trainer.world_size)
+        res = run_episodes(
+            act,
+            dm.env_spec,
+            [self.seed + i for i in mine],
+            obs_keys=dm.info.obs_keys,
+            max_episode_steps=self.max_episode_steps,
+            action_bounds=(dm.action_low, dm.action_high),
+            device=pl_module.device,
+        )
+        out = {}
+        for key, val in res.items():
+            full = torch.zeros(self.num_episodes, dtype=torch.float64, device=pl_module.device)
+            full[mine] = val.double().to(pl_module.device)
+            if trainer.world_size > 1:
+                full = pl_module.all_gather(full).sum(0)  # each episode is set on one rank only
+            out[key] = full.cpu()
+        return out
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        self._count += 1
+        if (self._count - 1) % self.every:
+            return
+        t0 = time.perf_counter()
+        with torch.inference_mode(False), torch.no_grad():
+            res = self.evaluate(trainer, pl_module, pl_module.act)
+        self.last = res
+        steps = float(res["length"].sum())
+        metrics = {
+            f"{self.prefix}/return_mean": res["return"].mean(),
+            f"{self.prefix}/return_std": res["return"].std(unbiased=False),
+            f"{self.prefix}/length_mean": res["length"].mean(),
+            f"time/{self.prefix}_env_steps_per_s": torch.tensor(
+                steps / max(time.perf_counter() - t0, 1e-9)
+            ),
+        }
+        score = trainer.datamodule.normalized_score
+        if trainer.datamodule.ref_scores is not None:
+            scores = torch.tensor([score(float(r)) for r in res["return"]])
+            metrics[f"{self.prefix}/normalized_score"] = scores.mean()
+            metrics[f"{self.prefix}/normalized_score_std"] = scores.std(unbiased=False)
+        # identical on every rank after the gather: no further sync needed
+        pl_module.log_dict({k: v.float() for k, v in metrics.items()}, rank_zero_only=False)

@@ -1,0 +1,222 @@
+"""ReBRAC losses and module, the evaluation engine and callback."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import gymnasium as gym
+import pytest
+import torch
+from tensordict import TensorDict
+
+from lit_itpo.cli import lightning_main
+from lit_itpo.errors import CheckpointError, EnvSpecError
+from lit_itpo.evaluation import run_episodes
+from lit_itpo.modules import ReBRACModule, load_policy, load_world_model
+from lit_itpo.nets import TanhActor, TwinCritic
+from lit_itpo.policies import rebrac_actor_loss, rebrac_critic_loss
+
+REPO = Path(__file__).resolve().parent.parent
+DID = "test/hopper/random-v0"
+
+
+def _batch(B=32, o=4, a=2):
+    return TensorDict(
+        {
+            "observation": torch.randn(B, o),
+            "action": torch.rand(B, a) * 2 - 1,
+            "next": {
+                "observation": torch.randn(B, o),
+                "action": torch.rand(B, a) * 2 - 1,
+                "reward": torch.randn(B, 1),
+                "terminated": torch.rand(B, 1) < 0.2,
+            },
+        },
+        [B],
+    )
+
+
+def _nets(o=4, a=2):
+    torch.manual_seed(0)
+    actor = TanhActor(o, a, [-1.0] * a, [1.0] * a, [8, 8])
+    critic = TwinCritic(o, a, [8, 8])
+    return actor, critic, TanhActor(o, a, [-1.0] * a, [1.0] * a, [8, 8]), TwinCritic(o, a, [8, 8])
+
+
+def _grads(m):
+    return [p.grad for p in m.parameters()]
+
+
+def test_critic_loss_touches_only_the_critic():
+    actor, critic, t_actor, t_critic = _nets()
+    loss, info = rebrac_critic_loss(
+        critic,
+        t_critic,
+        t_actor,
+        _batch(),
+        gamma=0.99,
+        beta_critic=0.1,
+        policy_noise=0.2,
+        noise_clip=0.5,
+        action_low=-torch.ones(2),
+        action_high=torch.ones(2),
+    )
+    loss.backward()
+    assert all(g is not None and g.abs().sum() > 0 for g in _grads(critic))
+    for m in (actor, t_actor, t_critic):
+        assert all(g is None for g in _grads(m))
+    assert {"critic/loss", "critic/q_mean", "critic/next_bc_penalty"} <= set(info)
+
+
+def test_critic_target_uses_terminated_and_next_action_penalty():
+    _, critic, t_actor, t_critic = _nets()
+    b = _batch()
+    kw = dict(
+        gamma=0.9,
+        policy_noise=0.0,
+        noise_clip=0.5,
+        action_low=-torch.ones(2),
+        action_high=torch.ones(2),
+    )
+    # With every transition terminated the target is the reward: beta2 cannot matter.
+    b["next", "terminated"][:] = True
+    l1, _ = rebrac_critic_loss(critic, t_critic, t_actor, b, beta_critic=0.0, **kw)
+    l2, _ = rebrac_critic_loss(critic, t_critic, t_actor, b, beta_critic=100.0, **kw)
+    assert torch.allclose(l1, l2)
+    q = critic(b["observation"], b["action"])
+    assert torch.allclose(l1, (q - b["next", "reward"]).pow(2).mean(dim=(1, 2)).sum())
+    b["next", "terminated"][:] = False
+    l3, _ = rebrac_critic_loss(critic, t_critic, t_actor, b, beta_critic=100.0, **kw)
+    assert not torch.allclose(l1, l3)
+
+
+def test_actor_loss_touches_only_the_actor_and_reduces_to_bc():
+    actor, critic, _, _ = _nets()
+    b = _batch()
+    critic.requires_grad_(False)
+    loss, _ = rebrac_actor_loss(actor, critic, b, beta_actor=0.5)
+    loss.backward()
+    assert all(g is not None and g.abs().sum() > 0 for g in _grads(actor))
+    assert all(g is None for g in _grads(critic))
+    # normalised Q term: lambda * mean(Q) has magnitude <= 1; with a huge beta the loss is BC
+    big, info = rebrac_actor_loss(actor, critic, b, beta_actor=1e6)
+    bc = (actor(b["observation"]) - b["action"]).pow(2).sum(-1).mean()
+    assert torch.allclose(big / 1e6, bc, rtol=1e-5)
+    assert info["actor/lambda"] > 0
+
+
+def test_twin_critics_are_independent():
+    critic = TwinCritic(4, 2, [8, 8])
+    o, a = torch.randn(5, 4), torch.randn(5, 2)
+    q = critic(o, a)
+    q[0].sum().backward()
+    for p in critic.parameters():  # member 1's slice of every parameter gets no gradient
+        assert p.grad[1].abs().sum() == 0 and p.grad[0].abs().sum() > 0
+
+
+def test_run_episodes_is_seeded_and_batch_independent():
+    spec = gym.spec("Hopper-v5").to_json()
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(11, 3)
+
+    def act(o):
+        return torch.tanh(lin(o))
+
+    a = run_episodes(act, spec, [1, 2, 3], max_episode_steps=40)
+    b = run_episodes(act, spec, [1, 2, 3], max_episode_steps=40)
+    c = run_episodes(act, spec, [3], max_episode_steps=40)
+    assert torch.equal(a["return"], b["return"]) and torch.equal(a["length"], b["length"])
+    # one at a time vs batched: the same episode (matmul rounding differs at ~1e-7)
+    assert torch.allclose(a["return"][2], c["return"][0], rtol=1e-5)
+    assert a["length"][2] == c["length"][0]
+    assert len(set(a["return"].tolist())) == 3  # different seeds, different episodes
+    assert (a["length"] <= 40).all()
+
+
+def test_eval_bad_inputs():
+    spec = gym.spec("Hopper-v5").to_json()
+    with pytest.raises(EnvSpecError, match="action bounds"):
+        run_episodes(lambda o: o[..., :3], spec, [0], action_bounds=([-2.0] * 3, [2.0] * 3))
+    bad = json.dumps({"id": "NoSuchEnv-v9", "kwargs": {}})
+    with pytest.raises(EnvSpecError, match="cannot be made"):
+        run_episodes(lambda o: o, bad, [0])
+
+
+def _fit_args(root, out, extra=()):
+    return [
+        "fit",
+        "--config",
+        str(REPO / "conf/embedded/rebrac.yaml"),
+        "--data.dataset_id",
+        DID,
+        "--data.data_dir",
+        str(root),
+        "--data.batch_size",
+        "64",
+        "--model.init_args.hidden",
+        "[32, 32]",
+        "--trainer.max_steps",
+        "20",
+        "--trainer.val_check_interval",
+        "10",
+        "--trainer.default_root_dir",
+        str(out),
+        "--trainer.logger.init_args.save_dir",
+        str(out),
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.callbacks.init_args.num_episodes",
+        "3",
+        "--trainer.callbacks.init_args.max_episode_steps",
+        "30",
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def rebrac_run(tiny_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("rebrac")
+    cli = lightning_main(_fit_args(tiny_root[0], out))
+    ckpt = next(Path(cli.trainer.logger.log_dir).glob("checkpoints/*.ckpt"))
+    return cli, ckpt, out
+
+
+def test_rebrac_fit_smoke_with_evaluation(rebrac_run):
+    cli, ckpt, _ = rebrac_run
+    assert cli.trainer.global_step == 20  # max_steps counts critic updates (batches)
+    m = cli.trainer.callback_metrics
+    for key in (
+        "eval/return_mean",
+        "eval/normalized_score",
+        "train/critic/loss",
+        "train/actor/bc_mse",
+        "val/q_data_mean",
+    ):
+        assert key in m and torch.isfinite(m[key]), key
+    policy = load_policy(ckpt, obs_dim=11, action_dim=3, dataset_id=DID)
+    assert isinstance(policy, ReBRACModule) and not policy.training
+    assert not torch.allclose(policy.actor.obs_std, torch.ones(11))
+    with pytest.raises(CheckpointError, match="stage 'policy', not 'world_model'"):
+        load_world_model(ckpt)
+
+
+def test_targets_move_slowly_toward_online_nets(rebrac_run):
+    cli, _, _ = rebrac_run
+    m = cli.model
+    online = torch.cat([p.flatten() for p in m.critic.parameters()])
+    target = torch.cat([p.flatten() for p in m.critic_target.parameters()])
+    assert not torch.equal(online, target)
+    assert not any(p.requires_grad for p in m.critic_target.parameters())
+
+
+def test_standalone_validate_runs_the_eval_callback_and_matches(rebrac_run, tiny_root, tmp_path):
+    cli, ckpt, _ = rebrac_run
+    args = _fit_args(tiny_root[0], tmp_path)
+    args[0] = "validate"
+    v1 = lightning_main([*args, "--ckpt_path", str(ckpt)])
+    v2 = lightning_main([*args, "--ckpt_path", str(ckpt)])
+    r1 = v1.trainer.callbacks[0].last
+    r2 = v2.trainer.callbacks[0].last
+    assert r1 and torch.equal(r1["return"], r2["return"])  # same seeds, same policy
+    assert "eval/normalized_score" in v1.trainer.callback_metrics
