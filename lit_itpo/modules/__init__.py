@@ -2,6 +2,15 @@
 
 from lit_itpo.modules.bc import BCModule
 from lit_itpo.modules.rebrac import ReBRACModule, load_policy
+from lit_itpo.modules.torchrl_offline import IQLModule, TD3BCModule
 from lit_itpo.modules.world_model import WorldModelModule, load_world_model
 
-__all__ = ["BCModule", "ReBRACModule", "WorldModelModule", "load_policy", "load_world_model"]
+__all__ = [
+    "BCModule",
+    "IQLModule",
+    "ReBRACModule",
+    "TD3BCModule",
+    "WorldModelModule",
+    "load_policy",
+    "load_world_model",
+]
