@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import gymnasium as gym
 import pytest
@@ -29,6 +30,36 @@ def make_dataset(
         dataset_id, eps, env_id, data_dir=root, ref_min_score=-20.272305, ref_max_score=3234.3, **kw
     )
     return eps
+
+
+REPO = Path(__file__).resolve().parent.parent
+DID = "test/hopper/random-v0"
+
+
+def cli_args(sub: str, config: str, root, out, steps: int = 20, *extra: str) -> list[str]:
+    """A committed config shrunk for tests: the tiny dataset, short run, logs under ``out``."""
+    return [
+        sub,
+        "--config",
+        str(REPO / config),
+        "--data.dataset_id",
+        DID,
+        "--data.data_dir",
+        str(root),
+        "--data.batch_size",
+        "64",
+        "--trainer.max_steps",
+        str(steps),
+        "--trainer.val_check_interval",
+        "10",
+        "--trainer.default_root_dir",
+        str(out),
+        "--trainer.logger.init_args.save_dir",
+        str(out),
+        "--trainer.enable_progress_bar",
+        "false",
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="session")

@@ -12,9 +12,7 @@ import yaml
 
 from lit_itpo.cli import lightning_main, main
 from lit_itpo.modules import BCModule
-
-REPO = Path(__file__).resolve().parent.parent
-DID = "test/hopper/random-v0"
+from tests.conftest import DID, REPO, cli_args
 
 
 def test_help_lists_subcommands():
@@ -76,29 +74,7 @@ def test_missing_dataset_is_one_clear_line(tmp_path, capsys):
 
 def test_fit_smoke_writes_checkpoint_logs_and_config(tiny_root, tmp_path):
     root, _ = tiny_root
-    cli = lightning_main(
-        [
-            "fit",
-            "--config",
-            str(REPO / "conf/embedded/bc.yaml"),
-            "--data.dataset_id",
-            DID,
-            "--data.data_dir",
-            str(root),
-            "--data.batch_size",
-            "64",
-            "--trainer.max_steps",
-            "30",
-            "--trainer.val_check_interval",
-            "10",
-            "--trainer.default_root_dir",
-            str(tmp_path),
-            "--trainer.logger.init_args.save_dir",
-            str(tmp_path),
-            "--trainer.enable_progress_bar",
-            "false",
-        ]
-    )
+    cli = lightning_main(cli_args("fit", "conf/embedded/bc.yaml", root, tmp_path, 30))
     assert cli.trainer.global_step == 30
     run = Path(cli.trainer.logger.log_dir)
     assert (run / "config.yaml").exists()

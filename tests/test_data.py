@@ -21,8 +21,7 @@ from lit_itpo.data.minari_io import (
 from lit_itpo.data.normalizer import Normalizer
 from lit_itpo.data.scores import D4RL_REF_SCORES, normalized_score, reference_scores
 from lit_itpo.errors import DatasetFormatError, DatasetNotFoundError, EnvSpecError
-
-DID = "test/hopper/random-v0"
+from tests.conftest import DID
 
 
 def _copy(tiny_root, tmp_path):

@@ -16,9 +16,7 @@ from lit_itpo.evaluation import run_episodes
 from lit_itpo.modules import ReBRACModule, load_policy, load_world_model
 from lit_itpo.nets import TanhActor, TwinCritic
 from lit_itpo.policies import rebrac_actor_loss, rebrac_critic_loss
-
-REPO = Path(__file__).resolve().parent.parent
-DID = "test/hopper/random-v0"
+from tests.conftest import DID, cli_args
 
 
 def _batch(B=32, o=4, a=2):
@@ -143,35 +141,20 @@ def test_eval_bad_inputs():
         run_episodes(lambda o: o, bad, [0])
 
 
-def _fit_args(root, out, extra=()):
-    return [
+def _fit_args(root, out, config="conf/embedded/rebrac.yaml"):
+    return cli_args(
         "fit",
-        "--config",
-        str(REPO / "conf/embedded/rebrac.yaml"),
-        "--data.dataset_id",
-        DID,
-        "--data.data_dir",
-        str(root),
-        "--data.batch_size",
-        "64",
+        config,
+        root,
+        out,
+        20,
         "--model.init_args.hidden",
         "[32, 32]",
-        "--trainer.max_steps",
-        "20",
-        "--trainer.val_check_interval",
-        "10",
-        "--trainer.default_root_dir",
-        str(out),
-        "--trainer.logger.init_args.save_dir",
-        str(out),
-        "--trainer.enable_progress_bar",
-        "false",
         "--trainer.callbacks.init_args.num_episodes",
         "3",
         "--trainer.callbacks.init_args.max_episode_steps",
         "30",
-        *extra,
-    ]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -275,8 +258,7 @@ def test_iql_losses_touch_their_params():
 
 @pytest.mark.parametrize("algo", ["td3bc", "iql"])
 def test_baseline_fit_smoke(algo, tiny_root, tmp_path):
-    args = _fit_args(tiny_root[0], tmp_path)
-    args[2] = str(REPO / f"conf/embedded/{algo}.yaml")
+    args = _fit_args(tiny_root[0], tmp_path, f"conf/embedded/{algo}.yaml")
     cli = lightning_main(args)
     assert cli.trainer.global_step == 20
     m = cli.trainer.callback_metrics

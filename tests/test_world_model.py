@@ -12,9 +12,7 @@ from lit_itpo.cli import lightning_main
 from lit_itpo.errors import CheckpointError, DatasetFormatError
 from lit_itpo.modules import WorldModelModule, load_world_model
 from lit_itpo.world_models import DiffusionTransition, DiffusionWorldModel, RewardModel
-
-REPO = Path(__file__).resolve().parent.parent
-DID = "test/hopper/random-v0"
+from tests.conftest import DID, cli_args
 
 
 def _tiny_wm(obs_dim=3, act_dim=2, K=4, dtype=torch.float64, seed=0):
@@ -130,31 +128,17 @@ def wm_ckpt(tiny_root, tmp_path_factory):
     root, _ = tiny_root
     out = tmp_path_factory.mktemp("wm")
     cli = lightning_main(
-        [
+        cli_args(
             "fit",
-            "--config",
-            str(REPO / "conf/embedded/world_model.yaml"),
-            "--data.dataset_id",
-            DID,
-            "--data.data_dir",
-            str(root),
-            "--data.batch_size",
-            "64",
+            "conf/embedded/world_model.yaml",
+            root,
+            out,
+            20,
             "--model.init_args.hidden",
             "[32, 32]",
             "--model.init_args.reward_hidden",
             "[32, 32]",
-            "--trainer.max_steps",
-            "20",
-            "--trainer.val_check_interval",
-            "10",
-            "--trainer.default_root_dir",
-            str(out),
-            "--trainer.logger.init_args.save_dir",
-            str(out),
-            "--trainer.enable_progress_bar",
-            "false",
-        ]
+        )
     )
     metrics = dict(cli.trainer.callback_metrics)
     return next(Path(cli.trainer.logger.log_dir).glob("checkpoints/*.ckpt")), metrics, cli
