@@ -18,6 +18,7 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600; these files are meant to be shared
     try:
         torch.save(obj, tmp)
         os.replace(tmp, path)
@@ -31,6 +32,7 @@ def atomic_write_text(text: str, path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.chmod(tmp, 0o644)
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)

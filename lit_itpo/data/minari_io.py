@@ -36,9 +36,9 @@ def datasets_root(data_dir: str | os.PathLike | None = None) -> Path:
     if data_dir is not None and str(data_dir) == EMBEDDED:
         return EMBEDDED_ROOT
     if data_dir is not None:
-        return Path(data_dir).expanduser()
+        return Path(data_dir).expanduser().resolve()  # Minari mis-joins relative roots
     env = os.environ.get("MINARI_DATASETS_PATH")
-    return Path(env).expanduser() if env else Path.home() / ".minari" / "datasets"
+    return Path(env).expanduser().resolve() if env else Path.home() / ".minari" / "datasets"
 
 
 @contextlib.contextmanager
