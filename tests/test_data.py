@@ -188,3 +188,17 @@ def test_empty_dataset_refused(tmp_path):
     with pytest.raises(DatasetFormatError, match="no transitions"):
         write_dataset("test/hopper/empty-v0", [], "Hopper-v5", data_dir=tmp_path)
     assert not (tmp_path / "test").exists()
+
+
+def test_embedded_dataset_ships_and_loads():
+    dm = MinariDataModule("lit_itpo/halfcheetah/medium-small-v0", data_dir="embedded")
+    assert dm.root.is_dir() and dm.root.name == "minari"
+    assert (dm.obs_dim, dm.action_dim, dm.env_id) == (17, 6, "HalfCheetah-v5")
+    assert dm.ref_scores == D4RL_REF_SCORES["halfcheetah"]
+    dm.setup()
+    assert dm.transitions.shape[0] == 50_000
+    prov = json.loads((dm.root / dm.dataset_id / "provenance.json").read_text())
+    # D4RL's halfcheetah-medium sits near 41 normalised; the shipped sample must too
+    assert 31 < prov["normalized_score_mean"] < 51
+    size = sum(f.stat().st_size for f in (dm.root / dm.dataset_id).rglob("*") if f.is_file())
+    assert size < 15 * 2**20
