@@ -1,0 +1,188 @@
+"""Offline-policy training throughput (Lightning module vs a plain PyTorch loop of the same
+math) and evaluation throughput (10 episodes batched vs one at a time).
+
+    python benchmarks/policy_speed.py [--steps 600] [--quick]
+
+Uses the embedded halfcheetah-medium sample with device-resident sampling. Sizes: CORL's
+(TD3+BC and IQL: 2 x 256, batch 256; ReBRAC at batch 256 with its 3 x 256 nets, and at its
+paper batch 1024). Peer figures measured on this 2-core machine with CORL's single-file
+PyTorch code: TD3+BC ~140 updates/s, IQL ~107 updates/s at batch 256 (../shared/STACK.md).
+Writes benchmarks/results/policy_speed.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import lightning.pytorch as pl
+from common import machine, save
+
+from lit_itpo.data.datamodule import MinariDataModule, TransitionSampler
+from lit_itpo.evaluation import run_episodes
+from lit_itpo.modules import IQLModule, ReBRACModule, TD3BCModule
+from lit_itpo.policies import rebrac_actor_loss, rebrac_critic_loss
+
+DID = "lit_itpo/halfcheetah/medium-small-v0"
+
+
+class _StepTimer(pl.Callback):
+    """Wall time between the ``skip``-th and the last training batch."""
+
+    def __init__(self, skip: int):
+        self.skip, self.t0, self.t1, self.n = skip, None, None, 0
+
+    def on_train_batch_start(self, trainer, *args) -> None:
+        if trainer.global_step == self.skip:
+            self.t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        self.t1 = time.perf_counter()
+        self.n = trainer.global_step - self.skip
+
+
+def lightning_rate(cls, kwargs: dict, dm: MinariDataModule, steps: int) -> float:
+    model = cls(dm.obs_dim, dm.action_dim, dm.action_low, dm.action_high, DID, **kwargs)
+    timer = _StepTimer(skip=50)
+    trainer = pl.Trainer(
+        max_steps=steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        limit_val_batches=0,
+        callbacks=[timer],
+        enable_model_summary=False,
+        log_every_n_steps=50,
+    )
+    trainer.fit(model, datamodule=dm)
+    return timer.n / (timer.t1 - timer.t0)
+
+
+def plain_rate(cls, kwargs: dict, dm: MinariDataModule, steps: int) -> float:
+    """The same losses and optimisers in a bare loop: no Trainer, no logging."""
+    m = cls(dm.obs_dim, dm.action_dim, dm.action_low, dm.action_high, DID, **kwargs)
+    opts = m.configure_optimizers()
+    sampler = iter(TransitionSampler(dm.train_data, dm.hparams.batch_size, steps, seed=0))
+    hp = m.hparams
+
+    def step(i: int, batch) -> None:
+        if cls is ReBRACModule:
+            c, _ = rebrac_critic_loss(
+                m.critic,
+                m.critic_target,
+                m.actor_target,
+                batch,
+                gamma=hp.gamma,
+                beta_critic=hp.beta_critic,
+                policy_noise=hp.policy_noise,
+                noise_clip=hp.noise_clip,
+                action_low=m.action_low,
+                action_high=m.action_high,
+            )
+            opts[1].zero_grad(set_to_none=True)
+            c.backward()
+            opts[1].step()
+            if i % hp.policy_freq == 0:
+                m.critic.requires_grad_(False)
+                a, _ = rebrac_actor_loss(m.actor, m.critic, batch, beta_actor=hp.beta_actor)
+                m.critic.requires_grad_(True)
+                opts[0].zero_grad(set_to_none=True)
+                a.backward()
+                opts[0].step()
+                m.update_targets()
+        elif cls is TD3BCModule:
+            td = m._normalised(batch)
+            c, _ = m.loss_module.qvalue_loss(td)
+            opts[1].zero_grad(set_to_none=True)
+            c.backward()
+            opts[1].step()
+            if i % hp.policy_freq == 0:
+                a, _ = m.loss_module.actor_loss(td)
+                opts[0].zero_grad(set_to_none=True)
+                a.backward()
+                opts[0].step()
+                m.updater.step()
+        else:
+            out = m.loss_module(m._normalised(batch))
+            for o in opts:
+                o.zero_grad(set_to_none=True)
+            (out["loss_actor"] + out["loss_qvalue"] + out["loss_value"]).backward()
+            for o in opts:
+                o.step()
+            m.updater.step()
+
+    for i in range(50):
+        step(i, next(sampler))
+    t0 = time.perf_counter()
+    for i in range(50, steps):
+        step(i, next(sampler))
+    return (steps - 50) / (time.perf_counter() - t0)
+
+
+def eval_rates(dm: MinariDataModule, episodes: int = 10, max_steps: int = 1000) -> dict:
+    m = ReBRACModule(dm.obs_dim, dm.action_dim, dm.action_low, dm.action_high, DID)
+    seeds = list(range(episodes))
+    t0 = time.perf_counter()
+    res = run_episodes(m.act, dm.env_spec, seeds, max_episode_steps=max_steps)
+    batched = float(res["length"].sum()) / (time.perf_counter() - t0)
+    t0, n = time.perf_counter(), 0
+    for s in seeds:
+        n += int(run_episodes(m.act, dm.env_spec, [s], max_episode_steps=max_steps)["length"].sum())
+    single = n / (time.perf_counter() - t0)
+    return {
+        "episodes": episodes,
+        "max_steps": max_steps,
+        "batched_env_steps_per_s": batched,
+        "one_at_a_time_env_steps_per_s": single,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    steps = 120 if args.quick else args.steps
+    settings = [
+        ("TD3+BC", TD3BCModule, {}, 256),
+        ("IQL", IQLModule, {}, 256),
+        ("ReBRAC", ReBRACModule, {}, 256),
+        ("ReBRAC", ReBRACModule, {}, 1024),
+    ]
+    if args.quick:
+        settings = settings[:1]
+    rows = []
+    for name, cls, kw, batch in settings:
+        dm = MinariDataModule(DID, data_dir="embedded", batch_size=batch, epoch_steps=steps)
+        dm.setup()
+        light = lightning_rate(cls, kw, dm, steps)
+        plain = plain_rate(cls, kw, dm, steps)
+        rows.append(
+            {
+                "algorithm": name,
+                "batch": batch,
+                "lightning_updates_per_s": light,
+                "plain_updates_per_s": plain,
+                "lightning_overhead": plain / light - 1,
+            }
+        )
+        print(rows[-1], flush=True)
+    dm = MinariDataModule(DID, data_dir="embedded")
+    ev = eval_rates(dm, max_steps=200 if args.quick else 1000)
+    print(ev)
+    out = save(
+        "policy_speed" + ("_quick" if args.quick else ""),
+        {
+            "machine": machine(),
+            "dataset_id": DID,
+            "training": rows,
+            "evaluation": ev,
+            "corl_reference_updates_per_s": {"TD3+BC": 140, "IQL": 107},
+            "command": "python benchmarks/policy_speed.py" + (" --quick" if args.quick else ""),
+        },
+    )
+    print("wrote", out)
+
+
+if __name__ == "__main__":
+    main()
