@@ -93,3 +93,32 @@ def test_fit_smoke_writes_checkpoint_logs_and_config(tiny_root, tmp_path):
     # the normaliser came from the training split and travels in the checkpoint
     assert not torch.allclose(model.actor.obs_std, torch.ones(11))
     assert "val/actor/bc_mse" in cli.trainer.callback_metrics
+
+
+@pytest.mark.parametrize(
+    "config",
+    sorted(
+        str(p.relative_to(REPO))
+        for p in (REPO / "conf").glob("*/*.yaml")
+        if p.parent.name != "collect"
+    ),
+)
+def test_every_committed_stage_config_parses(config, tiny_root, capsys):
+    """Each committed config is valid for LightningCLI (class paths, init args, callbacks)."""
+    root, _ = tiny_root
+    with pytest.raises(SystemExit) as e:
+        lightning_main(
+            [
+                "fit",
+                "--config",
+                config,
+                "--data.dataset_id",
+                DID,
+                "--data.data_dir",
+                str(root),
+                "--print_config",
+            ]
+        )
+    assert e.value.code == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["seed_everything"] == 0 and cfg["trainer"]["check_val_every_n_epoch"] is None
