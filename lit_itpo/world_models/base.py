@@ -40,7 +40,8 @@ class WorldModel(nn.Module):
         self, batch: int, particles: int, horizon: int, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         """Standard normal noise of :meth:`noise_shape`, from ``generator`` when given."""
-        device = next(self.parameters()).device
+        # a world model may hold only buffers (frozen or analytic models)
+        device = next(iter(self.state_dict().values())).device
         return torch.randn(
             self.noise_shape(batch, particles, horizon), generator=generator, device=device
         )

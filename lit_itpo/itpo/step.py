@@ -1,0 +1,197 @@
+"""Inference Time Policy Optimization (arXiv 2603.22430, Sec. 3): the step and its engine.
+
+At each real state s_t, for every episode n (own parameters psi_n):
+
+1. draw M noise sequences, fixed across the E inner steps;
+2. roll psi_n out H steps in the world model: a_j = pi_psi(s_j), s_{j+1} = f(s_j, a_j, eps_j);
+3. J(psi) = mean_m [ sum_{j<H} gamma^j r(s_j, a_j) + gamma^H min(Q1, Q2)(s_H, pi_psi(s_H)) ];
+4. E steps of plain gradient ascent psi <- psi + alpha * grad J;
+5. act a_t = pi_psi(s_t); psi carries over within the episode and is reset at its start.
+
+Episodes are batched with ``torch.func.vmap(torch.func.grad_and_value(J))`` over stacked
+per-episode parameters, so N episodes cost one batched pass. Rewards are put in the critic's
+units with the policy's reward transform (``r * reward_scale + reward_bias``).
+
+Guard: an episode whose objective, gradient or action is non-finite keeps its previous
+parameters and takes the base (pretrained) policy's action for that step; it is counted in
+``fallbacks``. No non-finite action leaves the engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad_and_value, vmap
+
+from lit_itpo.errors import ConfigError
+from lit_itpo.world_models.base import WorldModel
+
+
+@dataclass
+class ITPOConfig:
+    """ITPO hyperparameters (paper: H = 5, gamma = 0.99; M, E, alpha: see METHOD.md).
+
+    Attributes:
+        horizon: H imagined steps.
+        particles: M noise sequences per real step.
+        inner_steps: E gradient-ascent steps per real step.
+        lr: alpha, the plain gradient-ascent step size.
+        gamma: imagined discount.
+        reward_scale, reward_bias: the policy's training reward transform.
+        reset_every_step: beyond the paper; reset psi to the pretrained one at every step.
+    """
+
+    horizon: int = 5
+    particles: int = 64
+    inner_steps: int = 1
+    lr: float = 5e-5
+    gamma: float = 0.99
+    reward_scale: float = 1.0
+    reward_bias: float = 0.0
+    reset_every_step: bool = False
+
+    def __post_init__(self) -> None:
+        if self.horizon < 1 or self.particles < 1 or self.inner_steps < 0:
+            raise ConfigError(
+                f"ITPO horizon={self.horizon} and particles={self.particles} must be >= 1 and "
+                f"inner_steps={self.inner_steps} >= 0."
+            )
+        if not self.lr >= 0 or not 0 < self.gamma <= 1:
+            raise ConfigError(f"ITPO lr={self.lr} must be >= 0 and gamma={self.gamma} in (0, 1].")
+
+
+def imagined_objective(
+    params: dict,
+    actor: nn.Module,
+    critic: nn.Module | None,
+    world_model: WorldModel,
+    obs: torch.Tensor,
+    noise: torch.Tensor,
+    cfg: ITPOConfig,
+) -> torch.Tensor:
+    """J(psi) for one episode: ``obs [obs_dim]``, ``noise noise_shape(1, M, H)[1:]`` -> scalar.
+
+    ``critic`` maps ``(obs [..., o], action [..., a]) -> [n_q, ..., 1]`` (None: no terminal
+    value).
+    """
+
+    def policy(s: torch.Tensor) -> torch.Tensor:
+        return functional_call(actor, params, (s,))
+
+    td = world_model.rollout(
+        obs.unsqueeze(0), policy, cfg.horizon, cfg.particles, noise=noise.unsqueeze(0)
+    )
+    r = td["next", "reward"][0, ..., 0] * cfg.reward_scale + cfg.reward_bias  # [M, H]
+    disc = cfg.gamma ** torch.arange(cfg.horizon, device=r.device, dtype=r.dtype)
+    ret = (r * disc).sum(-1)  # [M]
+    if critic is not None:
+        s_h = td["next", "observation"][0, :, -1]  # [M, o]
+        q = critic(s_h, policy(s_h)).min(0).values[..., 0]  # [M]
+        ret = ret + cfg.gamma**cfg.horizon * q
+    return ret.mean()
+
+
+class ITPOEngine:
+    """Per-episode adapted policy parameters for N episodes stepped together.
+
+    Args:
+        actor: the pretrained deterministic policy (``obs -> action``), left untouched.
+        critic: twin critic (``(obs, action) -> [n_q, ..., 1]``) or None.
+        world_model: any :class:`~lit_itpo.world_models.base.WorldModel` (frozen).
+        cfg: ITPO hyperparameters.
+    """
+
+    def __init__(
+        self, actor: nn.Module, critic: nn.Module | None, world_model: WorldModel, cfg: ITPOConfig
+    ):
+        self.actor, self.critic, self.world_model, self.cfg = actor, critic, world_model, cfg
+        self.base = {k: v.detach() for k, v in actor.named_parameters()}
+        self.buffers = {k: v for k, v in actor.named_buffers()}
+        self.params: dict[str, torch.Tensor] | None = None
+        self.fallbacks = 0
+        self.last: dict[str, torch.Tensor] = {}
+
+        def objective(p, o, eps):
+            return imagined_objective(
+                {**p, **self.buffers}, actor, critic, world_model, o, eps, cfg
+            )
+
+        self._grad_value = vmap(grad_and_value(objective))
+        self._value = vmap(objective)
+        self._act = vmap(lambda p, o: functional_call(actor, {**p, **self.buffers}, (o,)))
+
+    def reset(self, num_episodes: int, mask: torch.Tensor | None = None) -> None:
+        """Reset psi to the pretrained parameters for all episodes, or those where ``mask``."""
+        fresh = {
+            k: v.unsqueeze(0).expand(num_episodes, *v.shape).clone() for k, v in self.base.items()
+        }
+        if self.params is None or mask is None:
+            self.params = fresh
+            return
+        for k in self.params:
+            m = mask.view(-1, *([1] * (self.params[k].dim() - 1)))
+            self.params[k] = torch.where(m, fresh[k], self.params[k])
+
+    def step(
+        self,
+        obs: torch.Tensor,
+        noise: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Adapt every episode's psi at ``obs [N, obs_dim]`` and return actions ``[N, act]``.
+
+        ``noise`` (``world_model.noise_shape(N, M, H)``) is drawn from ``generator`` when None;
+        it is held fixed across the inner steps. Sets ``self.last`` (objective before/after,
+        fallback mask) for logging.
+        """
+        cfg, N = self.cfg, obs.shape[0]
+        if self.params is None or next(iter(self.params.values())).shape[0] != N:
+            self.reset(N)
+        if cfg.reset_every_step:
+            self.reset(N)
+        if noise is None:
+            noise = self.world_model.sample_noise(N, cfg.particles, cfg.horizon, generator)
+        with torch.no_grad():
+            base_action = self.actor(obs)
+        params = {k: v.detach() for k, v in self.params.items()}
+        ok = torch.ones(N, dtype=torch.bool, device=obs.device)
+        j_before = None
+        for _ in range(cfg.inner_steps):
+            grads, j = self._grad_value(params, obs, noise)
+            if j_before is None:
+                j_before = j.detach()
+            finite = torch.isfinite(j)
+            for g in grads.values():
+                finite &= torch.isfinite(g).flatten(1).all(1)
+            ok &= finite
+            params = {
+                k: torch.where(_bcast(ok, v), v + cfg.lr * torch.nan_to_num(grads[k]), v)
+                for k, v in params.items()
+            }
+        with torch.no_grad():
+            action = self._act(params, obs)
+            ok &= torch.isfinite(action).all(-1)
+            action = torch.where(ok.unsqueeze(-1), action, base_action)
+        # An episode that failed keeps its previous parameters.
+        self.params = {
+            k: torch.where(_bcast(ok, v), v, self.params[k]).detach() for k, v in params.items()
+        }
+        self.fallbacks += int((~ok).sum())
+        self.last = {
+            "fallback": ~ok,
+            "objective_before": j_before
+            if j_before is not None
+            else torch.full((N,), float("nan")),
+        }
+        return action
+
+    @torch.no_grad()
+    def objective(self, obs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """J ``[N]`` of the current per-episode parameters (for before/after logging)."""
+        return self._value({k: v for k, v in self.params.items()}, obs, noise)
+
+
+def _bcast(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return mask.view(-1, *([1] * (like.dim() - 1)))

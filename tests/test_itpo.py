@@ -1,0 +1,124 @@
+"""The ITPO step on systems where the answer is known; the guard; batched == one at a time."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from lit_itpo.errors import ConfigError
+from lit_itpo.itpo import ITPOConfig, ITPOEngine
+from lit_itpo.nets import TanhActor, TwinCritic
+from lit_itpo.world_models import DiffusionTransition, DiffusionWorldModel, RewardModel, WorldModel
+
+
+class _Reward(nn.Module):
+    """r(s, a) = -||a - K s||^2: the optimal action is K s; NaN where s[0] > 100 (for the guard)."""
+
+    def __init__(self, K: torch.Tensor):
+        super().__init__()
+        self.register_buffer("K", K)
+
+    def forward(self, s, a):
+        r = -(a - s @ self.K.T).pow(2).sum(-1, keepdim=True)
+        return torch.where(s[..., :1] > 100, torch.full_like(r, float("nan")), r)
+
+
+class LinearWorldModel(WorldModel):
+    """s' = A s + B a (deterministic; one unused noise scalar per step)."""
+
+    def __init__(self, A, B, K):
+        super().__init__(_Reward(K))
+        self.register_buffer("A", A)
+        self.register_buffer("B", B)
+
+    def noise_shape(self, batch, particles, horizon):
+        return (batch, particles, horizon, 1)
+
+    def next(self, obs, action, noise):
+        return obs @ self.A.T + action @ self.B.T
+
+
+def _linear_system(o=3, a=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    A = torch.randn(o, o, generator=g) * 0.3
+    B = torch.randn(o, a, generator=g) * 0.3
+    K = torch.randn(a, o, generator=g)
+    torch.manual_seed(seed)
+    return LinearWorldModel(A, B, K), nn.Linear(o, a), K
+
+
+def test_step_climbs_the_objective_toward_the_known_optimum():
+    wm, actor, K = _linear_system()
+    eng = ITPOEngine(actor, None, wm, ITPOConfig(horizon=1, particles=4, inner_steps=5, lr=0.05))
+    obs = torch.randn(6, 3)
+    noise = wm.sample_noise(6, 4, 1)
+    optimum = obs @ K.T
+    base = actor(obs).detach()
+    eng.reset(6)
+    j0 = eng.objective(obs, noise)
+    act = eng.step(obs, noise)
+    j1 = eng.objective(obs, noise)
+    assert (j1 > j0).all()
+    assert torch.allclose(eng.last["objective_before"], j0)
+    assert ((act - optimum).norm(dim=-1) < (base - optimum).norm(dim=-1)).all()
+    # psi carries over: another step from the same state moves closer still
+    act2 = eng.step(obs, noise)
+    assert ((act2 - optimum).norm(dim=-1) < (act - optimum).norm(dim=-1)).all()
+    # the pretrained actor is untouched, and reset restores it
+    assert torch.equal(actor(obs), base)
+    eng.reset(6)
+    assert torch.allclose(eng._act(eng.params, obs), base)
+    assert eng.fallbacks == 0
+
+
+def test_gradient_ascent_matches_the_closed_form_step():
+    wm, actor, K = _linear_system()
+    lr = 0.01
+    eng = ITPOEngine(actor, None, wm, ITPOConfig(horizon=1, particles=2, inner_steps=1, lr=lr))
+    s = torch.randn(1, 3)
+    eng.step(s, wm.sample_noise(1, 2, 1))
+    # J(W, b) = -||W s + b - K s||^2  =>  dJ/db = -2 (W s + b - K s)
+    resid = actor(s).detach() - s @ K.T
+    assert torch.allclose(eng.params["bias"][0], actor.bias + lr * (-2 * resid[0]), atol=1e-6)
+
+
+def test_guard_keeps_non_finite_episodes_on_base_action_and_old_params():
+    wm, actor, _ = _linear_system()
+    eng = ITPOEngine(actor, None, wm, ITPOConfig(horizon=2, particles=3, inner_steps=2, lr=0.05))
+    obs = torch.randn(3, 3)
+    obs[1, 0] = 1000.0  # the reward model returns NaN here
+    eng.reset(3)
+    before = {k: v.clone() for k, v in eng.params.items()}
+    act = eng.step(obs, wm.sample_noise(3, 3, 2))
+    assert torch.isfinite(act).all()
+    assert eng.last["fallback"].tolist() == [False, True, False]
+    assert eng.fallbacks == 1
+    assert torch.equal(act[1], actor(obs[1:2]).detach()[0])
+    assert torch.equal(eng.params["weight"][1], before["weight"][1])
+    assert not torch.equal(eng.params["weight"][0], before["weight"][0])
+
+
+def test_batched_equals_one_at_a_time_with_a_diffusion_world_model():
+    torch.manual_seed(0)
+    o, a = 5, 2
+    tr = DiffusionTransition(o, a, [-1.0] * a, [1.0] * a, steps=3, hidden=(32, 32))
+    rw = RewardModel(o, a, [-1.0] * a, [1.0] * a, hidden=(32, 32))
+    wm = DiffusionWorldModel(tr, rw).requires_grad_(False)
+    actor = TanhActor(o, a, [-1.0] * a, [1.0] * a, [32, 32])
+    critic = TwinCritic(o, a, [32, 32]).requires_grad_(False)
+    cfg = ITPOConfig(horizon=3, particles=5, inner_steps=2, lr=0.05)
+    obs = torch.randn(4, o)
+    noise = wm.sample_noise(4, 5, 3, torch.Generator().manual_seed(1))
+    batched = ITPOEngine(actor, critic, wm, cfg).step(obs, noise)
+    for n in range(4):
+        single = ITPOEngine(actor, critic, wm, cfg).step(obs[n : n + 1], noise[n : n + 1])
+        assert torch.allclose(batched[n], single[0], atol=1e-5)
+    assert not torch.allclose(batched, actor(obs))  # it did adapt
+
+
+def test_bad_itpo_config():
+    with pytest.raises(ConfigError, match="horizon=0"):
+        ITPOConfig(horizon=0)
+    with pytest.raises(ConfigError, match="lr=nan"):
+        ITPOConfig(lr=float("nan"))
