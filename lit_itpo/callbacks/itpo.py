@@ -1,0 +1,149 @@
+"""``ITPOCallback``: base policy vs ITPO on the same evaluation episodes (arXiv 2603.22430).
+
+Runs at the end of each validation (inside ``fit`` or under ``lit-itpo validate --ckpt_path
+<policy checkpoint>``): the base policy's episodes as :class:`EpisodeEvalCallback` does, then,
+for each configured world model, the same seeds with ITPO adapting per-episode parameters at
+every step (:class:`lit_itpo.itpo.ITPOEngine`). ``validate`` runs under inference mode by
+default: ITPO configs set ``trainer.inference_mode: false`` and the work here is also wrapped in
+``torch.inference_mode(False)`` + ``torch.enable_grad()``.
+"""
+
+from __future__ import annotations
+
+import time
+
+import lightning.pytorch as pl
+import torch
+
+from lit_itpo.callbacks.evaluation import EpisodeEvalCallback
+from lit_itpo.errors import ConfigError
+from lit_itpo.itpo import ITPOConfig, ITPOEngine
+
+
+class ITPOCallback(EpisodeEvalCallback):
+    """Evaluate the base policy and ITPO with each given world model on the same seeds.
+
+    Args:
+        world_model_ckpt: a ``WorldModelModule`` checkpoint (diffusion DWM), or None.
+        sample_steps: diffusion sampling steps for ITPO (default: the checkpoint's).
+        horizon, particles, inner_steps, lr, gamma: :class:`~lit_itpo.itpo.ITPOConfig`.
+        noise_seed: seeds the world-model noise of each evaluation.
+        num_episodes, seed, max_episode_steps, every_n_validations: as the evaluation callback.
+    """
+
+    def __init__(
+        self,
+        world_model_ckpt: str | None = None,
+        sample_steps: int | None = None,
+        horizon: int = 5,
+        particles: int = 64,
+        inner_steps: int = 1,
+        lr: float = 5e-5,
+        gamma: float = 0.99,
+        noise_seed: int = 0,
+        num_episodes: int = 10,
+        seed: int = 1_000_000,
+        max_episode_steps: int | None = None,
+        every_n_validations: int = 1,
+    ):
+        super().__init__(num_episodes, seed, max_episode_steps, every_n_validations)
+        if world_model_ckpt is None:
+            raise ConfigError(
+                "ITPOCallback needs world_model_ckpt: the checkpoint of `lit-itpo fit --config "
+                "conf/<dataset>/world_model.yaml`."
+            )
+        self.ckpts = {"diffusion": world_model_ckpt}
+        self.sample_steps = sample_steps
+        self.cfg = ITPOConfig(
+            horizon=horizon, particles=particles, inner_steps=inner_steps, lr=lr, gamma=gamma
+        )
+        self.noise_seed = noise_seed
+        self.world_models: dict = {}
+
+    def _load(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        from lit_itpo.modules.world_model import load_world_model
+
+        dm = trainer.datamodule
+        for name, path in self.ckpts.items():
+            if name not in self.world_models:
+                wm = load_world_model(
+                    path,
+                    obs_dim=dm.obs_dim,
+                    action_dim=dm.action_dim,
+                    dataset_id=dm.dataset_id,
+                    map_location=pl_module.device,
+                )
+                if self.sample_steps is not None:
+                    wm.transition.set_sample_steps(self.sample_steps)
+                self.world_models[name] = wm
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        self._count += 1
+        if (self._count - 1) % self.every:
+            return
+        if not (hasattr(pl_module, "actor") and hasattr(pl_module, "critic")):
+            raise ConfigError(
+                f"ITPOCallback needs a policy with a deterministic `actor` and twin `critic` "
+                f"(ReBRACModule); got {type(pl_module).__name__}."
+            )
+        self._load(trainer, pl_module)
+        hp = pl_module.hparams
+        cfg = ITPOConfig(
+            **{
+                **self.cfg.__dict__,
+                "reward_scale": hp.get("reward_scale", 1.0),
+                "reward_bias": hp.get("reward_bias", 0.0),
+            }
+        )
+        dm = trainer.datamodule
+        with torch.inference_mode(False), torch.enable_grad():
+            base = self.evaluate(trainer, pl_module, pl_module.act)
+            metrics = self._scores("eval", base, dm)
+            self.last = {"base": base}
+            for name, wm in self.world_models.items():
+                engine = ITPOEngine(pl_module.actor, pl_module.critic, wm, cfg)
+                stats = {"steps": 0, "time": 0.0, "before": [], "after": []}
+                gen = torch.Generator(device=pl_module.device).manual_seed(self.noise_seed)
+
+                def act(obs, engine=engine, stats=stats, gen=gen, wm=wm):
+                    t0 = time.perf_counter()
+                    noise = wm.sample_noise(obs.shape[0], cfg.particles, cfg.horizon, gen)
+                    action = engine.step(obs, noise)
+                    stats["time"] += time.perf_counter() - t0
+                    stats["steps"] += 1
+                    stats["before"].append(engine.last["objective_before"].mean())
+                    stats["after"].append(engine.objective(obs, noise).mean())
+                    return action
+
+                res = self.evaluate(trainer, pl_module, act)
+                self.last[name] = res
+                m = self._scores(f"itpo/{name}", res, dm)
+                if f"itpo/{name}/normalized_score" in m:
+                    m[f"itpo/{name}/improvement"] = (
+                        m[f"itpo/{name}/normalized_score"] - metrics["eval/normalized_score"]
+                    )
+                m[f"itpo/{name}/fallbacks"] = torch.tensor(float(engine.fallbacks))
+                m[f"time/itpo_{name}_ms_per_step"] = torch.tensor(
+                    1e3 * stats["time"] / max(stats["steps"], 1)
+                )
+                m[f"itpo/{name}/nfe_per_step"] = torch.tensor(
+                    float(wm.nfe_per_step * cfg.horizon * cfg.inner_steps)
+                )
+                if stats["before"]:
+                    m[f"itpo/{name}/objective_before"] = torch.stack(stats["before"]).mean()
+                    m[f"itpo/{name}/objective_after"] = torch.stack(stats["after"]).mean()
+                metrics |= m
+        pl_module.log_dict({k: v.float() for k, v in metrics.items()}, rank_zero_only=False)
+
+    @staticmethod
+    def _scores(prefix: str, res: dict, dm) -> dict[str, torch.Tensor]:
+        out = {
+            f"{prefix}/return_mean": res["return"].mean(),
+            f"{prefix}/length_mean": res["length"].double().mean(),
+        }
+        if dm.ref_scores is not None:
+            scores = torch.tensor([dm.normalized_score(float(r)) for r in res["return"]])
+            out[f"{prefix}/normalized_score"] = scores.mean()
+        return out
