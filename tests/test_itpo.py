@@ -182,11 +182,6 @@ def test_chain_world_model_policy_itpo_through_real_checkpoints(tiny_root, tmp_p
         "--ckpt_path",
         str(pol_ckpt),
     )
-    args = [
-        a
-        for a in args
-        if a not in ("--trainer.max_steps", "20", "--trainer.val_check_interval", "10")
-    ]
     cli = lightning_main(args)
     m = cli.trainer.callback_metrics
     for key in (
@@ -201,5 +196,5 @@ def test_chain_world_model_policy_itpo_through_real_checkpoints(tiny_root, tmp_p
     assert m["itpo/diffusion/fallbacks"] == 0
     assert m["itpo/diffusion/nfe_per_step"] == 4 * 5  # K x H x E
     last = cli.trainer.callbacks[0].last
-    assert torch.equal(last["base"]["length"], last["diffusion"]["length"]) or True
+    assert (last["base"]["length"] <= 8).all() and (last["diffusion"]["length"] <= 8).all()
     assert not torch.equal(last["base"]["return"], last["diffusion"]["return"])  # ITPO acted
