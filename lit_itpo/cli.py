@@ -1,8 +1,8 @@
-"""``lit-itpo``: LightningCLI for ``fit|validate|test`` plus our own ``collect``.
+"""``lit-itpo``: LightningCLI for ``fit|validate|test`` plus our own ``collect`` and ``pipeline``.
 
-``collect`` is not a Trainer method, so ``main`` dispatches it before LightningCLI sees the
-arguments; it keeps the same conventions (``--config`` YAML, omegaconf interpolation,
-``--print_config``).
+``collect`` and ``pipeline`` are not Trainer methods, so ``main`` dispatches them before
+LightningCLI sees the arguments; they keep the same conventions (``--config`` YAML, omegaconf
+interpolation, ``--print_config``).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def lightning_main(args: Sequence[str] | None = None, run: bool = True) -> LitIt
         parser_kwargs={
             "parser_mode": "omegaconf",
             "description": "lit_itpo: fit|validate|test a stage with LightningCLI. "
-            "Datasets: `lit-itpo collect --help`.",
+            "Datasets: `lit-itpo collect --help`; all stages: `lit-itpo pipeline --help`.",
         },
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,
@@ -83,6 +83,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         if argv and argv[0] == "collect":
             collect_main(argv[1:])
+        elif argv and argv[0] == "pipeline":
+            from lit_itpo.pipeline import pipeline_main
+
+            pipeline_main(argv[1:])
         else:
             lightning_main(argv)
     except LitItpoError as exc:

@@ -198,3 +198,40 @@ def test_chain_world_model_policy_itpo_through_real_checkpoints(tiny_root, tmp_p
     last = cli.trainer.callbacks[0].last
     assert (last["base"]["length"] <= 8).all() and (last["diffusion"]["length"] <= 8).all()
     assert not torch.equal(last["base"]["return"], last["diffusion"]["return"])  # ITPO acted
+
+
+def test_pipeline_end_to_end_and_resumes_per_stage(tmp_path, capsys):
+    import json
+
+    from lit_itpo.cli import main
+
+    args = [
+        "pipeline",
+        "--pipeline.out_dir",
+        str(tmp_path),
+        "--pipeline.world_model_steps",
+        "20",
+        "--pipeline.policy_steps",
+        "20",
+        "--pipeline.alpha_grid",
+        "[0.0001, 0.01]",
+        "--pipeline.num_episodes",
+        "2",
+        "--pipeline.max_episode_steps",
+        "10",
+        "--pipeline.particles",
+        "4",
+        "--pipeline.sample_steps",
+        "2",
+    ]
+    main(args)
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert set(res["alpha_selection"]) == {"0.0001", "0.01"}
+    assert res["alpha"] in (0.0, 0.0001, 0.01)
+    assert res["itpo_diffusion"]["fallbacks"] == 0 and res["base"]["normalized_score"] is not None
+    out = capsys.readouterr().out
+    assert "| ReBRAC (base) |" in out and "ITPO, diffusion WM" in out
+    stamps = {p: p.stat().st_mtime_ns for p in tmp_path.glob("*.ckpt")}
+    assert len(stamps) == 2
+    main(args)  # resumes: both training stages are skipped
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.glob("*.ckpt")} == stamps
