@@ -200,15 +200,15 @@ def test_chain_world_model_policy_itpo_through_real_checkpoints(tiny_root, tmp_p
     assert not torch.equal(last["base"]["return"], last["diffusion"]["return"])  # ITPO acted
 
 
-def test_pipeline_end_to_end_and_resumes_per_stage(tmp_path, capsys):
-    import json
-
+@pytest.fixture(scope="module")
+def tiny_pipeline(tmp_path_factory):
     from lit_itpo.cli import main
 
+    out = tmp_path_factory.mktemp("pipeline")
     args = [
         "pipeline",
         "--pipeline.out_dir",
-        str(tmp_path),
+        str(out),
         "--pipeline.world_model_steps",
         "20",
         "--pipeline.policy_steps",
@@ -225,13 +225,45 @@ def test_pipeline_end_to_end_and_resumes_per_stage(tmp_path, capsys):
         "2",
     ]
     main(args)
-    res = json.loads((tmp_path / "results.json").read_text())
+    return out, args
+
+
+def test_pipeline_end_to_end_and_resumes_per_stage(tiny_pipeline, capsys):
+    import json
+
+    from lit_itpo.cli import main
+
+    out, args = tiny_pipeline
+    res = json.loads((out / "results.json").read_text())
     assert set(res["alpha_selection"]) == {"0.0001", "0.01"}
     assert res["alpha"] in (0.0, 0.0001, 0.01)
     assert res["itpo_diffusion"]["fallbacks"] == 0 and res["base"]["normalized_score"] is not None
-    out = capsys.readouterr().out
-    assert "| ReBRAC (base) |" in out and "ITPO, diffusion WM" in out
-    stamps = {p: p.stat().st_mtime_ns for p in tmp_path.glob("*.ckpt")}
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("*.ckpt")}
     assert len(stamps) == 2
+    capsys.readouterr()
     main(args)  # resumes: both training stages are skipped
-    assert {p: p.stat().st_mtime_ns for p in tmp_path.glob("*.ckpt")} == stamps
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*.ckpt")} == stamps
+    printed = capsys.readouterr().out
+    assert "| ReBRAC (base) |" in printed and "ITPO, diffusion WM" in printed
+
+
+def test_results_notebook_runs_on_a_tiny_run(tiny_pipeline, monkeypatch):
+    import nbformat
+    from nbclient import NotebookClient
+
+    from tests.conftest import REPO
+
+    out, _ = tiny_pipeline
+    monkeypatch.setenv("LIT_ITPO_RESULTS", str(out / "results.json"))
+    monkeypatch.setenv("LIT_ITPO_ROOT", str(REPO))
+    nb = nbformat.read(REPO / "notebooks/results.ipynb", as_version=4)
+    NotebookClient(
+        nb,
+        timeout=120,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(REPO / "notebooks")}},
+    ).execute()
+    text = "".join(
+        o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+    )
+    assert "alpha" in text and "Traceback" not in text
