@@ -5,9 +5,10 @@ respaced sampling), on a dataset's held-out episodes.
     python benchmarks/world_model_k.py --ckpt <that checkpoint> \
         --dataset_id lit_itpo/halfcheetah/medium-v0 [--data_dir DIR]
 
-For each K: one-step state RMSE and reward RMSE (raw units) on the held-out transitions, the
-H = 5 open-loop RMSE with the real actions, and ms per ITPO-sized rollout (M = 64, H = 5,
-forward + backward to a 3 x 256 policy). Writes benchmarks/results/world_model_k.json.
+For each reverse variance (DDPM's "beta" and "beta_tilde") and K: one-step state RMSE and
+reward RMSE (raw units) on the held-out transitions, the H = 5 open-loop RMSE with the real
+actions, and ms per ITPO-sized rollout (M = 64, H = 5, forward + backward to a 3 x 256 policy).
+Writes benchmarks/results/world_model_k.json.
 """
 
 from __future__ import annotations
@@ -73,15 +74,16 @@ def main() -> None:
     pi = TanhActor(dm.obs_dim, dm.action_dim, dm.action_low, dm.action_high, [256, 256, 256])
     s0 = dm.val_data["observation"][:1]
     rows = []
-    for k in [int(x) for x in args.ks.split(",")]:
+    for variance, k in [(v, int(x)) for v in ("beta", "beta_tilde") for x in args.ks.split(",")]:
         if k > wm.transition.train_steps:
             continue
-        wm.transition.set_sample_steps(k)
+        wm.transition.set_sample_steps(k, variance)
         rmse_s, rmse_r = one_step(wm, dm.val_data)
         noise = wm.sample_noise(1, 64, 5)
 
         row = {
             "K": k,
+            "variance": variance,
             "state_rmse": rmse_s,
             "reward_rmse": rmse_r,
             "open_loop_rmse_h5": open_loop(wm, episodes),

@@ -144,6 +144,8 @@ def test_chain_world_model_policy_itpo_through_real_checkpoints(tiny_root, tmp_p
             "[32, 32]",
             "--model.init_args.diffusion_steps",
             "4",
+            "--model.init_args.sample_steps",
+            "4",
         )
     )
     wm_ckpt = next(Path(wm.trainer.logger.log_dir).glob("checkpoints/*.ckpt"))

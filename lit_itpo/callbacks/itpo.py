@@ -26,6 +26,8 @@ class ITPOCallback(EpisodeEvalCallback):
     Args:
         world_model_ckpt: a ``WorldModelModule`` checkpoint (diffusion DWM), or None.
         sample_steps: diffusion sampling steps for ITPO (default: the checkpoint's).
+        sample_variance: reverse variance for ITPO, ``"beta"`` or ``"beta_tilde"`` (default:
+            the checkpoint's); benchmarks/world_model_k.py measures the trade-off.
         horizon, particles, inner_steps, lr, gamma: :class:`~lit_itpo.itpo.ITPOConfig`.
         noise_seed: seeds the world-model noise of each evaluation.
         num_episodes, seed, max_episode_steps, every_n_validations: as the evaluation callback.
@@ -35,6 +37,7 @@ class ITPOCallback(EpisodeEvalCallback):
         self,
         world_model_ckpt: str | None = None,
         sample_steps: int | None = None,
+        sample_variance: str | None = None,
         horizon: int = 5,
         particles: int = 64,
         inner_steps: int = 1,
@@ -53,7 +56,7 @@ class ITPOCallback(EpisodeEvalCallback):
                 "conf/<dataset>/world_model.yaml`."
             )
         self.ckpts = {"diffusion": world_model_ckpt}
-        self.sample_steps = sample_steps
+        self.sample_steps, self.sample_variance = sample_steps, sample_variance
         self.cfg = ITPOConfig(
             horizon=horizon, particles=particles, inner_steps=inner_steps, lr=lr, gamma=gamma
         )
@@ -73,8 +76,10 @@ class ITPOCallback(EpisodeEvalCallback):
                     dataset_id=dm.dataset_id,
                     map_location=pl_module.device,
                 )
-                if self.sample_steps is not None:
-                    wm.transition.set_sample_steps(self.sample_steps)
+                if self.sample_steps is not None or self.sample_variance is not None:
+                    wm.transition.set_sample_steps(
+                        self.sample_steps or wm.transition.steps, self.sample_variance
+                    )
                 self.world_models[name] = wm
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -114,10 +114,16 @@ class DiffusionTransition(_Conditioning):
         self.register_buffer("train_sqrt_1m_abar", (1 - abar).sqrt().float())
         self.set_sample_steps(sample_steps or steps)
 
-    def set_sample_steps(self, k: int) -> None:
-        """Sample with ``k`` reverse steps on evenly respaced trained timesteps."""
+    def set_sample_steps(self, k: int, variance: str | None = None) -> None:
+        """Sample with ``k`` reverse steps on evenly respaced trained timesteps (and optionally
+        another reverse variance: with few, large steps ``"beta"`` is ~1 per step and adds a
+        full unit of noise late in the chain, ``"beta_tilde"`` shrinks with the jump)."""
         if not 1 <= k <= self.train_steps:
             raise ValueError(f"sample_steps={k} must be in [1, {self.train_steps}] (trained K).")
+        if variance is not None:
+            if variance not in ("beta_tilde", "beta"):
+                raise ValueError(f"variance={variance!r} must be 'beta_tilde' or 'beta'.")
+            self.variance = variance
         self.steps = k
         abar_all = torch.cumprod(1 - cosine_betas(self.train_steps), 0)
         ts = torch.linspace(0, self.train_steps - 1, k).round().long()
