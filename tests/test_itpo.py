@@ -269,3 +269,10 @@ def test_results_notebook_runs_on_a_tiny_run(tiny_pipeline, monkeypatch):
         o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
     )
     assert "alpha" in text and "Traceback" not in text
+
+
+def test_zero_step_size_is_exactly_the_base_policy():
+    wm, actor, _ = _linear_system()
+    obs = torch.randn(4, 3)
+    eng = ITPOEngine(actor, None, wm, ITPOConfig(horizon=1, particles=2, lr=0.0))
+    assert torch.equal(eng.step(obs), actor(obs).detach())

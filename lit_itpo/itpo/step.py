@@ -155,6 +155,14 @@ class ITPOEngine:
             noise = self.world_model.sample_noise(N, cfg.particles, cfg.horizon, generator)
         with torch.no_grad():
             base_action = self.actor(obs)
+        if cfg.lr == 0 or cfg.inner_steps == 0:
+            # psi never moves: act exactly as the base policy (the vmapped actor rounds
+            # differently at ~1e-7, which chaotic MuJoCo episodes amplify).
+            self.last = {
+                "fallback": torch.zeros(N, dtype=torch.bool, device=obs.device),
+                "objective_before": torch.full((N,), float("nan"), device=obs.device),
+            }
+            return base_action
         params = {k: v.detach() for k, v in self.params.items()}
         ok = torch.ones(N, dtype=torch.bool, device=obs.device)
         j_before = None
