@@ -74,29 +74,37 @@ class EpisodeEvalCallback(Callback):
             out[key] = full.cpu()
         return out
 
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def due(self, trainer: pl.Trainer) -> bool:
+        """Count this validation; True when it is one to evaluate at (never the sanity check)."""
         if trainer.sanity_checking:
-            return
+            return False
         self._count += 1
-        if (self._count - 1) % self.every:
+        return (self._count - 1) % self.every == 0
+
+    @staticmethod
+    def scores(prefix: str, res: dict[str, torch.Tensor], dm) -> dict[str, torch.Tensor]:
+        """Return, length and (where reference scores exist) normalised-score statistics."""
+        out = {
+            f"{prefix}/return_mean": res["return"].mean(),
+            f"{prefix}/return_std": res["return"].std(unbiased=False),
+            f"{prefix}/length_mean": res["length"].double().mean(),
+        }
+        if dm.ref_scores is not None:
+            s = torch.tensor([dm.normalized_score(float(r)) for r in res["return"]])
+            out[f"{prefix}/normalized_score"] = s.mean()
+            out[f"{prefix}/normalized_score_std"] = s.std(unbiased=False)
+        return out
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self.due(trainer):
             return
         t0 = time.perf_counter()
         with torch.inference_mode(False), torch.no_grad():
             res = self.evaluate(trainer, pl_module, pl_module.act)
         self.last = res
-        steps = float(res["length"].sum())
-        metrics = {
-            f"{self.prefix}/return_mean": res["return"].mean(),
-            f"{self.prefix}/return_std": res["return"].std(unbiased=False),
-            f"{self.prefix}/length_mean": res["length"].mean(),
-            f"time/{self.prefix}_env_steps_per_s": torch.tensor(
-                steps / max(time.perf_counter() - t0, 1e-9)
-            ),
-        }
-        score = trainer.datamodule.normalized_score
-        if trainer.datamodule.ref_scores is not None:
-            scores = torch.tensor([score(float(r)) for r in res["return"]])
-            metrics[f"{self.prefix}/normalized_score"] = scores.mean()
-            metrics[f"{self.prefix}/normalized_score_std"] = scores.std(unbiased=False)
+        metrics = self.scores(self.prefix, res, trainer.datamodule)
+        metrics[f"time/{self.prefix}_env_steps_per_s"] = torch.tensor(
+            float(res["length"].sum()) / max(time.perf_counter() - t0, 1e-9)
+        )
         # identical on every rank after the gather: no further sync needed
         pl_module.log_dict({k: v.float() for k, v in metrics.items()}, rank_zero_only=False)

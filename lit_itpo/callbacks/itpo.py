@@ -83,10 +83,7 @@ class ITPOCallback(EpisodeEvalCallback):
                 self.world_models[name] = wm
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking:
-            return
-        self._count += 1
-        if (self._count - 1) % self.every:
+        if not self.due(trainer):
             return
         if not (hasattr(pl_module, "actor") and hasattr(pl_module, "critic")):
             raise ConfigError(
@@ -105,7 +102,7 @@ class ITPOCallback(EpisodeEvalCallback):
         dm = trainer.datamodule
         with torch.inference_mode(False), torch.enable_grad():
             base = self.evaluate(trainer, pl_module, pl_module.act)
-            metrics = self._scores("eval", base, dm)
+            metrics = self.scores("eval", base, dm)
             self.last = {"base": base}
             for name, wm in self.world_models.items():
                 engine = ITPOEngine(pl_module.actor, pl_module.critic, wm, cfg)
@@ -124,7 +121,7 @@ class ITPOCallback(EpisodeEvalCallback):
 
                 res = self.evaluate(trainer, pl_module, act)
                 self.last[name] = res
-                m = self._scores(f"itpo/{name}", res, dm)
+                m = self.scores(f"itpo/{name}", res, dm)
                 if f"itpo/{name}/normalized_score" in m:
                     m[f"itpo/{name}/improvement"] = (
                         m[f"itpo/{name}/normalized_score"] - metrics["eval/normalized_score"]
@@ -141,14 +138,3 @@ class ITPOCallback(EpisodeEvalCallback):
                     m[f"itpo/{name}/objective_after"] = torch.stack(stats["after"]).mean()
                 metrics |= m
         pl_module.log_dict({k: v.float() for k, v in metrics.items()}, rank_zero_only=False)
-
-    @staticmethod
-    def _scores(prefix: str, res: dict, dm) -> dict[str, torch.Tensor]:
-        out = {
-            f"{prefix}/return_mean": res["return"].mean(),
-            f"{prefix}/length_mean": res["length"].double().mean(),
-        }
-        if dm.ref_scores is not None:
-            scores = torch.tensor([dm.normalized_score(float(r)) for r in res["return"]])
-            out[f"{prefix}/normalized_score"] = scores.mean()
-        return out
