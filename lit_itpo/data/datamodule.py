@@ -103,6 +103,7 @@ class MinariDataModule(pl.LightningDataModule):
         obs_keys: for dict observations, the keys to concatenate (default observation,
             desired_goal).
         sample_on_device: keep the training transitions on the training device and sample there.
+        seed: seed of the training sampler (each DDP rank offsets it by its rank).
     """
 
     def __init__(
@@ -228,33 +229,22 @@ class MinariDataModule(pl.LightningDataModule):
 
 
 def transition_stats(data: TensorDict) -> dict[str, torch.Tensor]:
-    """Mean/std of observations (over ``observation`` and the final ``next`` one), of state
-    changes and of rewards, in float32, for model normalisers."""
-    obs = data["observation"].double()
-    delta = (data["next", "observation"] - data["observation"]).double()
-    rew = data["next", "reward"].double()
+    """Mean/std (float32) of observations, state changes and rewards, for model normalisers;
+    a (near-)constant feature gets std 1 so it passes through unscaled."""
 
-    def ms(x):
+    def ms(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = x.double()
         std = x.std(0, unbiased=False)
         return x.mean(0).float(), torch.where(std < 1e-6, torch.ones_like(std), std).float()
 
-    (om, os_), (dm, ds), (rm, rs) = ms(obs), ms(delta), ms(rew)
-    returns = torch.zeros(int(data["episode"].max()) + 1, dtype=torch.float64).index_add_(
-        0, data["episode"], rew.squeeze(-1)
-    )
-    present = torch.unique(data["episode"])
-    rets = returns[present]
+    obs_mean, obs_std = ms(data["observation"])
+    delta_mean, delta_std = ms(data["next", "observation"] - data["observation"])
+    reward_mean, reward_std = ms(data["next", "reward"])
     return {
-        "obs_mean": om,
-        "obs_std": os_,
-        "delta_mean": dm,
-        "delta_std": ds,
-        "reward_mean": rm,
-        "reward_std": rs,
-        "episode_return_mean": torch.tensor(float(rets.mean())),
-        "episode_return_std": torch.tensor(
-            float(rets.std(unbiased=False)) if len(rets) > 1 else 0.0
-        ),
-        "reward_abs_max": torch.tensor(float(rew.abs().max())),
-        "num_transitions": torch.tensor(data.shape[0]),
+        "obs_mean": obs_mean,
+        "obs_std": obs_std,
+        "delta_mean": delta_mean,
+        "delta_std": delta_std,
+        "reward_mean": reward_mean,
+        "reward_std": reward_std,
     }
