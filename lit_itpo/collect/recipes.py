@@ -186,7 +186,8 @@ def _stream_episodes(stream: dict[str, np.ndarray]) -> list[Episode]:
 
 
 def _summary(episodes: list[Episode], ref) -> dict:
-    rets = np.array([e.ret for e in episodes if e.terminations[-1] or len(e) > 0])
+    """Size and return statistics of a dataset's episodes (all of them, the cut last one too)."""
+    rets = np.array([e.ret for e in episodes])
     mean = float(rets.mean())
     return {
         "num_episodes": len(episodes),
