@@ -200,12 +200,10 @@ def train_sac(cfg: SACConfig, run_dir: str | Path, progress: bool = True) -> lis
         total=cfg.total_frames, initial=frames, desc=f"SAC {cfg.env_id}", disable=not progress
     )
     t0 = time.perf_counter()
-    first_batch = True
+    # After a resume the env starts a fresh episode: the stream is discontinuous there, which
+    # recipes._stream_episodes detects (next observation != following observation).
     for batch in collector:
         batch = batch.reshape(-1)
-        if first_batch and frames > 0:
-            # The stream before a resume point ended mid-episode; the env was reset since.
-            first_batch = False
         buffer.extend(batch.exclude("collector"))
         pending.append(_td_to_arrays(batch))
         frames += batch.numel()
