@@ -100,6 +100,8 @@ class ITPOCallback(EpisodeEvalCallback):
             }
         )
         dm = trainer.datamodule
+        # run_episodes steps the envs under torch.no_grad(); the ITPO engine differentiates with
+        # torch.func.grad, which ignores an outer no_grad (but not inference mode, hence this).
         with torch.inference_mode(False), torch.enable_grad():
             base = self.evaluate(trainer, pl_module, pl_module.act)
             metrics = self.scores("eval", base, dm)
