@@ -72,7 +72,8 @@ def _data_args(cfg: PipelineConfig) -> list[str]:
     return args
 
 
-def _stage_dirs(out: Path, stage: str) -> list[str]:
+def _stage_args(out: Path, stage: str, seed: int) -> list[str]:
+    """Logs and checkpoints of a stage under ``out/<stage>``, with the pipeline's seed."""
     d = str(out / stage)
     return [
         "--trainer.default_root_dir",
@@ -80,6 +81,7 @@ def _stage_dirs(out: Path, stage: str) -> list[str]:
         "--trainer.logger.init_args.save_dir",
         d,
         "--seed_everything",
+        str(seed),
     ]
 
 
@@ -97,8 +99,7 @@ def _fit_stage(
         "--config",
         config,
         *_data_args(cfg),
-        *_stage_dirs(out, stage),
-        str(cfg.seed),
+        *_stage_args(out, stage, cfg.seed),
         "--trainer.max_steps",
         str(steps),
         "--trainer.val_check_interval",
@@ -136,8 +137,7 @@ def _itpo(
         "--config",
         cfg.itpo_config,
         *_data_args(cfg),
-        *_stage_dirs(out, f"itpo/{tag}"),
-        str(cfg.seed),
+        *_stage_args(out, f"itpo/{tag}", cfg.seed),
         f"{cb}world_model_ckpt",
         str(wm),
         f"{cb}lr",
