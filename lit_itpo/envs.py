@@ -11,7 +11,8 @@ import gymnasium as gym
 from lit_itpo.errors import EnvSpecError
 
 
-def _register(env_id: str) -> None:
+def register_env_packages(env_id: str) -> None:
+    """Import the package that registers ``env_id`` (gymnasium-robotics for mazes)."""
     if "Maze" in env_id or "Adroit" in env_id or "Fetch" in env_id:
         import gymnasium_robotics
 
@@ -24,7 +25,7 @@ def gym_spec(env_id: str, **kwargs) -> gym.envs.registration.EnvSpec:
     Raises:
         EnvSpecError: the id is unknown or the env cannot be made with these kwargs.
     """
-    _register(env_id)
+    register_env_packages(env_id)
     try:
         env = gym.make(env_id, **kwargs)
     except gym.error.Error as exc:
@@ -45,7 +46,7 @@ def make_gym_env(spec: gym.envs.registration.EnvSpec | str) -> gym.Env:
         if spec.lstrip().startswith("{"):
             spec = gym.envs.registration.EnvSpec.from_json(spec)
         else:
-            _register(spec)
+            register_env_packages(spec)
             return gym.make(spec)
-    _register(spec.id)
+    register_env_packages(spec.id)
     return gym.make(spec)

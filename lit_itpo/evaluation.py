@@ -17,7 +17,7 @@ from tensordict.nn import TensorDictModule
 from torch import nn
 from torchrl.envs import DoubleToFloat, GymEnv, SerialEnv, StepCounter, TransformedEnv
 
-from lit_itpo.envs import _register
+from lit_itpo.envs import register_env_packages
 from lit_itpo.errors import EnvSpecError
 
 
@@ -35,7 +35,7 @@ def make_eval_env(env_spec: str, seed: int, max_episode_steps: int | None = None
     """One TorchRL env (float32 observations) from a dataset's env spec JSON, seeded."""
     spec = _spec_dict(env_spec)
     env_id, kwargs = spec["id"], dict(spec.get("kwargs") or {})
-    _register(env_id)
+    register_env_packages(env_id)
     try:
         base = GymEnv(env_id, device="cpu", **kwargs)
     except Exception as exc:  # gymnasium raises many types for bad ids/kwargs
