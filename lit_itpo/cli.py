@@ -50,23 +50,37 @@ def lightning_main(args: Sequence[str] | None = None, run: bool = True) -> LitIt
     )
 
 
-def collect_main(args: Sequence[str]) -> dict:
-    """``lit-itpo collect --config conf/collect/<env>.yaml [--field value ...]``."""
+def parse_dataclass_command(
+    name: str, cls: type, description: str, args: Sequence[str], progress: bool = False
+):
+    """Parse ``lit-itpo <name> [--config F] [--<name>.field value ...]`` into a ``cls``
+    instance, with LightningCLI's conventions (omegaconf interpolation, ``--print_config``).
+    Returns ``(instance, namespace)``."""
     from jsonargparse import ActionConfigFile, ArgumentParser
 
-    from lit_itpo.collect.recipes import CollectConfig, collect
-
     parser = ArgumentParser(
-        prog="lit-itpo collect",
-        parser_mode="omegaconf",
-        description="Train a SAC behaviour agent and write D4RL-style Minari datasets.",
+        prog=f"lit-itpo {name}", parser_mode="omegaconf", description=description
     )
     parser.add_argument("--config", action=ActionConfigFile)
-    parser.add_class_arguments(CollectConfig, "collect", as_group=True)
-    parser.add_argument("--progress", type=bool, default=True, help="Show progress bars.")
+    parser.add_class_arguments(cls, name, as_group=True)
+    if progress:
+        parser.add_argument("--progress", type=bool, default=True, help="Show progress bars.")
     cfg = parser.parse_args(list(args))
-    init = parser.instantiate_classes(cfg)
-    results = collect(init.collect, progress=cfg.progress)
+    return parser.instantiate_classes(cfg)[name], cfg
+
+
+def collect_main(args: Sequence[str]) -> dict:
+    """``lit-itpo collect --config conf/collect/<env>.yaml [--collect.field value ...]``."""
+    from lit_itpo.collect.recipes import CollectConfig, collect
+
+    config, ns = parse_dataclass_command(
+        "collect",
+        CollectConfig,
+        "Train a SAC behaviour agent and write D4RL-style Minari datasets.",
+        args,
+        progress=True,
+    )
+    results = collect(config, progress=ns.progress)
     for did, s in results.items():
         score = s["normalized_score_mean"]
         sys.stdout.write(

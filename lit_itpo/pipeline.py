@@ -245,16 +245,12 @@ def format_table(res: dict) -> str:
 
 
 def pipeline_main(args) -> dict:
-    from jsonargparse import ActionConfigFile, ArgumentParser
+    """``lit-itpo pipeline [--config F] [--pipeline.field value ...]``."""
+    from lit_itpo.cli import parse_dataclass_command
 
-    parser = ArgumentParser(
-        prog="lit-itpo pipeline",
-        parser_mode="omegaconf",
-        description="World model -> policy -> ITPO evaluation, resumable.",
+    cfg, _ = parse_dataclass_command(
+        "pipeline", PipelineConfig, "World model -> policy -> ITPO evaluation, resumable.", args
     )
-    parser.add_argument("--config", action=ActionConfigFile)
-    parser.add_class_arguments(PipelineConfig, "pipeline", as_group=True)
-    cfg = parser.instantiate_classes(parser.parse_args(list(args))).pipeline
     res = run_pipeline(cfg)
     sys.stdout.write(
         f"\n{cfg.dataset_id} ({cfg.num_episodes} episodes, seeds "
