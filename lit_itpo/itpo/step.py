@@ -187,18 +187,13 @@ class ITPOEngine:
             k: torch.where(_bcast(ok, v), v, self.params[k]).detach() for k, v in params.items()
         }
         self.fallbacks += int((~ok).sum())
-        self.last = {
-            "fallback": ~ok,
-            "objective_before": j_before
-            if j_before is not None
-            else torch.full((N,), float("nan")),
-        }
+        self.last = {"fallback": ~ok, "objective_before": j_before}
         return action
 
     @torch.no_grad()
     def objective(self, obs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """J ``[N]`` of the current per-episode parameters (for before/after logging)."""
-        return self._value({k: v for k, v in self.params.items()}, obs, noise)
+        return self._value(self.params, obs, noise)
 
 
 def _bcast(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
