@@ -47,7 +47,7 @@ from lit_itpo.utils import atomic_write_json
 log = logging.getLogger(__name__)
 
 RECIPES = ("random", "medium", "medium-replay", "expert", "medium-expert", "waypoint")
-# D4RL medium datasets' mean normalised return (Fu et al. 2020, Table 2 datasets).
+# Medium-level targets (normalised) for the medium checkpoint, as issue 2 / METHOD.md give them.
 MEDIUM_TARGETS = {"halfcheetah": 41.0, "hopper": 44.0, "walker2d": 62.0}
 ASSETS_BEHAVIOUR = Path(__file__).resolve().parent.parent / "assets" / "behaviour"
 
