@@ -53,9 +53,9 @@ def make_eval_env(env_spec: str, seed: int, max_episode_steps: int | None = None
 class _ObsPolicy(nn.Module):
     """Concatenate the observation keys, call ``act``, return the action."""
 
-    def __init__(self, act: Callable[[torch.Tensor], torch.Tensor], n_keys: int):
+    def __init__(self, act: Callable[[torch.Tensor], torch.Tensor]):
         super().__init__()
-        self.act, self.n_keys = act, n_keys
+        self.act = act
 
     def forward(self, *obs: torch.Tensor) -> torch.Tensor:
         return self.act(torch.cat(obs, -1) if len(obs) > 1 else obs[0])
@@ -114,7 +114,7 @@ def run_episodes(
     )
     try:
         keys = list(obs_keys) if obs_keys else ["observation"]
-        policy = TensorDictModule(_ObsPolicy(act, len(keys)), in_keys=keys, out_keys=["action"])
+        policy = TensorDictModule(_ObsPolicy(act), in_keys=keys, out_keys=["action"])
         steps = max_episode_steps or 100_000
         td = env.rollout(
             steps,

@@ -91,7 +91,7 @@ def test_fit_smoke_writes_checkpoint_logs_and_config(tiny_root, tmp_path):
     }
     assert model.hparams.obs_dim == 11
     # the normaliser came from the training split and travels in the checkpoint
-    assert not torch.allclose(model.actor.obs_std, torch.ones(11))
+    assert not torch.allclose(model.actor.obs_norm.std, torch.ones(11))
     assert "val/actor/bc_mse" in cli.trainer.callback_metrics
 
 

@@ -179,7 +179,7 @@ def test_rebrac_fit_smoke_with_evaluation(rebrac_run):
         assert key in m and torch.isfinite(m[key]), key
     policy = load_policy(ckpt, obs_dim=11, action_dim=3, dataset_id=DID)
     assert isinstance(policy, ReBRACModule) and not policy.training
-    assert not torch.allclose(policy.actor.obs_std, torch.ones(11))
+    assert not torch.allclose(policy.actor.obs_norm.std, torch.ones(11))
     with pytest.raises(CheckpointError, match="stage 'policy', not 'world_model'"):
         load_world_model(ckpt)
 

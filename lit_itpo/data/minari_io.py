@@ -11,9 +11,8 @@ Layout of one Minari episode: ``observations [T+1]``, ``actions/rewards/terminat
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +103,6 @@ class DatasetInfo:
     ref_max_score: float | None
     total_steps: int
     total_episodes: int
-    extra: dict = field(default_factory=dict)
 
     @property
     def ref_scores(self) -> tuple[float, float] | None:
@@ -254,9 +252,3 @@ def load_transitions(dataset, info: DatasetInfo) -> TensorDict:
         },
         batch_size=[n],
     )
-
-
-def read_provenance(dataset_id: str, data_dir: str | os.PathLike | None = None) -> dict | None:
-    """The ``provenance.json`` lit_itpo writes beside a dataset it made, if any."""
-    path = datasets_root(data_dir) / dataset_id / "provenance.json"
-    return json.loads(path.read_text()) if path.exists() else None

@@ -37,14 +37,5 @@ class Normalizer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
 
-    normalize = forward
-
     def denormalize(self, y: torch.Tensor) -> torch.Tensor:
         return y * self.std + self.mean
-
-    def scale(self, dy: torch.Tensor) -> torch.Tensor:
-        """Normalise a difference (no shift): ``dy / std``."""
-        return dy / self.std
-
-    def unscale(self, dy: torch.Tensor) -> torch.Tensor:
-        return dy * self.std

@@ -55,9 +55,3 @@ def normalized_score(ret: float, ref: tuple[float, float] | None) -> float | Non
         return None
     lo, hi = ref
     return 100.0 * (ret - lo) / (hi - lo)
-
-
-def return_for_score(score: float, ref: tuple[float, float]) -> float:
-    """Raw return that has a given normalised score (inverse of :func:`normalized_score`)."""
-    lo, hi = ref
-    return lo + score / 100.0 * (hi - lo)

@@ -61,8 +61,7 @@ class BCModule(StageCheckpoint, pl.LightningModule):
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None)
         if stage == "fit" and dm is not None and dm.stats:
-            self.actor.obs_mean.copy_(dm.stats["obs_mean"])
-            self.actor.obs_std.copy_(dm.stats["obs_std"])
+            self.actor.obs_norm.set(dm.stats["obs_mean"], dm.stats["obs_std"])
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.actor(obs)

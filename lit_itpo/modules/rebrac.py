@@ -100,8 +100,7 @@ class ReBRACModule(StageCheckpoint, pl.LightningModule):
         dm = getattr(self.trainer, "datamodule", None)
         if stage == "fit" and dm is not None and dm.stats:
             for m in (self.actor, self.critic, self.actor_target, self.critic_target):
-                m.obs_mean.copy_(dm.stats["obs_mean"])
-                m.obs_std.copy_(dm.stats["obs_std"])
+                m.obs_norm.set(dm.stats["obs_mean"], dm.stats["obs_std"])
 
     def act(self, obs: torch.Tensor) -> torch.Tensor:
         """Deterministic action for raw observations (evaluation)."""

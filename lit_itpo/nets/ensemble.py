@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lit_itpo.data.normalizer import Normalizer
+
 
 class EnsembleLinear(nn.Module):
     """``x [N, B, in] -> [N, B, out]`` with separate weights per member (``torch.baddbmm``)."""
@@ -85,12 +87,11 @@ class TwinCritic(nn.Module):
     ):
         super().__init__()
         self.q = EnsembleMLP(n, obs_dim + action_dim, 1, hidden, layer_norm)
-        self.register_buffer("obs_mean", torch.zeros(obs_dim))
-        self.register_buffer("obs_std", torch.ones(obs_dim))
+        self.obs_norm = Normalizer(obs_dim)
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         lead = obs.shape[:-1]
-        x = torch.cat([(obs - self.obs_mean) / self.obs_std, action], -1).reshape(
+        x = torch.cat([self.obs_norm(obs), action], -1).reshape(
             -1, obs.shape[-1] + action.shape[-1]
         )
         return self.q(x).reshape(self.q.n, *lead, 1)

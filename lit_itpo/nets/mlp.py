@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from lit_itpo.data.normalizer import Normalizer
+
 
 class MLP(nn.Sequential):
     """``Linear -> [LayerNorm] -> act`` blocks, then a final ``Linear``.
@@ -60,9 +62,8 @@ class TanhActor(nn.Module):
         high = torch.as_tensor(action_high, dtype=torch.float32)
         self.register_buffer("action_scale", (high - low) / 2)
         self.register_buffer("action_bias", (high + low) / 2)
-        self.register_buffer("obs_mean", torch.zeros(obs_dim))
-        self.register_buffer("obs_std", torch.ones(obs_dim))
+        self.obs_norm = Normalizer(obs_dim)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        z = self.net((obs - self.obs_mean) / self.obs_std)
+        z = self.net(self.obs_norm(obs))
         return torch.tanh(z) * self.action_scale + self.action_bias
