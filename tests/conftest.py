@@ -52,6 +52,8 @@ def cli_args(sub: str, config: str, root, out, steps: int = 20, *extra: str) -> 
         str(steps),
         "--trainer.val_check_interval",
         "10",
+        "--trainer.log_every_n_steps",
+        "5",
         "--trainer.default_root_dir",
         str(out),
         "--trainer.logger.init_args.save_dir",

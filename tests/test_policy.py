@@ -177,6 +177,12 @@ def test_rebrac_fit_smoke_with_evaluation(rebrac_run):
         "val/q_data_mean",
     ):
         assert key in m and torch.isfinite(m[key]), key
+    # training metrics are logged only on the steps the logger writes (every 5 here)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ev = EventAccumulator(str(Path(cli.trainer.logger.log_dir)))
+    ev.Reload()
+    assert [e.step for e in ev.Scalars("train/critic/loss")] == [4, 9, 14, 19]
     policy = load_policy(ckpt, obs_dim=11, action_dim=3, dataset_id=DID)
     assert isinstance(policy, ReBRACModule) and not policy.training
     assert not torch.allclose(policy.actor.obs_norm.std, torch.ones(11))

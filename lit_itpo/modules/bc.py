@@ -72,7 +72,7 @@ class BCModule(StageCheckpoint, pl.LightningModule):
 
     def training_step(self, batch: TensorDict, batch_idx: int) -> torch.Tensor:
         loss, info = bc_loss(self.actor, batch)
-        self.log_dict({f"train/{k}": v for k, v in info.items()}, prog_bar=True)
+        self.log_train({f"train/{k}": v for k, v in info.items()})
         return loss
 
     def validation_step(self, batch: TensorDict, batch_idx: int) -> None:

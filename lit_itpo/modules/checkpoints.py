@@ -12,7 +12,18 @@ from lit_itpo.errors import CheckpointError
 class StageCheckpoint:
     """Mixin for LightningModules: writes ``checkpoint["lit_itpo"] = {stage, format_version,
     algorithm, lit_itpo_version}``. Kept out of ``hparams`` because LightningCLI feeds a
-    checkpoint's hparams back as init arguments under ``validate --ckpt_path``."""
+    checkpoint's hparams back as init arguments under ``validate --ckpt_path``.
+
+    Also :meth:`log_train`: training metrics logged only on the steps Lightning writes.
+    """
+
+    def log_train(self, metrics: dict) -> None:
+        """``self.log_dict(metrics)`` on the batches whose metrics reach the logger (every
+        ``trainer.log_every_n_steps``); skipped on the others, where Lightning would discard
+        them after paying ~0.1 ms per value (10-20% of a small-network update)."""
+        trainer = self._trainer  # None when a step is called by hand (tests): nothing to log
+        if trainer is not None and trainer._logger_connector.should_update_logs:
+            self.log_dict(metrics)
 
     stage: str = ""
     format_version: int = 1

@@ -160,7 +160,7 @@ class ReBRACModule(StageCheckpoint, pl.LightningModule):
             opt_actor.optimizer.step()
             self.update_targets()
             info |= a_info
-        self.log_dict({f"train/{k}": v for k, v in info.items()}, prog_bar=False)
+        self.log_train({f"train/{k}": v for k, v in info.items()})
 
     def validation_step(self, batch: TensorDict, batch_idx: int) -> None:
         q = self.critic(batch["observation"], batch["action"]).min(0).values

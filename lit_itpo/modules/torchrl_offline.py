@@ -175,7 +175,7 @@ class TD3BCModule(_TorchRLOffline):
                 "actor/bc_mse": a_info["bc_loss"].detach(),
                 "actor/lambda": torch.as_tensor(a_info["lmbd"]).detach(),
             }
-        self.log_dict({f"train/{k}": v for k, v in info.items()})
+        self.log_train({f"train/{k}": v for k, v in info.items()})
 
     def validation_step(self, batch: TensorDict, batch_idx: int) -> None:
         bc = (self.act(batch["observation"]) - batch["action"]).pow(2).sum(-1).mean()
@@ -277,7 +277,7 @@ class IQLModule(_TorchRLOffline):
         opt_v.optimizer.step()
         opt_actor.optimizer.step()
         self.updater.step()
-        self.log_dict(
+        self.log_train(
             {
                 "train/actor/loss": out["loss_actor"].detach(),
                 "train/critic/loss": out["loss_qvalue"].detach(),

@@ -153,8 +153,7 @@ class WorldModelModule(StageCheckpoint, pl.LightningModule):
                 f"World-model loss became {loss.item()} at step {self.global_step}; check the "
                 "dataset for extreme values or lower model.lr."
             )
-        self.log_dict({f"train/{k}": v for k, v in info.items()}, prog_bar=False)
-        self.log("train/loss", loss.detach(), prog_bar=True)
+        self.log_train({"train/loss": loss.detach()} | {f"train/{k}": v for k, v in info.items()})
         return loss
 
     def configure_optimizers(self):

@@ -1,0 +1,90 @@
+"""A resumable queue of benchmark cells: each cell is one ``lit-itpo`` run in a subprocess whose
+result is written to a JSON file under ``benchmarks/results/`` as soon as it finishes, so a suite
+can be finished over several sittings (and on another machine, from the committed JSON).
+
+A cell whose run directory holds a ``last.ckpt`` resumes from it (``--ckpt_path``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from common import RESULTS, machine
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def load(name: str) -> dict:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else {"cells": {}}
+
+
+def store(name: str, payload: dict) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def last_checkpoint(run_dir: Path) -> Path | None:
+    found = sorted(run_dir.rglob("last.ckpt"), key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None
+
+
+def scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
+    """Every ``tag`` value logged under ``run_dir`` (all TensorBoard versions), by step."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    points: dict[int, float] = {}
+    for ev_file in sorted(run_dir.rglob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(ev_file), size_guidance={"scalars": 0})
+        acc.Reload()
+        if tag in acc.Tags().get("scalars", []):
+            for e in acc.Scalars(tag):
+                points[e.step] = e.value
+    return sorted(points.items())
+
+
+def run_cell(argv: list[str], run_dir: Path, log: Path) -> float:
+    """Run ``lit-itpo <argv>`` (resuming from ``run_dir``'s last.ckpt); wall seconds."""
+    cmd = [sys.executable, "-m", "lit_itpo", *argv]
+    ckpt = last_checkpoint(run_dir)
+    if ckpt is not None:
+        cmd += ["--ckpt_path", str(ckpt)]
+    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+    t0 = time.perf_counter()
+    with open(log, "a") as fh:
+        fh.write(f"\n$ {' '.join(cmd)}\n")
+        fh.flush()
+        proc = subprocess.run(cmd, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"cell failed (exit {proc.returncode}); see {log}: {' '.join(cmd)}")
+    return time.perf_counter() - t0
+
+
+def drain(
+    name: str,
+    cells: list[tuple[str, Callable[[], dict]]],
+    meta: dict,
+    only: str | None = None,
+) -> dict:
+    """Run every cell not yet in ``results/<name>.json``, saving after each one."""
+    payload = load(name)
+    payload.update(meta)
+    for key, fn in cells:
+        if key in payload["cells"] or (only and only not in key):
+            continue
+        print(f"[{time.strftime('%H:%M:%S')}] {name}: {key}", flush=True)
+        res = fn()
+        res["machine"] = machine()
+        payload["cells"][key] = res
+        store(name, payload)
+        print(f"[{time.strftime('%H:%M:%S')}] {name}: {key} -> {res.get('summary')}", flush=True)
+    return payload
