@@ -29,6 +29,20 @@ class LitItpoCLI(LightningCLI):
         for name in LINKED:
             parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
 
+    def instantiate_classes(self) -> None:
+        """As LightningCLI's, but our own errors from a class's ``__init__`` (a bad config
+        value, a checkpoint of the wrong stage) surface as themselves: jsonargparse wraps them
+        in a ValueError listing every subclass it tried."""
+        try:
+            super().instantiate_classes()
+        except ValueError as exc:
+            cause = exc
+            while cause is not None and not isinstance(cause, LitItpoError):
+                cause = cause.__cause__ or cause.__context__
+            if cause is None:
+                raise
+            raise cause from None
+
 
 def lightning_main(args: Sequence[str] | None = None, run: bool = True) -> LitItpoCLI:
     """Run LightningCLI (``fit|validate|test``) on ``args`` (default ``sys.argv[1:]``)."""

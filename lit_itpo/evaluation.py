@@ -13,6 +13,7 @@ import json
 from collections.abc import Callable, Sequence
 
 import torch
+from tensordict import TensorDict
 from tensordict.nn import TensorDictModule
 from torch import nn
 from torchrl.envs import DoubleToFloat, GymEnv, SerialEnv, StepCounter, TransformedEnv
@@ -83,7 +84,8 @@ def run_episodes(
     max_episode_steps: int | None = None,
     action_bounds: tuple[Sequence[float], Sequence[float]] | None = None,
     device: torch.device | str = "cpu",
-) -> dict[str, torch.Tensor]:
+    return_transitions: bool = False,
+) -> dict:
     """Run one episode per seed, all stepped together; returns per-episode tensors.
 
     Args:
@@ -94,9 +96,13 @@ def run_episodes(
         max_episode_steps: cut episodes there (tests); default the env's own limit.
         action_bounds: the data's (low, high), checked against the env's.
         device: where ``act`` runs.
+        return_transitions: also return every real step taken.
 
     Returns:
-        ``{"return": [N], "length": [N]}`` (float64 / int64, CPU).
+        ``{"return": [N], "length": [N]}`` (float64 / int64, CPU); with ``return_transitions``
+        also ``"transitions"``: a TensorDict ``[steps]`` of ``observation``, ``action``,
+        ``("next", "observation")``, ``("next", "reward")`` (``[..., 1]``) and
+        ``("next", "done")`` (observation keys concatenated).
     """
     if not seeds:
         return {
@@ -130,4 +136,20 @@ def run_episodes(
     # a step counts while no earlier step of that episode was done
     alive = torch.cumsum(done.long(), dim=1) - done.long() == 0
     reward = td["next", "reward"].squeeze(-1).double() * alive
-    return {"return": reward.sum(1), "length": alive.sum(1)}
+    out = {"return": reward.sum(1), "length": alive.sum(1)}
+    if return_transitions:
+        obs = torch.cat([td[k] for k in keys], -1)[alive]
+        next_obs = torch.cat([td["next", k] for k in keys], -1)[alive]
+        out["transitions"] = TensorDict(
+            {
+                "observation": obs,
+                "action": td["action"][alive],
+                "next": {
+                    "observation": next_obs,
+                    "reward": td["next", "reward"][alive].float(),
+                    "done": td["next", "done"][alive],
+                },
+            },
+            batch_size=[int(alive.sum())],
+        )
+    return out

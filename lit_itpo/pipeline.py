@@ -1,13 +1,13 @@
 """``lit-itpo pipeline``: every stage for one dataset, resumable per stage.
 
-world model (stage 1) -> policy (stage 2, ReBRAC) -> alpha chosen on a held-out env seed ->
-ITPO evaluation (base vs diffusion-ITPO on the same seeds) -> results table (stdout), JSON and
-TensorBoard (each stage logs under ``out_dir/<stage>``).
+world model (stage 1) -> policy (stage 2, ReBRAC) -> tilted MeanFlow world model (stage 3,
+tilted toward that policy, reusing stage 1's reward model) -> alpha chosen per world model on a
+held-out env seed -> ITPO evaluation (base vs diffusion-ITPO vs MeanFlow-ITPO on the same seeds)
+-> results table (stdout), JSON and TensorBoard (each stage logs under ``out_dir/<stage>``).
 
 Each stage runs the committed stage config through LightningCLI with the overrides below; its
 final checkpoint is copied to ``out_dir/<stage>.ckpt`` atomically, and a stage whose file exists
-is skipped, so an interrupted pipeline resumes at the first missing stage. The MeanFlow world
-model is not part of it yet (its issue is open).
+is skipped, so an interrupted pipeline resumes at the first missing stage.
 """
 
 from __future__ import annotations
@@ -32,8 +32,9 @@ class PipelineConfig:
     Attributes:
         dataset_id, data_dir: the dataset (default: the embedded sample).
         out_dir: where every stage writes (checkpoints, TensorBoard, results.json).
-        world_model_config, policy_config, itpo_config: committed stage configs to run.
-        world_model_steps, policy_steps: training budgets (updates).
+        world_model_config, policy_config, meanflow_config, itpo_config: committed stage
+            configs to run.
+        world_model_steps, policy_steps, meanflow_steps: training budgets (updates).
         sample_steps, sample_variance: diffusion sampling used by ITPO (5 respaced steps with
             the posterior variance: the accuracy/cost choice of benchmarks/world_model_k.py).
         particles, horizon, inner_steps: ITPO's M, H, E.
@@ -49,9 +50,11 @@ class PipelineConfig:
     out_dir: str = "runs/pipeline/embedded"
     world_model_config: str = "conf/embedded/world_model.yaml"
     policy_config: str = "conf/embedded/rebrac.yaml"
+    meanflow_config: str = "conf/embedded/meanflow.yaml"
     itpo_config: str = "conf/embedded/itpo.yaml"
     world_model_steps: int = 3000
     policy_steps: int = 5000
+    meanflow_steps: int = 3000
     sample_steps: int | None = 5
     sample_variance: str | None = "beta_tilde"
     particles: int = 64
@@ -123,7 +126,7 @@ def _itpo(
     cfg: PipelineConfig,
     out: Path,
     tag: str,
-    wm: Path,
+    ckpts: dict[str, Path],
     policy: Path,
     lr: float,
     seed: int,
@@ -138,8 +141,6 @@ def _itpo(
         cfg.itpo_config,
         *_data_args(cfg),
         *_stage_args(out, f"itpo/{tag}", cfg.seed),
-        f"{cb}world_model_ckpt",
-        str(wm),
         f"{cb}lr",
         str(lr),
         f"{cb}particles",
@@ -155,6 +156,9 @@ def _itpo(
         "--ckpt_path",
         str(policy),
     ]
+    keys = {"diffusion": "world_model_ckpt", "meanflow": "meanflow_ckpt"}
+    for name, path in ckpts.items():
+        args += [f"{cb}{keys[name]}", str(path)]
     if cfg.sample_steps is not None:
         args += [f"{cb}sample_steps", str(cfg.sample_steps)]
     if cfg.sample_variance is not None:
@@ -167,10 +171,11 @@ def _itpo(
 
 def run_pipeline(cfg: PipelineConfig) -> dict:
     """Run (or resume) every stage; returns the results dict also written to results.json."""
-    if cfg.world_model_steps < 1 or cfg.policy_steps < 1 or not cfg.alpha_grid:
+    if min(cfg.world_model_steps, cfg.policy_steps, cfg.meanflow_steps) < 1 or not cfg.alpha_grid:
         raise ConfigError(
-            f"pipeline world_model_steps={cfg.world_model_steps} and policy_steps="
-            f"{cfg.policy_steps} must be >= 1 and alpha_grid={cfg.alpha_grid} non-empty."
+            f"pipeline world_model_steps={cfg.world_model_steps}, policy_steps="
+            f"{cfg.policy_steps} and meanflow_steps={cfg.meanflow_steps} must be >= 1 and "
+            f"alpha_grid={cfg.alpha_grid} non-empty."
         )
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -188,43 +193,61 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
             str(cfg.max_episode_steps or 1000),
         ],
     )
-    # alpha on one held-out env seed, as the paper does; a grid point that does not beat the
-    # base policy there is not taken (the paper fell back to the base policy where ITPO had no
-    # gain): alpha = 0 then.
-    sel = {}
-    for lr in cfg.alpha_grid:
-        m = _itpo(cfg, out, f"alpha_{lr:g}", wm, policy, lr, cfg.alpha_seed, 1)
-        sel[lr] = m
+    meanflow = _fit_stage(
+        cfg,
+        out,
+        "meanflow",
+        cfg.meanflow_config,
+        cfg.meanflow_steps,
+        [
+            "--model.init_args.policy_ckpt",
+            str(policy),
+            "--model.init_args.world_model_ckpt",
+            str(wm),
+        ],
+    )
+    ckpts = {"diffusion": wm, "meanflow": meanflow}
+    # alpha per world model on one held-out env seed, as the paper does (one run evaluates both
+    # models at a grid point); a grid point that does not beat the base policy there is not
+    # taken (the paper fell back to the base policy where ITPO had no gain): alpha = 0 then.
+    sel = {
+        lr: _itpo(cfg, out, f"alpha_{lr:g}", ckpts, policy, lr, cfg.alpha_seed, 1)
+        for lr in cfg.alpha_grid
+    }
     base_sel = next(iter(sel.values()))["eval/return_mean"]
-    best_lr = max(sel, key=lambda lr: sel[lr]["itpo/diffusion/return_mean"])
-    chosen = best_lr if sel[best_lr]["itpo/diffusion/return_mean"] > base_sel else 0.0
-    final = _itpo(cfg, out, "final", wm, policy, chosen, cfg.eval_seed, cfg.num_episodes)
     results = {
         "dataset_id": cfg.dataset_id,
         "config": asdict(cfg),
         "command": " ".join(["lit-itpo", *sys.argv[1:]]),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "alpha_selection": {
-            f"{lr:g}": {
-                "base_return": m["eval/return_mean"],
-                "itpo_return": m["itpo/diffusion/return_mean"],
-            }
+            f"{lr:g}": {"base_return": m["eval/return_mean"]}
+            | {f"itpo_{n}_return": m[f"itpo/{n}/return_mean"] for n in ckpts}
             for lr, m in sel.items()
         },
-        "alpha": chosen,
-        "base": {
+        "alpha": {},
+    }
+    for name, path in ckpts.items():
+        key = f"itpo/{name}/return_mean"
+        best = max(sel, key=lambda lr, key=key: sel[lr][key])
+        alpha = best if sel[best][key] > base_sel else 0.0
+        final = _itpo(
+            cfg, out, f"final_{name}", {name: path}, policy, alpha, cfg.eval_seed, cfg.num_episodes
+        )
+        results["alpha"][name] = alpha
+        results["base"] = {  # identical in each final run: same policy, same seeds
             "normalized_score": final.get("eval/normalized_score"),
             "return_mean": final["eval/return_mean"],
-        },
-        "itpo_diffusion": {
-            "normalized_score": final.get("itpo/diffusion/normalized_score"),
-            "return_mean": final["itpo/diffusion/return_mean"],
-            "improvement": final.get("itpo/diffusion/improvement"),
-            "ms_per_step": final["time/itpo_diffusion_ms_per_step"],
-            "fallbacks": final["itpo/diffusion/fallbacks"],
-            "nfe_per_step": final["itpo/diffusion/nfe_per_step"],
-        },
-    }
+        }
+        results[f"itpo_{name}"] = {
+            "alpha": alpha,
+            "normalized_score": final.get(f"itpo/{name}/normalized_score"),
+            "return_mean": final[f"itpo/{name}/return_mean"],
+            "improvement": final.get(f"itpo/{name}/improvement"),
+            "ms_per_step": final[f"time/itpo_{name}_ms_per_step"],
+            "fallbacks": final[f"itpo/{name}/fallbacks"],
+            "nfe_per_step": final[f"itpo/{name}/nfe_per_step"],
+        }
     atomic_write_json(results, out / "results.json")
     return results
 
@@ -233,14 +256,22 @@ def format_table(res: dict) -> str:
     def f(x, spec=".1f"):
         return "n/a" if x is None else format(x, spec)
 
-    b, d = res["base"], res["itpo_diffusion"]
+    b = res["base"]
     rows = [
-        "| policy | normalised score | return | gain | ms / env step |",
-        "| --- | --- | --- | --- | --- |",
-        f"| ReBRAC (base) | {f(b['normalized_score'])} | {f(b['return_mean'])} | | |",
-        f"| ITPO, diffusion WM (alpha {res['alpha']:g}) | {f(d['normalized_score'])} | "
-        f"{f(d['return_mean'])} | {f(d['improvement'], '+.1f')} | {f(d['ms_per_step'])} |",
+        "| policy | normalised score | return | gain | ms / env step | net evals / step |",
+        "| --- | --- | --- | --- | --- | --- |",
+        f"| ReBRAC (base) | {f(b['normalized_score'])} | {f(b['return_mean'])} | | | |",
     ]
+    names = {"diffusion": "diffusion WM", "meanflow": "tilted MeanFlow WM"}
+    for name, label in names.items():
+        d = res.get(f"itpo_{name}")
+        if d is None:
+            continue
+        rows.append(
+            f"| ITPO, {label} (alpha {d['alpha']:g}) | {f(d['normalized_score'])} | "
+            f"{f(d['return_mean'])} | {f(d['improvement'], '+.1f')} | {f(d['ms_per_step'])} | "
+            f"{f(d['nfe_per_step'], '.0f')} |"
+        )
     return "\n".join(rows)
 
 
@@ -249,7 +280,10 @@ def pipeline_main(args) -> dict:
     from lit_itpo.cli import parse_dataclass_command
 
     cfg, _ = parse_dataclass_command(
-        "pipeline", PipelineConfig, "World model -> policy -> ITPO evaluation, resumable.", args
+        "pipeline",
+        PipelineConfig,
+        "World model -> policy -> MeanFlow -> ITPO evaluation, resumable.",
+        args,
     )
     res = run_pipeline(cfg)
     sys.stdout.write(

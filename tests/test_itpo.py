@@ -215,6 +215,8 @@ def tiny_pipeline(tmp_path_factory):
         "20",
         "--pipeline.policy_steps",
         "20",
+        "--pipeline.meanflow_steps",
+        "20",
         "--pipeline.alpha_grid",
         "[0.0001, 0.01]",
         "--pipeline.num_episodes",
@@ -238,15 +240,20 @@ def test_pipeline_end_to_end_and_resumes_per_stage(tiny_pipeline, capsys):
     out, args = tiny_pipeline
     res = json.loads((out / "results.json").read_text())
     assert set(res["alpha_selection"]) == {"0.0001", "0.01"}
-    assert res["alpha"] in (0.0, 0.0001, 0.01)
-    assert res["itpo_diffusion"]["fallbacks"] == 0 and res["base"]["normalized_score"] is not None
+    assert set(res["alpha"]) == {"diffusion", "meanflow"}
+    assert set(res["alpha"].values()) <= {0.0, 0.0001, 0.01}
+    assert res["base"]["normalized_score"] is not None
+    for name, nfe in (("diffusion", 2 * 5), ("meanflow", 1 * 5)):  # K x H, 1 x H (E = 1)
+        assert res[f"itpo_{name}"]["fallbacks"] == 0
+        assert res[f"itpo_{name}"]["nfe_per_step"] == nfe
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("*.ckpt")}
-    assert len(stamps) == 2
+    assert {p.name for p in stamps} == {"world_model.ckpt", "policy.ckpt", "meanflow.ckpt"}
     capsys.readouterr()
     main(args)  # resumes: both training stages are skipped
     assert {p: p.stat().st_mtime_ns for p in out.glob("*.ckpt")} == stamps
     printed = capsys.readouterr().out
     assert "| ReBRAC (base) |" in printed and "ITPO, diffusion WM" in printed
+    assert "ITPO, tilted MeanFlow WM" in printed
 
 
 def test_results_notebook_runs_on_a_tiny_run(tiny_pipeline, monkeypatch):

@@ -25,6 +25,8 @@ class ITPOCallback(EpisodeEvalCallback):
 
     Args:
         world_model_ckpt: a ``WorldModelModule`` checkpoint (diffusion DWM), or None.
+        meanflow_ckpt: a ``MeanFlowModule`` checkpoint (one-step MeanFlow), or None; at least
+            one of the two. Each given world model is evaluated on the same seeds.
         sample_steps: diffusion sampling steps for ITPO (default: the checkpoint's).
         sample_variance: reverse variance for ITPO, ``"beta"`` or ``"beta_tilde"`` (default:
             the checkpoint's); benchmarks/world_model_k.py measures the trade-off.
@@ -36,6 +38,7 @@ class ITPOCallback(EpisodeEvalCallback):
     def __init__(
         self,
         world_model_ckpt: str | None = None,
+        meanflow_ckpt: str | None = None,
         sample_steps: int | None = None,
         sample_variance: str | None = None,
         horizon: int = 5,
@@ -50,12 +53,16 @@ class ITPOCallback(EpisodeEvalCallback):
         every_n_validations: int = 1,
     ):
         super().__init__(num_episodes, seed, max_episode_steps, every_n_validations)
-        if world_model_ckpt is None:
+        if world_model_ckpt is None and meanflow_ckpt is None:
             raise ConfigError(
-                "ITPOCallback needs world_model_ckpt: the checkpoint of `lit-itpo fit --config "
-                "conf/<dataset>/world_model.yaml`."
+                "ITPOCallback needs world_model_ckpt (the checkpoint of `lit-itpo fit --config "
+                "conf/<dataset>/world_model.yaml`) or meanflow_ckpt (of .../meanflow.yaml)."
             )
-        self.ckpts = {"diffusion": world_model_ckpt}
+        self.ckpts = {
+            name: path
+            for name, path in (("diffusion", world_model_ckpt), ("meanflow", meanflow_ckpt))
+            if path is not None
+        }
         self.sample_steps, self.sample_variance = sample_steps, sample_variance
         self.cfg = ITPOConfig(
             horizon=horizon, particles=particles, inner_steps=inner_steps, lr=lr, gamma=gamma
@@ -64,19 +71,23 @@ class ITPOCallback(EpisodeEvalCallback):
         self.world_models: dict = {}
 
     def _load(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        from lit_itpo.modules.meanflow import load_meanflow
         from lit_itpo.modules.world_model import load_world_model
 
         dm = trainer.datamodule
+        loaders = {"diffusion": load_world_model, "meanflow": load_meanflow}
         for name, path in self.ckpts.items():
             if name not in self.world_models:
-                wm = load_world_model(
+                wm = loaders[name](
                     path,
                     obs_dim=dm.obs_dim,
                     action_dim=dm.action_dim,
                     dataset_id=dm.dataset_id,
                     map_location=pl_module.device,
                 )
-                if self.sample_steps is not None or self.sample_variance is not None:
+                if name == "diffusion" and (
+                    self.sample_steps is not None or self.sample_variance is not None
+                ):
                     wm.transition.set_sample_steps(
                         self.sample_steps or wm.transition.steps, self.sample_variance
                     )

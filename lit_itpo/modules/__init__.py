@@ -1,6 +1,7 @@
 """LightningModules: wiring, optimisers, logging. The math lives in ``nets`` and loss functions."""
 
 from lit_itpo.modules.bc import BCModule
+from lit_itpo.modules.meanflow import MeanFlowModule, load_meanflow
 from lit_itpo.modules.rebrac import ReBRACModule, load_policy
 from lit_itpo.modules.torchrl_offline import IQLModule, TD3BCModule
 from lit_itpo.modules.world_model import WorldModelModule, load_world_model
@@ -8,9 +9,11 @@ from lit_itpo.modules.world_model import WorldModelModule, load_world_model
 __all__ = [
     "BCModule",
     "IQLModule",
+    "MeanFlowModule",
     "ReBRACModule",
     "TD3BCModule",
     "WorldModelModule",
+    "load_meanflow",
     "load_policy",
     "load_world_model",
 ]

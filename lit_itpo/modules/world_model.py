@@ -3,7 +3,8 @@
 Trains the conditional diffusion transition model and the reward model on the offline data;
 validation reports one-step state and reward RMSE in raw units (comparable to the paper's
 "halfcheetah < 0.6") and the H-step open-loop error against real held-out trajectories, and
-draws imagined vs real trajectories to TensorBoard.
+draws imagined vs real trajectories to TensorBoard. :class:`WorldModelStage` holds what the
+diffusion and the MeanFlow stages share (losses, optimiser, validation, figure).
 """
 
 from __future__ import annotations
@@ -22,30 +23,146 @@ from lit_itpo.world_models import (
     DiffusionWorldModel,
     RewardModel,
     TerminationModel,
+    WorldModel,
+)
+from lit_itpo.world_models.metrics import (
+    imagine_along,
+    one_step_errors,
+    open_loop_rmse,
+    open_loop_windows,
 )
 
 FORMAT_VERSION = 1
 STAGE = "world_model"
 
 
-def open_loop_windows(
-    episodes: list[TensorDict], horizon: int, max_windows: int
-) -> TensorDict | None:
-    """Non-overlapping ``[N, H]`` windows of real transitions that do not cross an episode end."""
-    wins = []
-    for ep in episodes:
-        T = ep.shape[0]
-        for start in range(0, T - horizon + 1, horizon):
-            w = ep[start : start + horizon]
-            if not w["next", "done"][:-1].any():
-                wins.append(w)
-    if not wins:
-        return None
-    out = torch.stack(wins[:max_windows])
-    return out
+class WorldModelStage(StageCheckpoint, pl.LightningModule):
+    """What the world-model stages share. Subclasses build ``self.world_model`` (a
+    :class:`WorldModel`), call ``_init_metrics()``, and set ``stage``, ``format_version``,
+    ``transition_loss_name``; hparams include ``lr``, ``lr_schedule``, ``eval_horizon``,
+    ``eval_windows`` and ``plot_dims``."""
+
+    world_model: WorldModel
+    transition_loss_name = "transition_loss"
+
+    # --- setup -------------------------------------------------------------------------------
+    def _init_metrics(self) -> None:
+        self.val_state_mse = MeanMetric()
+        self.val_reward_mse = MeanMetric()
+        self.val_transition = MeanMetric()
+
+    def trained_parts(self) -> list[torch.nn.Module]:
+        """The components this stage fits (and sets data statistics on)."""
+        wm = self.world_model
+        return [m for m in (wm.transition, wm.reward_model, wm.termination_model) if m is not None]
+
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        if stage == "fit" and dm is not None and dm.stats:
+            for part in self.trained_parts():
+                part.set_stats(dm.stats)
+
+    # --- training ----------------------------------------------------------------------------
+    def transition_weight(self, batch: TensorDict) -> tuple[torch.Tensor | None, dict]:
+        """Per-sample weights ``[B]`` (mean 1) of the transition loss; ``None``: uniform."""
+        return None, {}
+
+    def _losses(self, batch: TensorDict) -> tuple[torch.Tensor, dict]:
+        obs, act = batch["observation"], batch["action"]
+        wm, parts = self.world_model, self.trained_parts()
+        weight, info = self.transition_weight(batch)
+        loss, info_t = wm.transition.loss(obs, act, batch["next", "observation"], weight)
+        info = info | info_t
+        if wm.reward_model in parts:
+            l_r, info_r = wm.reward_model.loss(obs, act, batch["next", "reward"])
+            loss, info = loss + l_r, info | info_r
+        if wm.termination_model in parts:
+            l_d, info_d = wm.termination_model.loss(
+                obs, act, batch["next", "observation"], batch["next", "terminated"]
+            )
+            loss, info = loss + l_d, info | info_d
+        return loss, info
+
+    def training_step(self, batch: TensorDict, batch_idx: int) -> torch.Tensor:
+        loss, info = self._losses(batch)
+        if not torch.isfinite(loss):
+            raise DatasetFormatError(
+                f"World-model loss became {loss.item()} at step {self.global_step}; check the "
+                "dataset for extreme values or lower model.lr."
+            )
+        self.log_train({"train/loss": loss.detach()} | {f"train/{k}": v for k, v in info.items()})
+        return loss
+
+    def configure_optimizers(self):
+        params = [p for part in self.trained_parts() for p in part.parameters()]
+        opt = torch.optim.Adam(params, lr=self.hparams.lr)
+        if self.hparams.lr_schedule == "constant" or not self.trainer or self.trainer.max_steps < 1:
+            return opt
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.trainer.max_steps)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # --- validation --------------------------------------------------------------------------
+    def validation_step(self, batch: TensorDict, batch_idx: int) -> None:
+        wm = self.world_model
+        err = one_step_errors(wm, batch, seed=1000 + batch_idx)
+        self.val_state_mse.update(err["state"])
+        self.val_reward_mse.update(err["reward"])
+        loss, _ = wm.transition.loss(
+            batch["observation"], batch["action"], batch["next", "observation"]
+        )
+        self.val_transition.update(loss)
+
+    def on_validation_epoch_end(self) -> None:
+        self.log("val/state_rmse", self.val_state_mse.compute().sqrt(), prog_bar=True)
+        self.log("val/reward_rmse", self.val_reward_mse.compute().sqrt())
+        self.log(f"val/{self.transition_loss_name}", self.val_transition.compute())
+        for m in (self.val_state_mse, self.val_reward_mse, self.val_transition):
+            m.reset()
+        dm = getattr(self.trainer, "datamodule", None)
+        if dm is None or not hasattr(dm, "val_episodes"):
+            return
+        episodes = dm.val_episodes()
+        wins = open_loop_windows(episodes, self.hparams.eval_horizon, self.hparams.eval_windows)
+        if wins is not None:
+            errs = open_loop_rmse(self.world_model, wins.to(self.device))
+            self.log(f"val/open_loop_rmse_h{self.hparams.eval_horizon}", errs[-1])
+        if self.trainer.is_global_zero and not self.trainer.sanity_checking:
+            self._figure(episodes)
+
+    def _figure(self, episodes: list[TensorDict]) -> None:
+        logger = self.logger
+        if logger is None or not hasattr(logger.experiment, "add_figure"):
+            return
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        ep = max(episodes, key=lambda e: e.shape[0])[:200].to(self.device)
+        pred = imagine_along(self.world_model, ep, self.hparams.eval_horizon).cpu()
+        real = ep["next", "observation"].cpu()
+        dims = [d for d in self.hparams.plot_dims if d < real.shape[-1]]
+        fig, axes = plt.subplots(
+            len(dims), 1, figsize=(8, 2.2 * len(dims)), sharex=True, squeeze=False
+        )
+        for ax, d in zip(axes[:, 0], dims, strict=True):
+            ax.plot(real[:, d], label="real", color="black", lw=1.2)
+            ax.plot(
+                pred[:, d],
+                label=f"imagined (re-anchored every {self.hparams.eval_horizon})",
+                color="tab:orange",
+                lw=1.0,
+                ls="--",
+            )
+            ax.set_ylabel(f"s[{d}]")
+        axes[0, 0].legend(loc="upper right", fontsize=8)
+        axes[-1, 0].set_xlabel("step")
+        fig.tight_layout()
+        logger.experiment.add_figure("val/imagined_vs_real", fig, global_step=self.global_step)
+        plt.close(fig)
 
 
-class WorldModelModule(StageCheckpoint, pl.LightningModule):
+class WorldModelModule(WorldModelStage):
     """Diffusion transition model + reward model.
 
     Args:
@@ -68,6 +185,7 @@ class WorldModelModule(StageCheckpoint, pl.LightningModule):
 
     stage = STAGE
     format_version = FORMAT_VERSION
+    transition_loss_name = "denoise_mse"
 
     def __init__(
         self,
@@ -119,149 +237,7 @@ class WorldModelModule(StageCheckpoint, pl.LightningModule):
             TerminationModel(obs_dim, action_dim, action_low, action_high) if termination else None
         )
         self.world_model = DiffusionWorldModel(transition, reward, term)
-        self.val_state_mse = MeanMetric()
-        self.val_reward_mse = MeanMetric()
-        self.val_denoise = MeanMetric()
-
-    # --- setup -------------------------------------------------------------------------------
-    def setup(self, stage: str) -> None:
-        dm = getattr(self.trainer, "datamodule", None)
-        if stage == "fit" and dm is not None and dm.stats:
-            self.world_model.transition.set_stats(dm.stats)
-            self.world_model.reward_model.set_stats(dm.stats)
-            if self.world_model.termination_model is not None:
-                self.world_model.termination_model.set_stats(dm.stats)
-
-    # --- training ----------------------------------------------------------------------------
-    def _losses(self, batch: TensorDict) -> tuple[torch.Tensor, dict]:
-        obs, act = batch["observation"], batch["action"]
-        wm = self.world_model
-        l_t, info_t = wm.transition.loss(obs, act, batch["next", "observation"])
-        l_r, info_r = wm.reward_model.loss(obs, act, batch["next", "reward"])
-        loss, info = l_t + l_r, info_t | info_r
-        if wm.termination_model is not None:
-            l_d, info_d = wm.termination_model.loss(
-                obs, act, batch["next", "observation"], batch["next", "terminated"]
-            )
-            loss, info = loss + l_d, info | info_d
-        return loss, info
-
-    def training_step(self, batch: TensorDict, batch_idx: int) -> torch.Tensor:
-        loss, info = self._losses(batch)
-        if not torch.isfinite(loss):
-            raise DatasetFormatError(
-                f"World-model loss became {loss.item()} at step {self.global_step}; check the "
-                "dataset for extreme values or lower model.lr."
-            )
-        self.log_train({"train/loss": loss.detach()} | {f"train/{k}": v for k, v in info.items()})
-        return loss
-
-    def configure_optimizers(self):
-        opt = torch.optim.Adam(self.world_model.parameters(), lr=self.hparams.lr)
-        if self.hparams.lr_schedule == "constant" or not self.trainer or self.trainer.max_steps < 1:
-            return opt
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.trainer.max_steps)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
-    # --- validation --------------------------------------------------------------------------
-    def validation_step(self, batch: TensorDict, batch_idx: int) -> None:
-        wm = self.world_model
-        obs, act = batch["observation"], batch["action"]
-        g = torch.Generator(device=obs.device).manual_seed(1000 + batch_idx)
-        noise = torch.randn(
-            (obs.shape[0], wm.transition.steps, obs.shape[-1]), generator=g, device=obs.device
-        )
-        pred = wm.next(obs, act, noise)
-        self.val_state_mse.update((pred - batch["next", "observation"]).pow(2).mean(-1))
-        self.val_reward_mse.update(
-            (wm.reward(obs, act) - batch["next", "reward"]).pow(2).squeeze(-1)
-        )
-        denoise, _ = wm.transition.loss(obs, act, batch["next", "observation"])
-        self.val_denoise.update(denoise)
-
-    def on_validation_epoch_end(self) -> None:
-        self.log("val/state_rmse", self.val_state_mse.compute().sqrt(), prog_bar=True)
-        self.log("val/reward_rmse", self.val_reward_mse.compute().sqrt())
-        self.log("val/denoise_mse", self.val_denoise.compute())
-        for m in (self.val_state_mse, self.val_reward_mse, self.val_denoise):
-            m.reset()
-        dm = getattr(self.trainer, "datamodule", None)
-        if dm is None or not hasattr(dm, "val_episodes"):
-            return
-        episodes = dm.val_episodes()
-        errs = self.open_loop_error(episodes)
-        if errs is not None:
-            self.log(f"val/open_loop_rmse_h{self.hparams.eval_horizon}", errs[-1])
-        if self.trainer.is_global_zero and not self.trainer.sanity_checking:
-            self._figure(episodes)
-
-    @torch.no_grad()
-    def open_loop_error(self, episodes: list[TensorDict]) -> torch.Tensor | None:
-        """RMSE ``[H]`` of states predicted open-loop with the real actions, per horizon step."""
-        H = self.hparams.eval_horizon
-        wins = open_loop_windows(episodes, H, self.hparams.eval_windows)
-        if wins is None:
-            return None
-        wins = wins.to(self.device)
-        g = torch.Generator(device=self.device).manual_seed(7)
-        noise = self.world_model.sample_noise(wins.shape[0], 1, H, generator=g)[:, 0]
-        s = wins["observation"][:, 0]
-        errs = []
-        for j in range(H):
-            s = self.world_model.next(s, wins["action"][:, j], noise[:, j])
-            errs.append((s - wins["next", "observation"][:, j]).pow(2).mean())
-        return torch.stack(errs).sqrt()
-
-    @torch.no_grad()
-    def imagine_along(self, episode: TensorDict, horizon: int) -> torch.Tensor:
-        """Open-loop predictions ``[T, obs_dim]`` re-anchored on the real state every H steps."""
-        ep = episode.to(self.device)
-        T = ep.shape[0]
-        g = torch.Generator(device=self.device).manual_seed(11)
-        preds = []
-        for start in range(0, T, horizon):
-            s = ep["observation"][start : start + 1]
-            for j in range(start, min(start + horizon, T)):
-                noise = torch.randn(
-                    (1, self.world_model.transition.steps, s.shape[-1]),
-                    generator=g,
-                    device=self.device,
-                )
-                s = self.world_model.next(s, ep["action"][j : j + 1], noise)
-                preds.append(s)
-        return torch.cat(preds)
-
-    def _figure(self, episodes: list[TensorDict]) -> None:
-        logger = self.logger
-        if logger is None or not hasattr(logger.experiment, "add_figure"):
-            return
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        ep = max(episodes, key=lambda e: e.shape[0])[:200]
-        pred = self.imagine_along(ep, self.hparams.eval_horizon).cpu()
-        real = ep["next", "observation"].cpu()
-        dims = [d for d in self.hparams.plot_dims if d < real.shape[-1]]
-        fig, axes = plt.subplots(
-            len(dims), 1, figsize=(8, 2.2 * len(dims)), sharex=True, squeeze=False
-        )
-        for ax, d in zip(axes[:, 0], dims, strict=True):
-            ax.plot(real[:, d], label="real", color="black", lw=1.2)
-            ax.plot(
-                pred[:, d],
-                label=f"imagined (re-anchored every {self.hparams.eval_horizon})",
-                color="tab:orange",
-                lw=1.0,
-                ls="--",
-            )
-            ax.set_ylabel(f"s[{d}]")
-        axes[0, 0].legend(loc="upper right", fontsize=8)
-        axes[-1, 0].set_xlabel("step")
-        fig.tight_layout()
-        logger.experiment.add_figure("val/imagined_vs_real", fig, global_step=self.global_step)
-        plt.close(fig)
+        self._init_metrics()
 
 
 def load_world_model(

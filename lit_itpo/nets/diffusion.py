@@ -21,7 +21,7 @@ class SinusoidalEmbedding(nn.Module):
         self.register_buffer("freqs", freqs)
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        arg = t.float().unsqueeze(-1) * self.freqs
+        arg = t.to(self.freqs.dtype).unsqueeze(-1) * self.freqs
         return torch.cat([arg.sin(), arg.cos()], dim=-1)
 
 

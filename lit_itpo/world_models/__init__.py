@@ -8,12 +8,19 @@ from lit_itpo.world_models.diffusion import (
     cosine_betas,
 )
 from lit_itpo.world_models.dwm import DiffusionWorldModel
+from lit_itpo.world_models.meanflow import MeanFlowTransition, MeanFlowWorldModel
+from lit_itpo.world_models.tilt import PolicyTilt, QTilt, Tilt
 
 __all__ = [
     "DiffusionTransition",
     "DiffusionWorldModel",
+    "MeanFlowTransition",
+    "MeanFlowWorldModel",
+    "PolicyTilt",
+    "QTilt",
     "RewardModel",
     "TerminationModel",
+    "Tilt",
     "WorldModel",
     "cosine_betas",
 ]
