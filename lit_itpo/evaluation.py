@@ -99,7 +99,9 @@ def run_episodes(
         return_transitions: also return every real step taken.
 
     Returns:
-        ``{"return": [N], "length": [N]}`` (float64 / int64, CPU); with ``return_transitions``
+        ``{"return": [N], "length": [N]}`` (float64 / int64, CPU), the per-step
+        ``"step_reward" [N, T]`` (zero after an episode ends) and ``"next_observation"
+        [N, T, obs_dim]`` (T: the longest episode); with ``return_transitions``
         also ``"transitions"``: a TensorDict ``[steps]`` of ``observation``, ``action``,
         ``("next", "observation")``, ``("next", "reward")`` (``[..., 1]``) and
         ``("next", "done")`` (observation keys concatenated).
@@ -136,7 +138,12 @@ def run_episodes(
     # a step counts while no earlier step of that episode was done
     alive = torch.cumsum(done.long(), dim=1) - done.long() == 0
     reward = td["next", "reward"].squeeze(-1).double() * alive
-    out = {"return": reward.sum(1), "length": alive.sum(1)}
+    out = {
+        "return": reward.sum(1),
+        "length": alive.sum(1),
+        "step_reward": reward,  # [N, T], 0 after an episode's end
+        "next_observation": torch.cat([td["next", k] for k in keys], -1),  # [N, T, obs]
+    }
     if return_transitions:
         obs = torch.cat([td[k] for k in keys], -1)[alive]
         next_obs = torch.cat([td["next", k] for k in keys], -1)[alive]

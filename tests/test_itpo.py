@@ -200,6 +200,11 @@ def test_chain_world_model_policy_itpo_through_real_checkpoints(tiny_root, tmp_p
     last = cli.trainer.callbacks[0].last
     assert (last["base"]["length"] <= 8).all() and (last["diffusion"]["length"] <= 8).all()
     assert not torch.equal(last["base"]["return"], last["diffusion"]["return"])  # ITPO acted
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ev = EventAccumulator(str(Path(cli.trainer.logger.log_dir)), size_guidance={"images": 0})
+    ev.Reload()
+    assert "itpo/diffusion/per_step" in ev.Tags()["images"]  # per-step gain + imagined vs real
 
 
 @pytest.fixture(scope="module")

@@ -53,7 +53,8 @@ class EpisodeEvalCallback(Callback):
     def evaluate(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, act
     ) -> dict[str, torch.Tensor]:
-        """Run this rank's episodes with ``act`` and gather every rank's: ``[num_episodes]``."""
+        """Run this rank's episodes with ``act`` and gather every rank's per-episode values
+        ``[num_episodes]``; per-step traces (``[n_mine, T, ...]``) are this rank's only."""
         dm = trainer.datamodule
         mine = self.episodes_for_rank(trainer.global_rank, trainer.world_size)
         res = run_episodes(
@@ -67,6 +68,9 @@ class EpisodeEvalCallback(Callback):
         )
         out = {}
         for key, val in res.items():
+            if val.dim() != 1:  # per-step traces stay with their rank (figures, rank 0)
+                out[key] = val
+                continue
             full = torch.zeros(self.num_episodes, dtype=torch.float64, device=pl_module.device)
             full[mine] = val.double().to(pl_module.device)
             if trainer.world_size > 1:

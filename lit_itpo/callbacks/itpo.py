@@ -32,6 +32,8 @@ class ITPOCallback(EpisodeEvalCallback):
             the checkpoint's); benchmarks/world_model_k.py measures the trade-off.
         horizon, particles, inner_steps, lr, gamma: :class:`~lit_itpo.itpo.ITPOConfig`.
         noise_seed: seeds the world-model noise of each evaluation.
+        figure_every: episode 0's imagined rollout is drawn every this many steps (first 200).
+        plot_dims: state dimensions in that figure.
         num_episodes, seed, max_episode_steps, every_n_validations: as the evaluation callback.
     """
 
@@ -47,6 +49,8 @@ class ITPOCallback(EpisodeEvalCallback):
         lr: float = 5e-5,
         gamma: float = 0.99,
         noise_seed: int = 0,
+        figure_every: int = 25,
+        plot_dims: list[int] = (0, 1),
         num_episodes: int = 10,
         seed: int = 1_000_000,
         max_episode_steps: int | None = None,
@@ -68,6 +72,9 @@ class ITPOCallback(EpisodeEvalCallback):
             horizon=horizon, particles=particles, inner_steps=inner_steps, lr=lr, gamma=gamma
         )
         self.noise_seed = noise_seed
+        if figure_every < 1:
+            raise ConfigError(f"ITPOCallback figure_every={figure_every} must be >= 1.")
+        self.figure_every, self.plot_dims = figure_every, list(plot_dims)
         self.world_models: dict = {}
 
     def _load(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -119,7 +126,7 @@ class ITPOCallback(EpisodeEvalCallback):
             self.last = {"base": base}
             for name, wm in self.world_models.items():
                 engine = ITPOEngine(pl_module.actor, pl_module.critic, wm, cfg)
-                stats = {"steps": 0, "time": 0.0, "before": [], "after": []}
+                stats = {"steps": 0, "time": 0.0, "before": [], "after": [], "imagined": []}
                 gen = torch.Generator(device=pl_module.device).manual_seed(self.noise_seed)
 
                 def act(obs, engine=engine, stats=stats, gen=gen, wm=wm):
@@ -127,9 +134,13 @@ class ITPOCallback(EpisodeEvalCallback):
                     noise = wm.sample_noise(obs.shape[0], cfg.particles, cfg.horizon, gen)
                     action = engine.step(obs, noise)
                     stats["time"] += time.perf_counter() - t0
-                    stats["steps"] += 1
                     stats["before"].append(engine.last["objective_before"].mean())
                     stats["after"].append(engine.objective(obs, noise).mean())
+                    if stats["steps"] % self.figure_every == 0 and stats["steps"] < 200:
+                        stats["imagined"].append(
+                            (stats["steps"], self._imagine(engine, obs, noise))
+                        )
+                    stats["steps"] += 1
                     return action
 
                 res = self.evaluate(trainer, pl_module, act)
@@ -150,4 +161,67 @@ class ITPOCallback(EpisodeEvalCallback):
                     m[f"itpo/{name}/objective_before"] = torch.stack(stats["before"]).mean()
                     m[f"itpo/{name}/objective_after"] = torch.stack(stats["after"]).mean()
                 metrics |= m
+                if trainer.is_global_zero:
+                    self._figure(trainer, pl_module, name, base, res, stats)
         pl_module.log_dict({k: v.float() for k, v in metrics.items()}, rank_zero_only=False)
+
+    @staticmethod
+    @torch.no_grad()
+    def _imagine(engine: ITPOEngine, obs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """Episode 0's imagined next states ``[M, H, obs_dim]`` under its adapted parameters."""
+        from torch.func import functional_call
+
+        params = {k: v[0] for k, v in engine.params.items()} | engine.buffers
+        td = engine.world_model.rollout(
+            obs[:1],
+            lambda s: functional_call(engine.actor, params, (s,)),
+            engine.cfg.horizon,
+            engine.cfg.particles,
+            noise=noise[:1],
+        )
+        return td["next", "observation"][0].cpu()
+
+    def _figure(self, trainer, pl_module, name: str, base: dict, res: dict, stats: dict) -> None:
+        """Per-step gain (real: cumulative ITPO - base reward on the same seeds; imagined: the
+        objective after - before the inner steps) and episode 0's imagined vs real states."""
+        logger = trainer.logger
+        if logger is None or not hasattr(logger.experiment, "add_figure"):
+            return
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        T = max(base["step_reward"].shape[1], res["step_reward"].shape[1])
+        pad = lambda x: torch.nn.functional.pad(x, (0, T - x.shape[1]))  # noqa: E731
+        gap = (pad(res["step_reward"]) - pad(base["step_reward"])).cumsum(1).mean(0)
+        imagined_gain = (torch.stack(stats["after"]) - torch.stack(stats["before"])).cpu()
+        dims = [d for d in self.plot_dims if d < res["next_observation"].shape[-1]]
+        fig, axes = plt.subplots(2 + len(dims), 1, figsize=(8, 2.0 * (2 + len(dims))))
+        axes[0].plot(gap.numpy(), color="tab:green")
+        axes[0].axhline(0, color="k", lw=0.6)
+        axes[0].set_ylabel("cum. reward\nITPO - base")
+        axes[1].plot(imagined_gain.numpy(), color="tab:purple", lw=0.8)
+        axes[1].axhline(0, color="k", lw=0.6)
+        axes[1].set_ylabel("imagined J\nafter - before")
+        real = res["next_observation"][0].cpu()  # episode 0 on rank 0
+        H = self.cfg.horizon
+        horizon_end = min(real.shape[0], 200 + H)
+        for ax, d in zip(axes[2:], dims, strict=True):
+            ax.plot(real[:horizon_end, d].numpy(), color="black", lw=1.0, label="real")
+            for t, imag in stats["imagined"]:
+                xs = list(range(t, t + H))
+                mean, std = imag[:, :, d].mean(0), imag[:, :, d].std(0)
+                ax.plot(xs, mean.numpy(), color="tab:orange", lw=1.0)
+                ax.fill_between(
+                    xs, (mean - std).numpy(), (mean + std).numpy(), alpha=0.3, color="tab:orange"
+                )
+            ax.set_ylabel(f"s[{d}]")
+        if dims:
+            axes[2].plot([], [], color="tab:orange", label="imagined (adapted policy, mean ± std)")
+            axes[2].legend(loc="upper right", fontsize=7)
+        axes[-1].set_xlabel("env step")
+        fig.suptitle(f"ITPO, {name} world model", fontsize=9)
+        fig.tight_layout()
+        logger.experiment.add_figure(f"itpo/{name}/per_step", fig, global_step=trainer.global_step)
+        plt.close(fig)
