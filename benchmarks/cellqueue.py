@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from common import RESULTS, machine
+from common import RESULTS, machine, save
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -23,14 +23,6 @@ REPO = Path(__file__).resolve().parent.parent
 def load(name: str) -> dict:
     path = RESULTS / f"{name}.json"
     return json.loads(path.read_text()) if path.is_file() else {"cells": {}}
-
-
-def store(name: str, payload: dict) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def last_checkpoint(run_dir: Path) -> Path | None:
@@ -85,6 +77,6 @@ def drain(
         res = fn()
         res["machine"] = machine()
         payload["cells"][key] = res
-        store(name, payload)
+        save(name, payload)
         print(f"[{time.strftime('%H:%M:%S')}] {name}: {key} -> {res.get('summary')}", flush=True)
     return payload

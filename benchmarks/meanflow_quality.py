@@ -26,6 +26,13 @@ TAGS = (
 )
 
 
+VARIANTS = {
+    "eta0": ["--model.init_args.eta", "0"],
+    "tilted": [],  # the config's tilt: eta calibrated to ESS 0.5, sigma 0.2, clip 10
+    "eta0_adaptive_p1": ["--model.init_args.eta", "0", "--model.init_args.adaptive_p", "1.0"],
+}
+
+
 def cell(variant: str, args) -> dict:
     run_dir = REPO / "runs" / "meanflow_quality" / f"{args.dataset}-{variant}-{args.steps}"
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -41,8 +48,7 @@ def cell(variant: str, args) -> dict:
         "--model.init_args.policy_ckpt", args.policy_ckpt,
         "--model.init_args.world_model_ckpt", args.world_model_ckpt,
     ]  # fmt: skip
-    if variant == "eta0":
-        argv += ["--model.init_args.eta", "0"]
+    argv += VARIANTS[variant]
     wall = run_cell(argv, run_dir, run_dir / "log.txt")
     out = {"dataset": args.dataset, "variant": variant, "updates": args.steps, "batch": args.batch}
     for tag in TAGS:
@@ -81,11 +87,12 @@ def report(payload: dict) -> str:
                 + " | ".join(f(c[f"diffusion/{t}"]) for t in TAGS)
                 + " | stage 1 |"
             )
-        label = (
-            "MeanFlow, eta = 0"
-            if c["variant"] == "eta0"
-            else f"MeanFlow, tilted (eta {c['tilt_eta']:.3g}, ESS {c['tilt_ess']:.2f})"
-        )
+        label = {
+            "eta0": "MeanFlow, eta = 0",
+            "eta0_adaptive_p1": "MeanFlow, eta = 0, adaptive weight p = 1",
+        }.get(c["variant"])
+        if label is None:
+            label = f"MeanFlow, tilted (eta {c['tilt_eta']:.3g}, ESS {c['tilt_ess']:.2f})"
         lines.append(
             f"| {c['dataset']} | {label} | "
             + " | ".join(f(c[f"meanflow/{t}"]) for t in TAGS)
@@ -101,6 +108,7 @@ def main() -> None:
     p.add_argument("--policy-ckpt")
     p.add_argument("--steps", type=int, default=4000)
     p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--variants", nargs="+", default=["eta0", "tilted"], choices=list(VARIANTS))
     p.add_argument("--report", action="store_true")
     args = p.parse_args()
     if args.report:
@@ -108,7 +116,7 @@ def main() -> None:
         return
     if not (args.world_model_ckpt and args.policy_ckpt):
         p.error("--world-model-ckpt and --policy-ckpt are required (or --report)")
-    cells = [(f"{args.dataset}/{v}", lambda v=v: cell(v, args)) for v in ("eta0", "tilted")]
+    cells = [(f"{args.dataset}/{v}", lambda v=v: cell(v, args)) for v in args.variants]
     meta = {"command": "python benchmarks/meanflow_quality.py " + f"--steps {args.steps}"}
     print(report(drain(NAME, cells, meta)))
 

@@ -39,6 +39,13 @@ class LinearWorldModel(WorldModel):
         return obs @ self.A.T + action @ self.B.T
 
 
+class _NoisyLinear(LinearWorldModel):
+    """s' = A s + B a + eps * a[0]: the spread of the next state grows with |a[0]|."""
+
+    def next(self, obs, action, noise):
+        return super().next(obs, action, noise) + noise * action[..., :1]
+
+
 def _linear_system(o=3, a=2, seed=0):
     g = torch.Generator().manual_seed(seed)
     A = torch.randn(o, o, generator=g) * 0.3
@@ -288,3 +295,41 @@ def test_zero_step_size_is_exactly_the_base_policy():
     obs = torch.randn(4, 3)
     eng = ITPOEngine(actor, None, wm, ITPOConfig(horizon=1, particles=2, lr=0.0))
     assert torch.equal(eng.step(obs), actor(obs).detach())
+
+
+def test_options_beyond_the_paper_adam_proximity_uncertainty():
+    wm, actor, K = _linear_system()
+    obs, noise = torch.randn(6, 3), None
+    noise = wm.sample_noise(6, 4, 1)
+    optimum, base = obs @ K.T, actor(obs).detach()
+
+    def run(**kw):
+        eng = ITPOEngine(actor, None, wm, ITPOConfig(horizon=1, particles=4, inner_steps=5, **kw))
+        return eng, eng.step(obs, noise)
+
+    # Adam: the first step of each parameter is lr * sign(grad); it still climbs to the optimum
+    eng, act = run(lr=0.01, optimizer="adam")
+    assert ((act - optimum).norm(dim=-1) < (base - optimum).norm(dim=-1)).all()
+    assert eng.opt["t"].tolist() == [5.0] * 6
+    eng.reset(6, mask=torch.tensor([True, False, False, False, False, False]))
+    assert eng.opt["t"].tolist() == [0.0] + [5.0] * 5
+    # proximity: a pull to the pretrained parameters shortens the move
+    _, free = run(lr=0.05)
+    _, held = run(lr=0.05, proximity=5.0)
+    assert ((held - base).norm(dim=-1) < (free - base).norm(dim=-1)).all()
+    # uncertainty penalty: J = mean - u * std over particles of the imagined return. Here the
+    # transition noise scales with |a[0]|, so the penalty should shrink a[0] (u = 0: plain ITPO).
+    noisy = _NoisyLinear(wm.A, wm.B, K)
+    noise2 = noisy.sample_noise(6, 16, 2)
+
+    def run_noisy(u):
+        cfg = ITPOConfig(horizon=2, particles=16, inner_steps=5, lr=0.02, uncertainty_penalty=u)
+        eng = ITPOEngine(actor, None, noisy, cfg)
+        return eng, eng.step(obs, noise2)
+
+    e0, a0 = run_noisy(0.0)
+    e1, a1 = run_noisy(2.0)
+    assert (e1.last["objective_before"] < e0.last["objective_before"]).all()
+    assert a1[:, 0].abs().mean() < a0[:, 0].abs().mean()
+    with pytest.raises(ConfigError, match="optimizer='rmsprop'"):
+        ITPOConfig(optimizer="rmsprop")

@@ -31,6 +31,8 @@ class ITPOCallback(EpisodeEvalCallback):
         sample_variance: reverse variance for ITPO, ``"beta"`` or ``"beta_tilde"`` (default:
             the checkpoint's); benchmarks/world_model_k.py measures the trade-off.
         horizon, particles, inner_steps, lr, gamma: :class:`~lit_itpo.itpo.ITPOConfig`.
+        reset_every_step, optimizer, proximity, uncertainty_penalty: options beyond the paper
+            (off by default), :class:`~lit_itpo.itpo.ITPOConfig`.
         noise_seed: seeds the world-model noise of each evaluation.
         figure_every: episode 0's imagined rollout is drawn every this many steps (first 200).
         plot_dims: state dimensions in that figure.
@@ -48,6 +50,10 @@ class ITPOCallback(EpisodeEvalCallback):
         inner_steps: int = 1,
         lr: float = 5e-5,
         gamma: float = 0.99,
+        reset_every_step: bool = False,
+        optimizer: str = "sgd",
+        proximity: float = 0.0,
+        uncertainty_penalty: float = 0.0,
         noise_seed: int = 0,
         figure_every: int = 25,
         plot_dims: list[int] = (0, 1),
@@ -69,7 +75,15 @@ class ITPOCallback(EpisodeEvalCallback):
         }
         self.sample_steps, self.sample_variance = sample_steps, sample_variance
         self.cfg = ITPOConfig(
-            horizon=horizon, particles=particles, inner_steps=inner_steps, lr=lr, gamma=gamma
+            horizon=horizon,
+            particles=particles,
+            inner_steps=inner_steps,
+            lr=lr,
+            gamma=gamma,
+            reset_every_step=reset_every_step,
+            optimizer=optimizer,
+            proximity=proximity,
+            uncertainty_penalty=uncertainty_penalty,
         )
         self.noise_seed = noise_seed
         if figure_every < 1:

@@ -40,7 +40,14 @@ class ITPOConfig:
         lr: alpha, the plain gradient-ascent step size.
         gamma: imagined discount.
         reward_scale, reward_bias: the policy's training reward transform.
-        reset_every_step: beyond the paper; reset psi to the pretrained one at every step.
+        Beyond the paper (off by default; measured in README):
+        reset_every_step: reset psi to the pretrained one at every step.
+        optimizer: ``"sgd"`` (the paper's plain gradient ascent) or ``"adam"`` (per-episode
+            Adam state, betas 0.9/0.999, reset with psi at each episode start; ``lr`` is then
+            Adam's step size).
+        proximity: J - proximity * ||psi - psi_0||^2, a pull back to the pretrained parameters.
+        uncertainty_penalty: J - uncertainty_penalty * std over particles of the imagined
+            returns (risk-averse: prefers actions whose imagined outcome the model agrees on).
     """
 
     horizon: int = 5
@@ -51,8 +58,18 @@ class ITPOConfig:
     reward_scale: float = 1.0
     reward_bias: float = 0.0
     reset_every_step: bool = False
+    optimizer: str = "sgd"
+    proximity: float = 0.0
+    uncertainty_penalty: float = 0.0
 
     def __post_init__(self) -> None:
+        if self.optimizer not in ("sgd", "adam"):
+            raise ConfigError(f"ITPO optimizer={self.optimizer!r} must be 'sgd' or 'adam'.")
+        if not (self.proximity >= 0 and self.uncertainty_penalty >= 0):
+            raise ConfigError(
+                f"ITPO proximity={self.proximity} and uncertainty_penalty="
+                f"{self.uncertainty_penalty} must be >= 0."
+            )
         if self.horizon < 1 or self.particles < 1 or self.inner_steps < 0:
             raise ConfigError(
                 f"ITPO horizon={self.horizon} and particles={self.particles} must be >= 1 and "
@@ -90,6 +107,8 @@ def imagined_objective(
         s_h = td["next", "observation"][0, :, -1]  # [M, o]
         q = critic(s_h, policy(s_h)).min(0).values[..., 0]  # [M]
         ret = ret + cfg.gamma**cfg.horizon * q
+    if cfg.uncertainty_penalty > 0 and ret.shape[0] > 1:
+        return ret.mean() - cfg.uncertainty_penalty * ret.std()
     return ret.mean()
 
 
@@ -110,13 +129,15 @@ class ITPOEngine:
         self.base = {k: v.detach() for k, v in actor.named_parameters()}
         self.buffers = {k: v for k, v in actor.named_buffers()}
         self.params: dict[str, torch.Tensor] | None = None
+        self.opt: dict = {}
         self.fallbacks = 0
         self.last: dict[str, torch.Tensor] = {}
 
         def objective(p, o, eps):
-            return imagined_objective(
-                {**p, **self.buffers}, actor, critic, world_model, o, eps, cfg
-            )
+            j = imagined_objective({**p, **self.buffers}, actor, critic, world_model, o, eps, cfg)
+            if cfg.proximity > 0:
+                j = j - cfg.proximity * sum((v - self.base[k]).pow(2).sum() for k, v in p.items())
+            return j
 
         self._grad_value = vmap(grad_and_value(objective))
         self._value = vmap(objective)
@@ -127,12 +148,17 @@ class ITPOEngine:
         fresh = {
             k: v.unsqueeze(0).expand(num_episodes, *v.shape).clone() for k, v in self.base.items()
         }
+        zeros = lambda: {k: torch.zeros_like(v) for k, v in fresh.items()}  # noqa: E731
+        fresh_opt = {"m": zeros(), "v": zeros(), "t": torch.zeros(num_episodes)}
         if self.params is None or mask is None:
-            self.params = fresh
+            self.params, self.opt = fresh, fresh_opt
             return
         for k in self.params:
             m = mask.view(-1, *([1] * (self.params[k].dim() - 1)))
             self.params[k] = torch.where(m, fresh[k], self.params[k])
+            for s in ("m", "v"):
+                self.opt[s][k] = torch.where(m, fresh_opt[s][k], self.opt[s][k])
+        self.opt["t"] = torch.where(mask.cpu(), fresh_opt["t"], self.opt["t"])
 
     def step(
         self,
@@ -174,10 +200,9 @@ class ITPOEngine:
             for g in grads.values():
                 finite &= torch.isfinite(g).flatten(1).all(1)
             ok &= finite
-            params = {
-                k: torch.where(_bcast(ok, v), v + cfg.lr * torch.nan_to_num(grads[k]), v)
-                for k, v in params.items()
-            }
+            grads = {k: torch.nan_to_num(g) for k, g in grads.items()}
+            steps = self._ascent(grads, ok)
+            params = {k: torch.where(_bcast(ok, v), v + steps[k], v) for k, v in params.items()}
         with torch.no_grad():
             action = self._act(params, obs)
             ok &= torch.isfinite(action).all(-1)
@@ -189,6 +214,27 @@ class ITPOEngine:
         self.fallbacks += int((~ok).sum())
         self.last = {"fallback": ~ok, "objective_before": j_before}
         return action
+
+    @torch.no_grad()
+    def _ascent(self, grads: dict, ok: torch.Tensor) -> dict:
+        """Per-episode ascent steps: ``lr * grad`` (sgd) or Adam's, whose state advances only
+        for episodes in ``ok``."""
+        cfg = self.cfg
+        if cfg.optimizer == "sgd":
+            return {k: cfg.lr * g for k, g in grads.items()}
+        b1, b2, eps = 0.9, 0.999, 1e-8
+        t = self.opt["t"] + ok.cpu().float()
+        self.opt["t"] = t
+        out = {}
+        for k, g in grads.items():
+            keep = _bcast(ok, g)
+            m = torch.where(keep, b1 * self.opt["m"][k] + (1 - b1) * g, self.opt["m"][k])
+            v = torch.where(keep, b2 * self.opt["v"][k] + (1 - b2) * g * g, self.opt["v"][k])
+            self.opt["m"][k], self.opt["v"][k] = m, v
+            tt = t.clamp(min=1).to(g.device, g.dtype).view(-1, *[1] * (g.dim() - 1))
+            m_hat, v_hat = m / (1 - b1**tt), v / (1 - b2**tt)
+            out[k] = cfg.lr * m_hat / (v_hat.sqrt() + eps)
+        return out
 
     @torch.no_grad()
     def objective(self, obs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:

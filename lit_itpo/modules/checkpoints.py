@@ -86,3 +86,35 @@ def check_compatible(
             f"Checkpoint {path} was trained on '{hp.get('dataset_id')}', not '{dataset_id}'; "
             "use a checkpoint of this dataset."
         )
+
+
+def load_stage(
+    path: str | Path,
+    cls,
+    *,
+    stage: str,
+    format_version: int,
+    obs_dim: int | None = None,
+    action_dim: int | None = None,
+    dataset_id: str | None = None,
+    map_location="cpu",
+    hparams: dict | None = None,
+    **overrides,
+):
+    """``cls.load_from_checkpoint(path)`` in eval mode and frozen, after
+    :func:`check_compatible`; ``overrides`` replace saved init arguments."""
+    hp = read_hparams(path) if hparams is None else hparams
+    check_compatible(
+        path,
+        hp,
+        stage=stage,
+        format_version=format_version,
+        obs_dim=obs_dim,
+        action_dim=action_dim,
+        dataset_id=dataset_id,
+    )
+    module = cls.load_from_checkpoint(
+        path, map_location=map_location, weights_only=True, **overrides
+    )
+    module.eval().requires_grad_(False)
+    return module

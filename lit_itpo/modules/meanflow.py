@@ -21,7 +21,7 @@ import torch
 from tensordict import TensorDict
 
 from lit_itpo.errors import CheckpointError, ConfigError
-from lit_itpo.modules.checkpoints import check_compatible, read_hparams
+from lit_itpo.modules.checkpoints import check_compatible, load_stage, read_hparams
 from lit_itpo.modules.world_model import WorldModelStage
 from lit_itpo.world_models import RewardModel, TerminationModel
 from lit_itpo.world_models.meanflow import MeanFlowTransition, MeanFlowWorldModel
@@ -320,24 +320,17 @@ def load_meanflow(
 ) -> MeanFlowWorldModel:
     """The frozen :class:`MeanFlowWorldModel` of a ``MeanFlowModule`` checkpoint, after checking
     stage, format, dims and dataset (:class:`~lit_itpo.errors.CheckpointError`)."""
-    hp = read_hparams(path)
-    check_compatible(
+    # the referenced checkpoints are not needed to rebuild the model: its weights are all here
+    module = load_stage(
         path,
-        hp,
+        MeanFlowModule,
         stage=STAGE,
         format_version=FORMAT_VERSION,
         obs_dim=obs_dim,
         action_dim=action_dim,
         dataset_id=dataset_id,
-    )
-    # the referenced checkpoints are not needed to rebuild the model: its weights are all here
-    module = MeanFlowModule.load_from_checkpoint(
-        path,
         map_location=map_location,
-        weights_only=True,
         world_model_ckpt=None,
         policy_ckpt=None,
     )
-    wm = module.world_model.eval()
-    wm.requires_grad_(False)
-    return wm
+    return module.world_model

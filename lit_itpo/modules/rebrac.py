@@ -20,7 +20,12 @@ import torch
 from tensordict import TensorDict
 
 from lit_itpo.errors import ConfigError, DatasetFormatError
-from lit_itpo.modules.checkpoints import StageCheckpoint, check_compatible, read_hparams
+from lit_itpo.modules.checkpoints import (
+    StageCheckpoint,
+    check_compatible,
+    load_stage,
+    read_hparams,
+)
 from lit_itpo.nets import TanhActor, TwinCritic
 from lit_itpo.policies import rebrac_actor_loss, rebrac_critic_loss
 
@@ -200,6 +205,6 @@ def load_policy(
             f"Checkpoint {path} is a policy of algorithm '{hp.get('algorithm')}', which has no "
             f"loader here; known: {sorted(classes)}."
         )
-    module = cls.load_from_checkpoint(path, map_location=map_location, weights_only=True)
-    module.eval().requires_grad_(False)
-    return module
+    return load_stage(
+        path, cls, stage=STAGE, format_version=FORMAT_VERSION, map_location=map_location, hparams=hp
+    )

@@ -17,7 +17,7 @@ from tensordict import TensorDict
 from torchmetrics import MeanMetric
 
 from lit_itpo.errors import ConfigError, DatasetFormatError
-from lit_itpo.modules.checkpoints import StageCheckpoint, check_compatible, read_hparams
+from lit_itpo.modules.checkpoints import StageCheckpoint, load_stage
 from lit_itpo.world_models import (
     DiffusionTransition,
     DiffusionWorldModel,
@@ -250,19 +250,14 @@ def load_world_model(
 ) -> DiffusionWorldModel:
     """The frozen :class:`DiffusionWorldModel` of a ``WorldModelModule`` checkpoint, after
     checking stage, format, dims and dataset (:class:`~lit_itpo.errors.CheckpointError`)."""
-    hp = read_hparams(path)
-    check_compatible(
+    module = load_stage(
         path,
-        hp,
+        WorldModelModule,
         stage=STAGE,
         format_version=FORMAT_VERSION,
         obs_dim=obs_dim,
         action_dim=action_dim,
         dataset_id=dataset_id,
+        map_location=map_location,
     )
-    module = WorldModelModule.load_from_checkpoint(
-        path, map_location=map_location, weights_only=True
-    )
-    wm = module.world_model.eval()
-    wm.requires_grad_(False)
-    return wm
+    return module.world_model
