@@ -116,7 +116,7 @@ def main() -> None:
         return
     if not (args.world_model_ckpt and args.policy_ckpt):
         p.error("--world-model-ckpt and --policy-ckpt are required (or --report)")
-    cells = [(f"{args.dataset}/{v}", lambda v=v: cell(v, args)) for v in args.variants]
+    cells = [(f"{args.dataset}/{v}/{args.steps}", lambda v=v: cell(v, args)) for v in args.variants]
     meta = {"command": "python benchmarks/meanflow_quality.py " + f"--steps {args.steps}"}
     print(report(drain(NAME, cells, meta)))
 
