@@ -2,7 +2,7 @@
 result is written to a JSON file under ``benchmarks/results/`` as soon as it finishes, so a suite
 can be finished over several sittings (and on another machine, from the committed JSON).
 
-A cell whose run directory holds a ``last.ckpt`` resumes from it (``--ckpt_path``).
+A cell whose run directory holds a checkpoint resumes from the newest (``--ckpt_path``).
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ def load(name: str) -> dict:
 
 
 def last_checkpoint(run_dir: Path) -> Path | None:
-    found = sorted(run_dir.rglob("last.ckpt"), key=lambda p: p.stat().st_mtime)
+    """The newest checkpoint under ``run_dir`` (``last.ckpt`` or Lightning's per-epoch one)."""
+    found = sorted(run_dir.rglob("*.ckpt"), key=lambda p: p.stat().st_mtime)
     return found[-1] if found else None
 
 

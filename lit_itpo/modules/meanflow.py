@@ -155,6 +155,8 @@ class MeanFlowModule(WorldModelStage):
             TerminationModel(obs_dim, action_dim, action_low, action_high) if termination else None
         )
         self.world_model = MeanFlowWorldModel(transition, reward, term)
+        if world_model_ckpt is not None:  # frozen before any DDP wrapping; weights copied at fit
+            reward.requires_grad_(False)
         self._init_metrics()
         # Not submodules: the tilt's policy and the diffusion baseline stay out of checkpoints.
         self._aux: dict = {}
@@ -176,7 +178,6 @@ class MeanFlowModule(WorldModelStage):
         if fit and hp.world_model_ckpt is not None:
             reward = self._aux["diffusion"].reward_model.state_dict()
             self.world_model.reward_model.load_state_dict(reward)
-            self.world_model.reward_model.requires_grad_(False)
         if hp.policy_ckpt is not None and "policy" not in self._aux:
             from lit_itpo.modules.rebrac import load_policy
 
@@ -184,6 +185,7 @@ class MeanFlowModule(WorldModelStage):
                 hp.policy_ckpt,
                 obs_dim=hp.obs_dim,
                 action_dim=hp.action_dim,
+                dataset_id=hp.dataset_id or None,
                 map_location=self.device,
             )
         if fit and "tilt" not in self._aux:
