@@ -331,3 +331,43 @@ def test_meanflow_stage_bad_input(upstream, tmp_path):
         )
     with pytest.raises(ConfigError, match="model.target_ess=1.5"):
         lightning_main(_mf_args(root, tmp_path, "--model.init_args.target_ess", "1.5"))
+
+
+def test_itpo_callback_runs_inside_fit_with_both_world_models(upstream, tmp_path):
+    """ITPO evaluation during the policy stage's own fit (Lightning's default inference mode
+    for validation), with the diffusion and a MeanFlow world model on the same seeds."""
+    import lightning.pytorch as pl
+
+    from lit_itpo.callbacks import ITPOCallback
+    from lit_itpo.data.datamodule import MinariDataModule
+    from lit_itpo.modules import ReBRACModule
+
+    root, wm_ckpt, pol_ckpt = upstream
+    mf = lightning_main(_mf_args(root, tmp_path / "mf", "--model.init_args.eta", "0"))
+    mf_ckpt = next(Path(mf.trainer.logger.log_dir).glob("checkpoints/*.ckpt"))
+    dm = MinariDataModule(DID, data_dir=str(root), batch_size=64)
+    dm.setup("fit")
+    model = ReBRACModule(dm.obs_dim, dm.action_dim, dm.action_low, dm.action_high, DID, hidden=[32])
+    cb = ITPOCallback(
+        world_model_ckpt=str(wm_ckpt),
+        meanflow_ckpt=str(mf_ckpt),
+        particles=4,
+        lr=0.05,
+        num_episodes=2,
+        max_episode_steps=6,
+    )
+    trainer = pl.Trainer(
+        max_steps=10,
+        val_check_interval=10,
+        callbacks=[cb],
+        default_root_dir=tmp_path,
+        logger=pl.loggers.TensorBoardLogger(tmp_path, name="tb"),
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+    )
+    trainer.fit(model, datamodule=dm)
+    m = trainer.callback_metrics
+    for name, nfe in (("diffusion", 2 * 5), ("meanflow", 1 * 5)):
+        assert torch.isfinite(m[f"itpo/{name}/return_mean"]) and m[f"itpo/{name}/fallbacks"] == 0
+        assert m[f"itpo/{name}/nfe_per_step"] == nfe
+    assert set(cb.last) == {"base", "diffusion", "meanflow"}
