@@ -21,8 +21,9 @@ from common import machine, save, timeit
 from world_model_speed import rollout_step
 
 from lit_itpo.data.datamodule import MinariDataModule
-from lit_itpo.modules.world_model import load_world_model, open_loop_windows
+from lit_itpo.modules.world_model import load_world_model
 from lit_itpo.nets import TanhActor
+from lit_itpo.world_models.metrics import open_loop_windows
 
 
 @torch.no_grad()

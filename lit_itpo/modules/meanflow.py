@@ -268,48 +268,36 @@ class MeanFlowModule(WorldModelStage):
             self._side_metrics()
 
     def _side_metrics(self) -> None:
-        """Policy-distribution errors, and the diffusion baseline's (computed once, cached)."""
-        models = {"": self.world_model}
-        if "diffusion" in self._aux:
-            models["diffusion/"] = self._aux["diffusion"]
-        data = {}
+        """Our errors on the policy's transitions, and the diffusion model's errors on the same
+        data (it is frozen: computed once, cached)."""
+        metrics = {}
         pol = self.policy_transitions()
         if pol is not None:
-            data["policy_"] = pol
-        dm = self.trainer.datamodule
+            metrics |= _errors("val/policy_", self.world_model, pol)
         if "diffusion" in self._aux:
-            data[""] = dm.val_data.to(self.device)
-        metrics = {}
-        for mname, wm in models.items():
-            for dname, d in data.items():
-                if mname == "" and dname == "":
-                    continue  # logged by the shared validation
-                key = f"val/{mname}{dname}state_rmse"
-                cached = self._aux.setdefault("baseline", {})
-                if mname and key in cached:
-                    metrics |= cached[key]
-                    continue
-                err = one_step_errors(wm, d)
-                out = {
-                    key: err["state"].mean().sqrt(),
-                    f"val/{mname}{dname}reward_rmse": err["reward"].mean().sqrt(),
-                }
-                if mname:
-                    cached[key] = out
-                metrics |= out
-        if "diffusion" in self._aux:
-            key = f"val/diffusion/open_loop_rmse_h{self.hparams.eval_horizon}"
-            cached = self._aux.setdefault("baseline", {})
-            if key not in cached:
-                wins = open_loop_windows(
-                    dm.val_episodes(), self.hparams.eval_horizon, self.hparams.eval_windows
-                )
-                if wins is not None:
-                    rmse = open_loop_rmse(self._aux["diffusion"], wins.to(self.device))
-                    cached[key] = {key: rmse[-1]}
-            metrics |= cached.get(key, {})
+            if "baseline" not in self._aux:
+                self._aux["baseline"] = self._diffusion_baseline(pol)
+            metrics |= self._aux["baseline"]
         if metrics:
             self.log_dict(metrics)
+
+    def _diffusion_baseline(self, pol: TensorDict | None) -> dict[str, torch.Tensor]:
+        wm, dm, H = self._aux["diffusion"], self.trainer.datamodule, self.hparams.eval_horizon
+        out = _errors("val/diffusion/", wm, dm.val_data.to(self.device))
+        if pol is not None:
+            out |= _errors("val/diffusion/policy_", wm, pol)
+        wins = open_loop_windows(dm.val_episodes(), H, self.hparams.eval_windows)
+        if wins is not None:
+            out[f"val/diffusion/open_loop_rmse_h{H}"] = open_loop_rmse(wm, wins.to(self.device))[-1]
+        return out
+
+
+def _errors(prefix: str, wm, data: TensorDict) -> dict[str, torch.Tensor]:
+    err = one_step_errors(wm, data)
+    return {
+        f"{prefix}state_rmse": err["state"].mean().sqrt(),
+        f"{prefix}reward_rmse": err["reward"].mean().sqrt(),
+    }
 
 
 def load_meanflow(
