@@ -70,3 +70,34 @@ def tiny_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("minari")
     eps = make_dataset(root, "test/hopper/random-v0")
     return root, eps
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory):
+    """Every stage of `lit-itpo pipeline` at 20 updates on the embedded sample (short ITPO runs)."""
+    from lit_itpo.cli import main
+
+    out = tmp_path_factory.mktemp("pipeline")
+    args = [
+        "pipeline",
+        "--pipeline.out_dir",
+        str(out),
+        "--pipeline.world_model_steps",
+        "20",
+        "--pipeline.policy_steps",
+        "20",
+        "--pipeline.meanflow_steps",
+        "20",
+        "--pipeline.alpha_grid",
+        "[0.0001, 0.01]",
+        "--pipeline.num_episodes",
+        "2",
+        "--pipeline.max_episode_steps",
+        "10",
+        "--pipeline.particles",
+        "4",
+        "--pipeline.sample_steps",
+        "2",
+    ]
+    main(args)
+    return out, args

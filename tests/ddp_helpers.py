@@ -32,3 +32,21 @@ class WeightSyncProbe(pl.Callback):
                 {"world_size": trainer.world_size, "first_batch": self.first_batch, "sums": sums},
                 fh,
             )
+
+
+class EvalProbe(pl.Callback):
+    """After validation, every rank writes the gathered per-episode values of each evaluation
+    callback (base policy and each ITPO world model) to ``$LIT_ITPO_PROBE_DIR/eval<r>.json``."""
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        from lit_itpo.callbacks import EpisodeEvalCallback
+
+        out: dict = {"world_size": trainer.world_size}
+        for cb in trainer.callbacks:
+            if isinstance(cb, EpisodeEvalCallback):
+                runs = cb.last if "base" in cb.last else {"base": cb.last}
+                for name, res in runs.items():
+                    out[name] = {k: v.tolist() for k, v in res.items() if v.dim() == 1}
+        path = os.path.join(os.environ["LIT_ITPO_PROBE_DIR"], f"eval{trainer.global_rank}.json")
+        with open(path, "w") as fh:
+            json.dump(out, fh)

@@ -61,3 +61,60 @@ def test_two_processes_keep_replicas_in_sync(stage, strategy, tiny_root, tmp_pat
     assert r0["sums"].keys() == r1["sums"].keys() and len(r0["sums"]) > 0
     for name, value in r0["sums"].items():
         assert value == r1["sums"][name], name
+
+
+def _validate_itpo(tiny_pipeline, out, devices: int) -> list[dict]:
+    """``lit-itpo validate`` of the ITPO config on ``devices`` CPU processes; each rank's probe."""
+    run, _ = tiny_pipeline
+    out.mkdir()
+    cb = "--trainer.callbacks.init_args."
+    cmd = [
+        sys.executable, "-m", "lit_itpo", "validate",
+        "--config", str(REPO / "conf/embedded/itpo.yaml"),
+        "--ckpt_path", str(run / "policy.ckpt"),
+        f"{cb}world_model_ckpt", str(run / "world_model.ckpt"),
+        f"{cb}meanflow_ckpt", str(run / "meanflow.ckpt"),
+        f"{cb}num_episodes", "3",  # odd: rank 0 runs episodes 0 and 2, rank 1 episode 1
+        f"{cb}max_episode_steps", "10", f"{cb}particles", "4", f"{cb}sample_steps", "2",
+        f"{cb}lr", "0.01",  # large enough that ITPO's actions differ from the base policy's
+        "--trainer.devices", str(devices), "--trainer.accelerator", "cpu",
+        *(["--trainer.strategy", "ddp"] if devices > 1 else []),
+        "--trainer.default_root_dir", str(out), "--trainer.logger.init_args.save_dir", str(out),
+        "--trainer.enable_progress_bar", "false",
+        "--trainer.callbacks+=tests.ddp_helpers.EvalProbe",
+    ]  # fmt: skip
+    env = dict(os.environ, LIT_ITPO_PROBE_DIR=str(out), OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return [json.loads((out / f"eval{r}.json").read_text()) for r in range(devices)]
+
+
+def test_itpo_evaluation_on_two_processes_matches_one(tiny_pipeline, tmp_path):
+    """The gathered evaluation covers every episode exactly once, and the returns of the base
+    policy and of ITPO with each world model match the single-process run to 1e-6 relative over
+    10 steps (each episode draws its world-model noise from its own stream, so only rounding can
+    differ). Not bit-exact: measured here, ITPO matched bit for bit but the base policy's batched
+    actor differed by ~4e-7 relative, because matmul rounding depends on the batch size (a rank
+    steps 2 or 1 episodes where one process steps 3)."""
+    (one,) = _validate_itpo(tiny_pipeline, tmp_path / "one", 1)
+    two = _validate_itpo(tiny_pipeline, tmp_path / "two", 2)
+    assert two[0] == two[1]  # every rank holds the same gathered values
+    seeds = [1_000_000 + i for i in range(3)]
+    for name in ("base", "diffusion", "meanflow"):
+        assert two[0][name]["runs"] == [1.0] * 3, name  # each episode ran exactly once
+        assert two[0][name]["seed"] == seeds == one[name]["seed"], name
+        assert two[0][name]["length"] == one[name]["length"] == [10.0] * 3, name
+    for name in ("base", "diffusion", "meanflow"):
+        if name != "base":
+            assert two[0][name]["return"] != two[0]["base"]["return"]  # ITPO changed actions
+        for a, b in zip(two[0][name]["return"], one[name]["return"], strict=True):
+            assert abs(a - b) <= 1e-6 * max(1.0, abs(b)), (name, a, b)
+
+
+@pytest.mark.parametrize("episodes, world", [(3, 2), (10, 3), (2, 4), (7, 1)])
+def test_episode_split_covers_every_episode_once(episodes, world):
+    from lit_itpo.callbacks import EpisodeEvalCallback
+
+    cb = EpisodeEvalCallback(num_episodes=episodes)
+    split = [cb.episodes_for_rank(r, world) for r in range(world)]
+    assert sorted(i for mine in split for i in mine) == list(range(episodes))

@@ -214,36 +214,6 @@ def test_chain_world_model_policy_itpo_through_real_checkpoints(tiny_root, tmp_p
     assert "itpo/diffusion/per_step" in ev.Tags()["images"]  # per-step gain + imagined vs real
 
 
-@pytest.fixture(scope="module")
-def tiny_pipeline(tmp_path_factory):
-    from lit_itpo.cli import main
-
-    out = tmp_path_factory.mktemp("pipeline")
-    args = [
-        "pipeline",
-        "--pipeline.out_dir",
-        str(out),
-        "--pipeline.world_model_steps",
-        "20",
-        "--pipeline.policy_steps",
-        "20",
-        "--pipeline.meanflow_steps",
-        "20",
-        "--pipeline.alpha_grid",
-        "[0.0001, 0.01]",
-        "--pipeline.num_episodes",
-        "2",
-        "--pipeline.max_episode_steps",
-        "10",
-        "--pipeline.particles",
-        "4",
-        "--pipeline.sample_steps",
-        "2",
-    ]
-    main(args)
-    return out, args
-
-
 def test_pipeline_end_to_end_and_resumes_per_stage(tiny_pipeline, capsys):
     import json
 

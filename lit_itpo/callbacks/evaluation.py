@@ -54,7 +54,11 @@ class EpisodeEvalCallback(Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, act
     ) -> dict[str, torch.Tensor]:
         """Run this rank's episodes with ``act`` and gather every rank's per-episode values
-        ``[num_episodes]``; per-step traces (``[n_mine, T, ...]``) are this rank's only."""
+        ``[num_episodes]``; per-step traces (``[n_mine, T, ...]``) are this rank's only.
+
+        Besides ``return`` and ``length``, ``seed`` (the env seed each episode ran with) and
+        ``runs`` (how many ranks ran it) are gathered the same way, so coverage is checkable:
+        ``runs`` is all ones and ``seed`` is ``seed + arange(num_episodes)``."""
         dm = trainer.datamodule
         mine = self.episodes_for_rank(trainer.global_rank, trainer.world_size)
         res = run_episodes(
@@ -66,13 +70,15 @@ class EpisodeEvalCallback(Callback):
             action_bounds=(dm.action_low, dm.action_high),
             device=pl_module.device,
         )
+        res["seed"] = torch.tensor([float(self.seed + i) for i in mine], dtype=torch.float64)
+        res["runs"] = torch.ones(len(mine), dtype=torch.float64)
         out = {}
         for key, val in res.items():
             if val.dim() != 1:  # per-step traces stay with their rank (figures, rank 0)
                 out[key] = val
                 continue
             full = torch.zeros(self.num_episodes, dtype=torch.float64, device=pl_module.device)
-            full[mine] = val.double().to(pl_module.device)
+            full[mine] = val.double().to(pl_module.device)  # float64: seeds ~1e6 stay exact
             if trainer.world_size > 1:
                 full = pl_module.all_gather(full).sum(0)  # each episode is set on one rank only
             out[key] = full.cpu()

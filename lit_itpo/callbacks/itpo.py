@@ -33,7 +33,9 @@ class ITPOCallback(EpisodeEvalCallback):
         horizon, particles, inner_steps, lr, gamma: :class:`~lit_itpo.itpo.ITPOConfig`.
         reset_every_step, optimizer, proximity, uncertainty_penalty: options beyond the paper
             (off by default), :class:`~lit_itpo.itpo.ITPOConfig`.
-        noise_seed: seeds the world-model noise of each evaluation.
+        noise_seed: seeds the world-model noise; episode ``i`` draws from its own stream
+            (``noise_seed``, env seed ``seed + i``), so an episode's ITPO actions do not depend
+            on which other episodes share its batch or its DDP rank.
         figure_every: episode 0's imagined rollout is drawn every this many steps (first 200).
         plot_dims: state dimensions in that figure.
         num_episodes, seed, max_episode_steps, every_n_validations: as the evaluation callback.
@@ -141,11 +143,13 @@ class ITPOCallback(EpisodeEvalCallback):
             for name, wm in self.world_models.items():
                 engine = ITPOEngine(pl_module.actor, pl_module.critic, wm, cfg)
                 stats = {"steps": 0, "time": 0.0, "before": [], "after": [], "imagined": []}
-                gen = torch.Generator(device=pl_module.device).manual_seed(self.noise_seed)
+                gens = self.noise_generators(trainer, pl_module.device)
 
-                def act(obs, engine=engine, stats=stats, gen=gen, wm=wm):
+                def act(obs, engine=engine, stats=stats, gens=gens, wm=wm):
                     t0 = time.perf_counter()
-                    noise = wm.sample_noise(obs.shape[0], cfg.particles, cfg.horizon, gen)
+                    noise = torch.cat(
+                        [wm.sample_noise(1, cfg.particles, cfg.horizon, g) for g in gens]
+                    )
                     action = engine.step(obs, noise)
                     stats["time"] += time.perf_counter() - t0
                     stats["before"].append(engine.last["objective_before"].mean())
@@ -178,6 +182,13 @@ class ITPOCallback(EpisodeEvalCallback):
                 if trainer.is_global_zero:
                     self._figure(trainer, pl_module, name, base, res, stats)
         pl_module.log_dict({k: v.float() for k, v in metrics.items()}, rank_zero_only=False)
+
+    def noise_generators(self, trainer: pl.Trainer, device) -> list[torch.Generator]:
+        """One generator per episode of this rank, seeded from (noise_seed, env seed)."""
+        return [
+            torch.Generator(device=device).manual_seed(self.noise_seed * 1_000_003 + self.seed + i)
+            for i in self.episodes_for_rank(trainer.global_rank, trainer.world_size)
+        ]
 
     @staticmethod
     @torch.no_grad()
