@@ -12,11 +12,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 from tensordict import TensorDict
 from tensordict.nn import TensorDictModule
 from torch import nn
+from torchrl.data import Unbounded
 from torchrl.envs import DoubleToFloat, GymEnv, SerialEnv, StepCounter, TransformedEnv
+from torchrl.envs.libs.gym import default_info_dict_reader
 
 from lit_itpo.envs import register_env_packages
 from lit_itpo.errors import EnvSpecError
@@ -32,8 +35,20 @@ def _spec_dict(env_spec: str) -> dict:
         ) from exc
 
 
+class _SuccessReader(default_info_dict_reader):
+    """Reads the maze envs' ``info["success"]`` (a Python bool, which TorchRL's default reader
+    cannot take) into ``("next", "success")``."""
+
+    def __init__(self):
+        super().__init__(["success"], spec={"success": Unbounded((), dtype=torch.bool)})
+
+    def __call__(self, info_dict, tensordict):
+        return super().__call__({k: np.asarray(v) for k, v in info_dict.items()}, tensordict)
+
+
 def make_eval_env(env_spec: str, seed: int, max_episode_steps: int | None = None):
-    """One TorchRL env (float32 observations) from a dataset's env spec JSON, seeded."""
+    """One TorchRL env (float32 observations) from a dataset's env spec JSON, seeded; maze envs
+    (PointMaze, AntMaze) also report ``success`` each step."""
     spec = _spec_dict(env_spec)
     env_id, kwargs = spec["id"], dict(spec.get("kwargs") or {})
     register_env_packages(env_id)
@@ -44,6 +59,8 @@ def make_eval_env(env_spec: str, seed: int, max_episode_steps: int | None = None
             f"Evaluation env '{env_id}' with kwargs {kwargs} cannot be made ({exc}); install its "
             "package (gymnasium[mujoco], gymnasium-robotics) or fix the dataset's env spec."
         ) from exc
+    if "Maze" in env_id:
+        base.set_info_dict_reader(_SuccessReader())
     env = TransformedEnv(base, DoubleToFloat())
     if max_episode_steps is not None:
         env.append_transform(StepCounter(max_steps=max_episode_steps))
@@ -101,16 +118,20 @@ def run_episodes(
     Returns:
         ``{"return": [N], "length": [N]}`` (float64 / int64, CPU), the per-step
         ``"step_reward" [N, T]`` (zero after an episode ends) and ``"next_observation"
-        [N, T, obs_dim]`` (T: the longest episode); with ``return_transitions``
+        [N, T, obs_dim]`` (T: the longest episode); maze envs add ``"success" [N]`` (1.0
+        where the goal was reached at some step of the episode); with ``return_transitions``
         also ``"transitions"``: a TensorDict ``[steps]`` of ``observation``, ``action``,
         ``("next", "observation")``, ``("next", "reward")`` (``[..., 1]``) and
         ``("next", "done")`` (observation keys concatenated).
     """
-    if not seeds:
-        return {
+    if not seeds:  # the same per-episode keys as a run (DDP ranks gather them key by key)
+        empty = {
             "return": torch.zeros(0, dtype=torch.float64),
             "length": torch.zeros(0, dtype=torch.int64),
         }
+        if "Maze" in _spec_dict(env_spec)["id"]:
+            empty["success"] = torch.zeros(0, dtype=torch.float64)
+        return empty
     if action_bounds is not None:
         probe = make_eval_env(env_spec, seeds[0], max_episode_steps)
         try:
@@ -144,6 +165,8 @@ def run_episodes(
         "step_reward": reward,  # [N, T], 0 after an episode's end
         "next_observation": torch.cat([td["next", k] for k in keys], -1),  # [N, T, obs]
     }
+    if ("next", "success") in td.keys(True):
+        out["success"] = (td["next", "success"].reshape(alive.shape) & alive).any(1).double()
     if return_transitions:
         obs = torch.cat([td[k] for k in keys], -1)[alive]
         next_obs = torch.cat([td["next", k] for k in keys], -1)[alive]

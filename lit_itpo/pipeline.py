@@ -35,6 +35,8 @@ class PipelineConfig:
         world_model_config, policy_config, meanflow_config, itpo_config: committed stage
             configs to run.
         world_model_steps, policy_steps, meanflow_steps: training budgets (updates).
+        policy_eval_every, policy_eval_episodes: the policy stage's evaluation episodes while
+            it trains (its best score is read from them).
         sample_steps, sample_variance: diffusion sampling used by ITPO (5 respaced steps with
             the posterior variance: the accuracy/cost choice of benchmarks/world_model_k.py).
         particles, horizon, inner_steps: ITPO's M, H, E.
@@ -55,6 +57,8 @@ class PipelineConfig:
     world_model_steps: int = 3000
     policy_steps: int = 5000
     meanflow_steps: int = 3000
+    policy_eval_every: int = 1000
+    policy_eval_episodes: int = 2
     sample_steps: int | None = 5
     sample_variance: str | None = "beta_tilde"
     particles: int = 64
@@ -89,7 +93,13 @@ def _stage_args(out: Path, stage: str, seed: int) -> list[str]:
 
 
 def _fit_stage(
-    cfg: PipelineConfig, out: Path, stage: str, config: str, steps: int, extra: list[str]
+    cfg: PipelineConfig,
+    out: Path,
+    stage: str,
+    config: str,
+    steps: int,
+    extra: list[str],
+    val_every: int = 1000,
 ) -> Path:
     from lit_itpo.cli import lightning_main
 
@@ -97,6 +107,7 @@ def _fit_stage(
     if final.exists():
         log.info("%s: %s exists, skipping (delete it to retrain)", stage, final)
         return final
+    resume = _newest_checkpoint(out / stage)
     args = [
         "fit",
         "--config",
@@ -106,20 +117,27 @@ def _fit_stage(
         "--trainer.max_steps",
         str(steps),
         "--trainer.val_check_interval",
-        str(max(1, min(steps, 1000))),
+        str(max(1, min(steps, val_every))),
         *extra,
+        *(["--ckpt_path", str(resume)] if resume is not None else []),
     ]
-    cli = lightning_main(args)
-    ckpt_dir = Path(
-        cli.trainer.logger.log_dir if cli.trainer.logger else cli.trainer.default_root_dir
-    )
-    ckpts = sorted(ckpt_dir.glob("checkpoints/*.ckpt"), key=lambda p: p.stat().st_mtime)
-    if not ckpts:
-        raise ConfigError(f"Stage {stage} wrote no checkpoint under {ckpt_dir}.")
+    if resume is not None:
+        log.info("%s: resuming from %s", stage, resume)
+    lightning_main(args)
+    newest = _newest_checkpoint(out / stage)
+    if newest is None:
+        raise ConfigError(f"Stage {stage} wrote no checkpoint under {out / stage}.")
     tmp = final.with_suffix(".ckpt.tmp")
-    shutil.copyfile(ckpts[-1], tmp)
+    shutil.copyfile(newest, tmp)
     tmp.replace(final)
     return final
+
+
+def _newest_checkpoint(stage_dir: Path) -> Path | None:
+    """The newest checkpoint Lightning wrote for a stage (any logger version), for resuming
+    an interrupted stage; ``*.ckpt.tmp`` files are never picked."""
+    found = sorted(stage_dir.glob("**/checkpoints/*.ckpt"), key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None
 
 
 def _itpo(
@@ -171,11 +189,13 @@ def _itpo(
 
 def run_pipeline(cfg: PipelineConfig) -> dict:
     """Run (or resume) every stage; returns the results dict also written to results.json."""
-    if min(cfg.world_model_steps, cfg.policy_steps, cfg.meanflow_steps) < 1 or not cfg.alpha_grid:
+    budgets = (cfg.world_model_steps, cfg.policy_steps, cfg.meanflow_steps)
+    if min(*budgets, cfg.policy_eval_every, cfg.policy_eval_episodes) < 1 or not cfg.alpha_grid:
         raise ConfigError(
             f"pipeline world_model_steps={cfg.world_model_steps}, policy_steps="
-            f"{cfg.policy_steps} and meanflow_steps={cfg.meanflow_steps} must be >= 1 and "
-            f"alpha_grid={cfg.alpha_grid} non-empty."
+            f"{cfg.policy_steps}, meanflow_steps={cfg.meanflow_steps}, policy_eval_every="
+            f"{cfg.policy_eval_every} and policy_eval_episodes={cfg.policy_eval_episodes} must "
+            f"be >= 1 and alpha_grid={cfg.alpha_grid} non-empty."
         )
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -188,10 +208,13 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
         cfg.policy_steps,
         [
             "--trainer.callbacks.init_args.num_episodes",
-            "2",
+            str(cfg.policy_eval_episodes),
+            "--trainer.callbacks.init_args.seed",
+            str(cfg.eval_seed),
             "--trainer.callbacks.init_args.max_episode_steps",
-            str(cfg.max_episode_steps or 1000),
+            "null" if cfg.max_episode_steps is None else str(cfg.max_episode_steps),
         ],
+        val_every=cfg.policy_eval_every,
     )
     meanflow = _fit_stage(
         cfg,

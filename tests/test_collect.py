@@ -180,3 +180,51 @@ def test_maze_recipes_are_checked(tmp_path):
             CollectConfig(env_id="PointMaze_UMaze-v3", recipes=["medium"], data_dir=str(tmp_path)),
             progress=False,
         )
+    with pytest.raises(ConfigError, match="do not apply"):  # no scripted AntMaze controller
+        collect(
+            CollectConfig(env_id="AntMaze_UMaze-v4", recipes=["waypoint"], data_dir=str(tmp_path)),
+            progress=False,
+        )
+
+
+def test_antmaze_dataset_trains_and_evaluates_with_success_rate(tmp_path):
+    """The AntMaze path end to end on a small local dataset named like Minari's D4RL ids:
+    dict observations (observation + desired_goal), sparse goal reward, an evaluation env that
+    ends the episode at the goal (D4RL's 0/1 return), success rate in the evaluation metrics."""
+    from lit_itpo.cli import lightning_main
+    from lit_itpo.data.datamodule import MinariDataModule
+
+    cfg = CollectConfig(
+        env_id="AntMaze_UMaze-v4",
+        name="antmaze",
+        namespace="D4RL",
+        version=1,
+        recipes=["random"],
+        steps=800,
+        env_kwargs={"continuing_task": True, "reset_target": True, "max_episode_steps": 400},
+        eval_env_kwargs={"continuing_task": False, "reset_target": False},
+        n_envs=2,
+        data_dir=str(tmp_path),
+    )
+    res = collect(cfg, progress=False)["D4RL/antmaze/random-v1"]
+    assert res["num_steps"] == 800 and res["num_episodes"] == 2 and "success_rate" in res
+    dm = MinariDataModule("D4RL/antmaze/random-v1", data_dir=str(tmp_path))
+    assert dm.info.obs_keys == ["observation", "desired_goal"] and dm.obs_dim == 27 + 2
+    assert dm.ref_scores == (0.0, 1.0)  # D4RL's AntMaze reference: return = success
+    assert json.loads(dm.env_spec)["kwargs"]["continuing_task"] is False
+    out = tmp_path / "run"
+    cli = lightning_main(
+        [
+            "fit", "--config", "conf/antmaze-umaze/rebrac.yaml",
+            "--data.dataset_id", "D4RL/antmaze/random-v1", "--data.data_dir", str(tmp_path),
+            "--data.batch_size", "64", "--model.init_args.hidden", "[32, 32]",
+            "--trainer.max_steps", "10", "--trainer.val_check_interval", "10",
+            "--trainer.default_root_dir", str(out), "--trainer.logger.init_args.save_dir",
+            str(out), "--trainer.enable_progress_bar", "false",
+            "--trainer.callbacks.init_args.num_episodes", "2",
+            "--trainer.callbacks.init_args.max_episode_steps", "5",
+        ]
+    )  # fmt: skip
+    m = cli.trainer.callback_metrics
+    assert {"eval/success_rate", "eval/normalized_score"} <= set(m)
+    assert float(m["eval/success_rate"]) == 0.0 and float(m["eval/length_mean"]) == 5.0

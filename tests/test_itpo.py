@@ -303,3 +303,30 @@ def test_options_beyond_the_paper_adam_proximity_uncertainty():
     assert a1[:, 0].abs().mean() < a0[:, 0].abs().mean()
     with pytest.raises(ConfigError, match="optimizer='rmsprop'"):
         ITPOConfig(optimizer="rmsprop")
+
+
+def test_pipeline_stage_resumes_from_its_last_checkpoint(tiny_root, tmp_path):
+    """An interrupted stage (checkpoint written, final copy missing) continues from its newest
+    checkpoint instead of starting over."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from lit_itpo.pipeline import PipelineConfig, _fit_stage
+    from tests.conftest import DID
+
+    root, _ = tiny_root
+    cfg = PipelineConfig(dataset_id=DID, data_dir=str(root), out_dir=str(tmp_path))
+    small = ["--model.init_args.hidden", "[32, 32]", "--model.init_args.reward_hidden", "[16]",
+             "--data.batch_size", "64", "--trainer.log_every_n_steps", "2",
+             "--trainer.enable_progress_bar", "false"]  # fmt: skip
+    conf = "conf/embedded/world_model.yaml"
+    final = _fit_stage(cfg, tmp_path, "world_model", conf, 10, small)
+    assert torch.load(final, weights_only=False)["global_step"] == 10
+    final.unlink()  # as if the run had stopped before the stage finished
+    _fit_stage(cfg, tmp_path, "world_model", conf, 20, small)
+    assert torch.load(final, weights_only=False)["global_step"] == 20
+    versions = sorted((tmp_path / "world_model").glob("tb/version_*"))
+    assert len(versions) == 2
+    ev = EventAccumulator(str(versions[1]))
+    ev.Reload()
+    steps = [e.step for e in ev.Scalars("train/loss")]
+    assert steps and min(steps) >= 9  # it went on from update 10 (a fresh run logs from 1)

@@ -99,6 +99,8 @@ class EpisodeEvalCallback(Callback):
             f"{prefix}/return_std": res["return"].std(unbiased=False),
             f"{prefix}/length_mean": res["length"].double().mean(),
         }
+        if "success" in res:  # maze envs
+            out[f"{prefix}/success_rate"] = res["success"].double().mean()
         if dm.ref_scores is not None:
             s = torch.tensor([dm.normalized_score(float(r)) for r in res["return"]])
             out[f"{prefix}/normalized_score"] = s.mean()

@@ -114,11 +114,16 @@ def _check(cfg: CollectConfig) -> gym.envs.registration.EnvSpec:
     if bad:
         raise ConfigError(f"collect recipes {bad} are unknown; choose from {list(RECIPES)}.")
     maze = _is_maze(cfg.env_id)
-    wrong = [r for r in cfg.recipes if (r == "waypoint") != maze]
+    allowed = (
+        (["waypoint"] if cfg.env_id.startswith("PointMaze") else []) + ["random"]
+        if maze
+        else [r for r in RECIPES if r != "waypoint"]
+    )
+    wrong = [r for r in cfg.recipes if r not in allowed]
     if wrong:
         raise ConfigError(
-            f"collect recipes {wrong} do not apply to '{cfg.env_id}'; maze envs take "
-            "[waypoint], MuJoCo locomotion envs the SAC recipes."
+            f"collect recipes {wrong} do not apply to '{cfg.env_id}', which takes {allowed} "
+            "(PointMaze: waypoint or random; AntMaze: random; locomotion: the SAC recipes)."
         )
     if cfg.steps < 1:
         raise ConfigError(f"collect steps={cfg.steps} must be a positive number of transitions.")
@@ -385,6 +390,9 @@ def collect_maze(cfg: CollectConfig, spec, progress: bool = True) -> dict[str, d
         if not cfg.overwrite and (root / cfg.dataset_id(recipe)).exists():
             log.info("%s exists; skipping (overwrite=true to redo)", cfg.dataset_id(recipe))
             continue
+        if recipe == "random":
+            results.update(_collect_maze_random(cfg, spec, eval_spec, progress))
+            continue
         refs = {}
         for label, policy, off in (
             ("random", uniform_policy(eval_spec, cfg.seed + 1), 300_000),
@@ -423,3 +431,29 @@ def collect_maze(cfg: CollectConfig, spec, progress: bool = True) -> dict[str, d
         }
         results.update(_write(cfg, recipe, spec, eval_spec, episodes, ref, behaviour))
     return results
+
+
+def _collect_maze_random(cfg: CollectConfig, spec, eval_spec, progress: bool) -> dict[str, dict]:
+    """Uniform-random actions in a maze (any behaviour: it exercises the dict-observation,
+    goal and sparse-reward path, e.g. for AntMaze where no scripted controller exists). The
+    reference scores are D4RL's for the env family (AntMaze: 0 and 1, i.e. a return of 1 per
+    success when the evaluation env ends the episode at the goal)."""
+    from tqdm.auto import tqdm
+
+    ref = reference_scores(cfg.env_id)
+    if ref is None:
+        raise ConfigError(
+            f"The maze 'random' recipe needs D4RL reference scores for '{cfg.env_id}' (AntMaze "
+            "has them); for PointMaze use the 'waypoint' recipe, which measures its own."
+        )
+    with tqdm(total=cfg.steps, desc=f"{cfg.name} random", disable=not progress) as bar:
+        episodes = rollout_episodes(
+            lambda: make_gym_env(spec),
+            uniform_policy(spec, cfg.seed),
+            n_steps=cfg.steps,
+            n_envs=cfg.n_envs,
+            seed=cfg.seed * 1_000_003,
+            progress=bar,
+        )
+    behaviour = {"policy": "uniform random actions"}
+    return _write(cfg, "random", spec, eval_spec, episodes, ref, behaviour)
