@@ -45,10 +45,11 @@ def scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
     return sorted(points.items())
 
 
-def run_cell(argv: list[str], run_dir: Path, log: Path) -> float:
-    """Run ``lit-itpo <argv>`` (resuming from ``run_dir``'s last.ckpt); wall seconds."""
+def run_cell(argv: list[str], run_dir: Path, log: Path, resume: bool = True) -> float:
+    """Run ``lit-itpo <argv>`` (with ``resume``, from ``run_dir``'s newest checkpoint; commands
+    that resume by themselves, like ``pipeline``, pass False); wall seconds."""
     cmd = [sys.executable, "-m", "lit_itpo", *argv]
-    ckpt = last_checkpoint(run_dir)
+    ckpt = last_checkpoint(run_dir) if resume else None
     if ckpt is not None:
         cmd += ["--ckpt_path", str(ckpt)]
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))

@@ -37,6 +37,7 @@ class PipelineConfig:
         world_model_steps, policy_steps, meanflow_steps: training budgets (updates).
         policy_eval_every, policy_eval_episodes: the policy stage's evaluation episodes while
             it trains (its best score is read from them).
+        policy_batch_size: the policy stage's batch (None: its config's).
         sample_steps, sample_variance: diffusion sampling used by ITPO (5 respaced steps with
             the posterior variance: the accuracy/cost choice of benchmarks/world_model_k.py).
         particles, horizon, inner_steps: ITPO's M, H, E.
@@ -59,6 +60,7 @@ class PipelineConfig:
     meanflow_steps: int = 3000
     policy_eval_every: int = 1000
     policy_eval_episodes: int = 2
+    policy_batch_size: int | None = None
     sample_steps: int | None = 5
     sample_variance: str | None = "beta_tilde"
     particles: int = 64
@@ -213,6 +215,11 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
             str(cfg.eval_seed),
             "--trainer.callbacks.init_args.max_episode_steps",
             "null" if cfg.max_episode_steps is None else str(cfg.max_episode_steps),
+            *(
+                []
+                if cfg.policy_batch_size is None
+                else ["--data.batch_size", str(cfg.policy_batch_size)]
+            ),
         ],
         val_every=cfg.policy_eval_every,
     )
@@ -261,12 +268,14 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
         results["base"] = {  # identical in each final run: same policy, same seeds
             "normalized_score": final.get("eval/normalized_score"),
             "return_mean": final["eval/return_mean"],
+            "success_rate": final.get("eval/success_rate"),  # maze envs
         }
         results[f"itpo_{name}"] = {
             "alpha": alpha,
             "normalized_score": final.get(f"itpo/{name}/normalized_score"),
             "return_mean": final[f"itpo/{name}/return_mean"],
             "improvement": final.get(f"itpo/{name}/improvement"),
+            "success_rate": final.get(f"itpo/{name}/success_rate"),
             "ms_per_step": final[f"time/itpo_{name}_ms_per_step"],
             "fallbacks": final[f"itpo/{name}/fallbacks"],
             "nfe_per_step": final[f"itpo/{name}/nfe_per_step"],

@@ -1,0 +1,172 @@
+"""Score suite (issue 7): base ReBRAC vs ITPO with the diffusion world model vs ITPO with the
+tilted one-step MeanFlow world model, per local dataset and training seed.
+
+Each cell is one ``lit-itpo pipeline`` run (world model -> ReBRAC -> tilted MeanFlow -> alpha per
+world model on a held-out env seed -> 10 evaluation episodes on fixed seeds, base and ITPO on the
+same episodes). A resumable queue: finished cells go to ``benchmarks/results/score_suite.json``
+at once, a cell's pipeline resumes at its first unfinished stage (from that stage's newest
+checkpoint), so the suite can be finished over several sittings. Seed-major order: seed 0 of
+every dataset first.
+
+    OMP_NUM_THREADS=1 python benchmarks/score_suite.py [--datasets ...] [--seeds 0 1 2]
+        [--policy-steps 30000] [--world-model-steps 10000] [--meanflow-steps 10000]
+    python benchmarks/score_suite.py --report      # the markdown table from the JSON
+
+Needs the local datasets (``lit-itpo collect --config conf/collect/<env>.yaml``; walker2d and the
+PointMaze set included). Budgets are CPU-sized, far below the paper's 1M updates (README).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+
+from cellqueue import REPO, drain, load, run_cell, scalars
+
+from lit_itpo.data.minari_io import datasets_root
+
+NAME = "score_suite"
+DATASETS = {
+    "halfcheetah-medium": "lit_itpo/halfcheetah/medium-v0",
+    "halfcheetah-medium-replay": "lit_itpo/halfcheetah/medium-replay-v0",
+    "hopper-medium": "lit_itpo/hopper/medium-v0",
+    "hopper-medium-replay": "lit_itpo/hopper/medium-replay-v0",
+    "walker2d-medium": "lit_itpo/walker2d/medium-v0",
+    "walker2d-medium-replay": "lit_itpo/walker2d/medium-replay-v0",
+    "pointmaze-umaze": "lit_itpo/pointmaze-umaze/waypoint-v0",
+}
+# The paper's D4RL numbers (METHOD.md; D4RL data, 1M updates), for comparison only: ReBRAC ->
+# ITPO where the paper summary gives both, else the published ReBRAC score.
+PAPER = {
+    "halfcheetah-medium": "65.9 → 70.1",
+    "halfcheetah-medium-replay": "50.2 → 59.9",
+    "hopper-medium": "102.0 (ReBRAC)",
+    "hopper-medium-replay": "95.8 → 103.1",
+    "walker2d-medium": "82.5 (ReBRAC)",
+    "walker2d-medium-replay": "77.3 (ReBRAC) → 81.9",
+}
+
+
+def cell(ds: str, seed: int, args) -> dict:
+    out = REPO / "runs" / "suite" / f"{ds}-s{seed}"
+    out.mkdir(parents=True, exist_ok=True)
+    p = "--pipeline."
+    argv = [
+        "pipeline",
+        f"{p}dataset_id", DATASETS[ds], f"{p}data_dir", "null", f"{p}out_dir", str(out),
+        f"{p}world_model_config", f"conf/{ds}/world_model.yaml",
+        f"{p}policy_config", f"conf/{ds}/rebrac.yaml",
+        f"{p}meanflow_config", f"conf/{ds}/meanflow.yaml",
+        f"{p}world_model_steps", str(args.world_model_steps),
+        f"{p}policy_steps", str(args.policy_steps),
+        f"{p}meanflow_steps", str(args.meanflow_steps),
+        f"{p}policy_batch_size", str(args.batch),
+        f"{p}policy_eval_every", str(args.eval_every),
+        f"{p}policy_eval_episodes", "10",
+        f"{p}num_episodes", "10",
+        f"{p}max_episode_steps", "null",
+        f"{p}particles", str(args.particles),
+        f"{p}seed", str(seed),
+    ]  # fmt: skip
+    wall = run_cell(argv, out, out / "log.txt", resume=False)
+    res = json.loads((out / "results.json").read_text())
+    curve = scalars(out / "policy", "eval/normalized_score")
+    return {
+        "dataset": ds,
+        "seed": seed,
+        "budget": {
+            "policy": f"{args.policy_steps} x {args.batch}",
+            "world_model": args.world_model_steps,
+            "meanflow": args.meanflow_steps,
+            "particles": args.particles,
+        },
+        "base_final": res["base"]["normalized_score"],
+        "base_best": max((v for _, v in curve), default=None),
+        "base_curve": curve,
+        "itpo_diffusion": res["itpo_diffusion"]["normalized_score"],
+        "itpo_meanflow": res["itpo_meanflow"]["normalized_score"],
+        "alpha": res["alpha"],
+        "success_rate": {
+            k: res[k].get("success_rate") for k in ("base", "itpo_diffusion", "itpo_meanflow")
+        },
+        "ms_per_step": {n: res[f"itpo_{n}"]["ms_per_step"] for n in ("diffusion", "meanflow")},
+        "wall_s": wall,
+        "summary": (
+            f"base {res['base']['normalized_score']:.1f}, ITPO diffusion "
+            f"{res['itpo_diffusion']['normalized_score']:.1f}, MeanFlow "
+            f"{res['itpo_meanflow']['normalized_score']:.1f} ({wall / 60:.0f} min)"
+        ),
+        "command": "lit-itpo " + " ".join(argv),
+    }
+
+
+def report(payload: dict) -> str:
+    """Markdown: one row per dataset, mean +- std over the finished seeds."""
+    rows: dict[str, list[dict]] = {}
+    for c in payload["cells"].values():
+        rows.setdefault(c["dataset"], []).append(c)
+    lines = [
+        "| dataset | seeds | ReBRAC final | ReBRAC best | ITPO, diffusion | ITPO, MeanFlow | "
+        "alpha (diff. / MF) | budget (policy; WM; MF) | min / cell | paper (D4RL, ReBRAC → ITPO) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+
+    def ms(xs):
+        xs = [x for x in xs if x is not None]
+        if not xs:
+            return "n/a"
+        return f"{statistics.mean(xs):.1f} ± {statistics.pstdev(xs):.1f}"
+
+    for ds in DATASETS:
+        cs = sorted(rows.get(ds, []), key=lambda c: c["seed"])
+        if not cs:
+            lines.append(f"| {ds} | 0 | not run yet | | | | | | | {PAPER.get(ds, '')} |")
+            continue
+        b = cs[0]["budget"]
+        alphas = ", ".join(f"{c['alpha']['diffusion']:g} / {c['alpha']['meanflow']:g}" for c in cs)
+        lines.append(
+            f"| {ds} | {len(cs)} | {ms([c['base_final'] for c in cs])} | "
+            f"{ms([c['base_best'] for c in cs])} | {ms([c['itpo_diffusion'] for c in cs])} | "
+            f"{ms([c['itpo_meanflow'] for c in cs])} | {alphas} | "
+            f"{b['policy']}; {b['world_model'] // 1000}k; {b['meanflow'] // 1000}k | "
+            f"{statistics.mean(c['wall_s'] for c in cs) / 60:.0f} | {PAPER.get(ds, '')} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--policy-steps", type=int, default=30_000)
+    p.add_argument("--world-model-steps", type=int, default=10_000)
+    p.add_argument("--meanflow-steps", type=int, default=10_000)
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--eval-every", type=int, default=5_000)
+    p.add_argument("--particles", type=int, default=64)
+    p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--report", action="store_true", help="print the table and exit")
+    args = p.parse_args()
+    if args.report:
+        print(report(load(NAME)))
+        return
+    missing = [ds for ds in args.datasets if not (datasets_root() / DATASETS[ds]).is_dir()]
+    for ds in missing:
+        print(f"skipping {ds}: {DATASETS[ds]} is not under {datasets_root()} (lit-itpo collect)")
+    cells = [
+        (f"{ds}/s{seed}", lambda ds=ds, seed=seed: cell(ds, seed, args))
+        for seed in args.seeds
+        for ds in args.datasets
+        if ds not in missing
+    ]
+    meta = {
+        "command": "python benchmarks/score_suite.py "
+        f"--policy-steps {args.policy_steps} --world-model-steps {args.world_model_steps} "
+        f"--meanflow-steps {args.meanflow_steps} --batch {args.batch} --particles {args.particles}",
+    }
+    payload = drain(NAME, cells, meta)
+    print(report(payload))
+
+
+if __name__ == "__main__":
+    main()
