@@ -269,6 +269,8 @@ def test_baseline_fit_smoke(algo, tiny_root, tmp_path):
     assert cli.trainer.global_step == 20
     m = cli.trainer.callback_metrics
     assert torch.isfinite(m["eval/return_mean"]) and torch.isfinite(m["train/critic/loss"])
+    if algo == "td3bc":  # TD3BCLoss's own Q(s, a) and target, logged (was a constant 0 once)
+        assert float(m["train/critic/q_mean"]) != 0.0 and "train/critic/target_mean" in m
     # the evaluated policy is the trained one (TorchRL keeps its own parameter copy)
     import inspect
 

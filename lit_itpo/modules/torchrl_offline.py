@@ -160,9 +160,8 @@ class TD3BCModule(_TorchRLOffline):
         opt_critic.step()
         info = {
             "critic/loss": q_loss.detach(),
-            "critic/q_mean": q_info["state_action_value_qvalue"].mean()
-            if "state_action_value_qvalue" in q_info
-            else q_loss.detach() * 0,
+            "critic/q_mean": q_info["pred_value"].mean(),  # TD3BCLoss's detached Q(s, a)
+            "critic/target_mean": q_info["target_value"].mean(),
         }
         if self.global_step % self.hparams.policy_freq == 0:
             a_loss, a_info = self.loss_module.actor_loss(td)

@@ -1,0 +1,198 @@
+"""ITPO cost study (issue 7): score gain vs milliseconds per env step across M (particles),
+H (horizon) and E (inner steps) for the diffusion and the one-step MeanFlow world model, and the
+share of each ITPO step spent in the imagined rollout (forward) vs backpropagation through it.
+
+One factor at a time around the default (M 64, H 5, E 1): M in {16, 64, 256}, H in {1, 3, 5, 10},
+E in {1, 2, 4}. Each point runs real evaluation episodes (the dataset's env through TorchRL) with
+ITPO and with the base policy on the same seeds; the gain is the mean return difference, the
+time is the wall time of the ITPO step per env step. The rollout/backprop split times, on the
+same observations and noise, the vmapped objective alone (forward) and its gradient (forward
+and backward): backprop = grad - forward.
+
+    OMP_NUM_THREADS=1 python benchmarks/cost_study.py [--run-dir runs/pipeline/embedded]
+        [--episodes 5] [--steps 200] [--quick]
+    python benchmarks/cost_study.py --report
+
+Uses the checkpoints of the main job (``lit-itpo pipeline``, the embedded dataset); it runs that
+job first when they are missing. Alpha per world model is the one the pipeline chose (the
+paper's grid; 5e-5 where the pipeline kept the base policy). Resumable: finished points are
+written to benchmarks/results/cost_study.json at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+from cellqueue import REPO, drain, load
+from common import timeit
+
+from lit_itpo.itpo import ITPOConfig, ITPOEngine
+
+NAME = "cost_study"
+DEFAULT = {"M": 64, "H": 5, "E": 1}
+GRID = {"M": [16, 64, 256], "H": [1, 3, 5, 10], "E": [1, 2, 4]}
+
+
+def points() -> list[dict]:
+    """The default point and every one-factor change of it, once each."""
+    out = [dict(DEFAULT)]
+    for k, values in GRID.items():
+        out += [DEFAULT | {k: v} for v in values if v != DEFAULT[k]]
+    return out
+
+
+class Setup:
+    """The main job's policy and world models on the embedded dataset, loaded once."""
+
+    def __init__(self, run_dir: Path):
+        from lit_itpo.data.datamodule import MinariDataModule
+        from lit_itpo.modules.meanflow import load_meanflow
+        from lit_itpo.modules.rebrac import load_policy
+        from lit_itpo.modules.world_model import load_world_model
+
+        if not (run_dir / "results.json").is_file():
+            from lit_itpo.cli import main as cli_main
+
+            cli_main(["pipeline", "--pipeline.out_dir", str(run_dir)])
+        res = json.loads((run_dir / "results.json").read_text())
+        self.dm = MinariDataModule(res["dataset_id"], data_dir=res["config"]["data_dir"])
+        self.dm.setup()
+        self.policy = load_policy(run_dir / "policy.ckpt")
+        self.world_models = {
+            "diffusion": load_world_model(run_dir / "world_model.ckpt"),
+            "meanflow": load_meanflow(run_dir / "meanflow.ckpt"),
+        }
+        steps, var = res["config"]["sample_steps"], res["config"]["sample_variance"]
+        tr = self.world_models["diffusion"].transition
+        tr.set_sample_steps(steps or tr.steps, var)
+        self.alpha = {n: a or 5e-5 for n, a in res["alpha"].items()}
+        self.run_dir = run_dir
+
+    def episodes(self, act, n: int, steps: int) -> torch.Tensor:
+        from lit_itpo.evaluation import run_episodes
+
+        res = run_episodes(
+            act,
+            self.dm.env_spec,
+            [1_000_000 + i for i in range(n)],
+            obs_keys=self.dm.info.obs_keys,
+            max_episode_steps=steps,
+        )
+        return res["return"]
+
+
+def measure(setup: Setup, name: str, pt: dict, args, base: torch.Tensor) -> dict:
+    wm, pol = setup.world_models[name], setup.policy
+    hp = pol.hparams
+    cfg = ITPOConfig(
+        horizon=pt["H"],
+        particles=pt["M"],
+        inner_steps=pt["E"],
+        lr=setup.alpha[name],
+        reward_scale=hp.get("reward_scale", 1.0),
+        reward_bias=hp.get("reward_bias", 0.0),
+    )
+    engine = ITPOEngine(pol.actor, pol.critic, wm, cfg)
+    gens = [torch.Generator().manual_seed(1_000_000 + i) for i in range(args.episodes)]
+    spent = {"t": 0.0, "n": 0}
+
+    def act(obs):
+        t0 = time.perf_counter()
+        noise = torch.cat([wm.sample_noise(1, cfg.particles, cfg.horizon, g) for g in gens])
+        a = engine.step(obs, noise)
+        spent["t"] += time.perf_counter() - t0
+        spent["n"] += 1
+        return a
+
+    with torch.enable_grad():
+        ret = setup.episodes(act, args.episodes, args.steps)
+        # rollout (forward) vs backprop: the same observations and noise, timed alone
+        obs = torch.as_tensor(setup.dm.transitions["observation"][: args.episodes])
+        noise = wm.sample_noise(args.episodes, cfg.particles, cfg.horizon, gens[0])
+        engine.reset(args.episodes)
+        params = dict(engine.params)
+        fwd = timeit(lambda: engine._value(params, obs, noise), min_time=args.min_time)
+        full = timeit(lambda: engine._grad_value(params, obs, noise), min_time=args.min_time)
+    gain = ret - base
+    return {
+        "world_model": name,
+        **pt,
+        "alpha": cfg.lr,
+        "episodes": args.episodes,
+        "steps": args.steps,
+        "gain_mean": float(gain.mean()),
+        "gain_std": float(gain.std(unbiased=False)),
+        "base_return": float(base.mean()),
+        "itpo_return": float(ret.mean()),
+        "ms_per_env_step": 1e3 * spent["t"] / max(spent["n"], 1),
+        "nfe_per_step": wm.nfe_per_step * pt["H"] * pt["E"],
+        "ms_rollout_forward": 1e3 * fwd,
+        "ms_forward_backward": 1e3 * full,
+        "rollout_share": fwd / full,
+        "backprop_share": 1 - fwd / full,
+        "summary": f"gain {float(gain.mean()):+.1f}, {1e3 * spent['t'] / max(spent['n'], 1):.0f} ms",
+    }
+
+
+def report(payload: dict) -> str:
+    lines = [
+        "| world model | M | H | E | net evals / step | ms / env step | gain (return, mean ± std) "
+        "| rollout : backprop |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    cells = sorted(
+        payload["cells"].values(), key=lambda c: (c["world_model"], c["M"], c["H"], c["E"])
+    )
+    for c in cells:
+        lines.append(
+            f"| {c['world_model']} | {c['M']} | {c['H']} | {c['E']} | {c['nfe_per_step']} | "
+            f"{c['ms_per_env_step']:.0f} | {c['gain_mean']:+.1f} ± {c['gain_std']:.1f} | "
+            f"{100 * c['rollout_share']:.0f}% : {100 * c['backprop_share']:.0f}% |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--run-dir", default="runs/pipeline/embedded")
+    p.add_argument("--episodes", type=int, default=5)
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--min-time", type=float, default=1.0)
+    p.add_argument("--quick", action="store_true", help="2 episodes x 20 steps, M 16 only")
+    p.add_argument("--report", action="store_true")
+    args = p.parse_args()
+    if args.report:
+        print(report(load(NAME)))
+        return
+    name = NAME
+    pts = points()
+    if args.quick:
+        args.episodes, args.steps, args.min_time, name = 2, 20, 0.1, NAME + "_quick"
+        pts = [DEFAULT | {"M": 16}]
+    torch.manual_seed(0)
+    setup = Setup(REPO / args.run_dir)
+    with torch.no_grad():
+        base = setup.episodes(setup.policy.act, args.episodes, args.steps)
+    cells = [
+        (
+            f"{wm}/M{pt['M']}/H{pt['H']}/E{pt['E']}",
+            lambda wm=wm, pt=pt: measure(setup, wm, pt, args, base),
+        )
+        for wm in ("meanflow", "diffusion")
+        for pt in pts
+    ]
+    meta = {
+        "command": f"python benchmarks/cost_study.py --run-dir {args.run_dir} "
+        f"--episodes {args.episodes} --steps {args.steps}",
+        "torch_threads": torch.get_num_threads(),
+    }
+    payload = drain(name, cells, meta)
+    print(report(payload))
+
+
+if __name__ == "__main__":
+    main()
