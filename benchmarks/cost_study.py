@@ -118,6 +118,7 @@ def measure(setup: Setup, name: str, pt: dict, args, base: torch.Tensor) -> dict
         fwd = timeit(lambda: engine._value(params, obs, noise), min_time=args.min_time)
         full = timeit(lambda: engine._grad_value(params, obs, noise), min_time=args.min_time)
     gain = ret - base
+    ms = 1e3 * spent["t"] / max(spent["n"], 1)
     return {
         "world_model": name,
         **pt,
@@ -128,13 +129,13 @@ def measure(setup: Setup, name: str, pt: dict, args, base: torch.Tensor) -> dict
         "gain_std": float(gain.std(unbiased=False)),
         "base_return": float(base.mean()),
         "itpo_return": float(ret.mean()),
-        "ms_per_env_step": 1e3 * spent["t"] / max(spent["n"], 1),
+        "ms_per_env_step": ms,
         "nfe_per_step": wm.nfe_per_step * pt["H"] * pt["E"],
         "ms_rollout_forward": 1e3 * fwd,
         "ms_forward_backward": 1e3 * full,
         "rollout_share": fwd / full,
         "backprop_share": 1 - fwd / full,
-        "summary": f"gain {float(gain.mean()):+.1f}, {1e3 * spent['t'] / max(spent['n'], 1):.0f} ms",
+        "summary": f"gain {float(gain.mean()):+.1f}, {ms:.0f} ms",
     }
 
 
