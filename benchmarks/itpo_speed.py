@@ -102,6 +102,8 @@ def main() -> None:
     critic = TwinCritic(OBS, ACT, [256, 256, 256]).to(dev).requires_grad_(False)
     kinds = ["diffusion_k5", "meanflow_k1", "meanflow_k2"]
     Ms = [16, 64] if args.quick else [16, 64, 256]
+    if dev.startswith("cuda") and not args.quick:
+        Ms += [1024, 4096]  # the paper's GPU particle count (issue 7's GPU timing: M 4096, E 1)
     Es = [1] if args.quick else [1, 5]
     rows = []
     for kind in kinds:
@@ -109,7 +111,7 @@ def main() -> None:
         for E in Es:
             for M in Ms:
                 for n_env in (1, 10):
-                    if n_env == 10 and M == 256 and E == 5:
+                    if n_env == 10 and M >= 256 and E == 5 and not dev.startswith("cuda"):
                         continue  # ~seconds per step on 2 cores; adds nothing to the picture
                     ms = itpo_ms(wm, actor, critic, n_env, M, E, dev, t)
                     fl = step_flops(wm, actor, critic, n_env, M, E)

@@ -1,0 +1,167 @@
+"""Render docs/RESULTS.md from the committed benchmark JSON under benchmarks/results/.
+
+    python benchmarks/render_results.py
+
+Every table comes from one benchmark's JSON, with the command that made it, the machine it ran
+on and the dates of its cells; a benchmark not run yet says so. Rerun this after any benchmark.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import cost_study
+import itpo_options
+import meanflow_quality
+import policy_quality
+import score_suite
+from cellqueue import REPO
+from common import RESULTS
+
+from lit_itpo.utils import atomic_write_text
+
+OUT = REPO / "docs" / "RESULTS.md"
+
+
+def _read(name: str) -> dict | None:
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def provenance(payload: dict) -> str:
+    """Command, machine(s) and date range of a results JSON (per-cell or whole-run)."""
+    machines = [c["machine"] for c in payload.get("cells", {}).values() if "machine" in c]
+    if "machine" in payload:
+        machines.append(payload["machine"])
+    kinds = sorted(
+        {
+            f"{m['cpu']} ({m['cores']} cores, {m['torch_threads']} torch thread"
+            f"{'s' if m['torch_threads'] != 1 else ''}"
+            + (f", GPU {m['cuda']}" if m.get("cuda") else ", no GPU")
+            + ")"
+            for m in machines
+        }
+    )
+    dates = sorted(m["date"] for m in machines if m.get("date"))
+    commits = sorted({m["commit"] for m in machines if m.get("commit")})
+    when = f"{dates[0]} – {dates[-1]}" if len(dates) > 1 else (dates[0] if dates else "?")
+    return (
+        f"Command: `{payload.get('command', '?')}`  \n"
+        f"Machine: {'; '.join(kinds) or '?'}  \n"
+        f"Date: {when}; commits {', '.join(commits) or '?'}"
+    )
+
+
+def speed_table(payload: dict) -> str:
+    lines = [
+        "| world model | M | E | episodes | ms / env step | net evals / step "
+        "| share of matmul peak |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in payload["rows"]:
+        lines.append(
+            f"| {r['world_model']} | {r['M']} | {r['E']} | {r['episodes']} | "
+            f"{r['ms_per_env_step']:.1f} | {r['nfe_per_step']} | "
+            f"{100 * r['share_of_matmul_peak']:.0f}% |"
+        )
+    peak = payload.get("matmul_peak_gflop_per_s")
+    if peak:
+        lines.append(f"\nfp32 matmul peak measured on that machine: {peak:.0f} GFLOP/s.")
+    return "\n".join(lines)
+
+
+SECTIONS = [
+    (
+        "Scores: ReBRAC vs ITPO (diffusion world model) vs ITPO (tilted one-step MeanFlow)",
+        "score_suite",
+        score_suite.report,
+        "D4RL-normalised score (PointMaze: the dataset's reference returns), mean ± std over the "
+        "finished training seeds; final = the last checkpoint on 10 episodes with fixed seeds, "
+        "best = the best of the policy's evaluations during training (10 episodes each); ITPO "
+        "runs on the final policy with alpha chosen per world model on a held-out env seed. The "
+        "paper column is D4RL data at 1M updates: not comparable in budget or data.",
+    ),
+    (
+        "Cost study: score gain vs ms per env step",
+        "cost_study",
+        cost_study.report,
+        "The main job's checkpoints (embedded dataset, weak 5k-update policy): the gain is the "
+        "return difference over 5 episodes of 200 steps, same seeds (a cost study, not a score).",
+    ),
+    (
+        "Offline policies (stage 2)",
+        "policy_quality",
+        policy_quality.report,
+        "Mean ± std over the finished seeds; behaviour data = the dataset's mean normalised "
+        "return.",
+    ),
+    (
+        "World-model accuracy: MeanFlow vs diffusion (stage 3)",
+        "meanflow_quality",
+        meanflow_quality.report,
+        "RMSE in normalised units on held-out episodes and on the policy's own state-actions.",
+    ),
+    (
+        "ITPO step cost (CPU)",
+        "itpo_speed_cpu",
+        speed_table,
+        "H = 5; untrained networks at the paper's sizes (cost does not depend on the weights).",
+    ),
+    (
+        "ITPO step cost (GPU: ms per ITPO step at H = 5, E = 1, M up to 4096)",
+        "itpo_speed_cuda",
+        speed_table,
+        "",
+    ),
+    (
+        "ITPO options beyond the paper",
+        "itpo_options",
+        itpo_options.report,
+        "Embedded smoke-run policy and world models, 5 episodes x 200 steps, one seed: indicative.",
+    ),
+]
+
+
+def render() -> str:
+    parts = [
+        "# Results",
+        "",
+        "Rendered by `python benchmarks/render_results.py` from `benchmarks/results/*.json`; do "
+        "not edit by hand. Each table names the command that made it (rerun it to reproduce; "
+        "the queues resume where they stopped), the machine and the dates.",
+    ]
+    for title, name, fn, note in SECTIONS:
+        parts += ["", f"## {title}", ""]
+        payload = _read(name)
+        if payload is None:
+            parts.append(f"Not run yet (`benchmarks/results/{name}.json` is absent).")
+            if name == "itpo_speed_cuda":
+                parts.append(
+                    "No GPU was lent to the sessions that built this project so far; on a GPU "
+                    "machine run `python benchmarks/itpo_speed.py --device cuda`."
+                )
+            continue
+        if note:
+            parts += [note, ""]
+        parts += [fn(payload), "", provenance(payload)]
+    parts += [
+        "",
+        "## Multi-process (DDP) checks",
+        "",
+        "Not a benchmark: `tests/test_ddp.py` (default suite) trains the world-model, MeanFlow "
+        "and ReBRAC stages on 2 CPU processes (gloo) and checks the replicas stay bit-identical "
+        "while their batches differ, and runs the ITPO evaluation on 2 processes against 1 "
+        "(every episode once; returns equal to 1e-6 relative).",
+    ]
+    return "\n".join(parts) + "\n"
+
+
+def main() -> None:
+    text = render()
+    atomic_write_text(text, OUT)
+    sys.stdout.write(f"wrote {OUT}\n")
+
+
+if __name__ == "__main__":
+    main()
