@@ -1,0 +1,53 @@
+"""The benchmark reports render from their JSON (the committed files, and synthetic cells for
+queues that have not finished anything yet)."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+
+def test_results_page_renders_every_section_from_committed_json():
+    import render_results
+
+    text = render_results.render()
+    for title, *_ in render_results.SECTIONS:
+        assert f"## {title}" in text
+    assert "Command: `python benchmarks/policy_quality.py" in text  # committed JSON is rendered
+
+
+@pytest.fixture
+def machine():
+    return {"cpu": "x", "cores": 2, "torch_threads": 1, "date": "2026-11-24", "commit": "abc"}
+
+
+def test_score_suite_report_means_over_seeds(machine):
+    import score_suite
+
+    def cell(seed, base, diff, mf):
+        return {
+            "dataset": "hopper-medium", "seed": seed, "base_final": base, "base_best": base + 1,
+            "itpo_diffusion": diff, "itpo_meanflow": mf,
+            "alpha": {"diffusion": 5e-5, "meanflow": 0.0}, "wall_s": 600.0, "machine": machine,
+            "budget": {"policy": "30000 x 256", "world_model": 10000, "meanflow": 10000},
+        }  # fmt: skip
+
+    payload = {"cells": {"a": cell(0, 10.0, 12.0, 9.0), "b": cell(1, 20.0, 22.0, 11.0)}}
+    row = next(ln for ln in score_suite.report(payload).splitlines() if "hopper-medium |" in ln)
+    assert "| 2 | 15.0 ± 5.0 | 16.0 ± 5.0 | 17.0 ± 5.0 | 10.0 ± 1.0 |" in row
+    assert "5e-05 / 0, 5e-05 / 0" in row and "| 10 |" in row  # alphas, minutes per cell
+    assert "not run yet" in score_suite.report(payload)  # the other datasets
+
+
+def test_cost_study_points_change_one_factor_at_a_time():
+    import cost_study
+
+    pts = cost_study.points()
+    assert len(pts) == len({tuple(p.values()) for p in pts}) == 1 + 2 + 3 + 2
+    for p in pts:
+        assert sum(p[k] != v for k, v in cost_study.DEFAULT.items()) <= 1
