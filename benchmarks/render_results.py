@@ -149,10 +149,10 @@ def render() -> str:
         "",
         "## Multi-process (DDP) checks",
         "",
-        "Not a benchmark: `tests/test_ddp.py` (default suite) trains the world-model, MeanFlow "
-        "and ReBRAC stages on 2 CPU processes (gloo) and checks the replicas stay bit-identical "
-        "while their batches differ, and runs the ITPO evaluation on 2 processes against 1 "
-        "(every episode once; returns equal to 1e-6 relative).",
+        "Not a benchmark: `tests/test_ddp.py` (default suite) trains the world-model, MeanFlow, "
+        "ReBRAC, TD3+BC and IQL stages on 2 CPU processes (gloo) and checks the replicas stay "
+        "bit-identical while their batches differ, and runs the ITPO evaluation on 2 processes "
+        "against 1 (every episode once; returns equal to 1e-6 relative).",
     ]
     return "\n".join(parts) + "\n"
 

@@ -16,22 +16,29 @@ class WeightSyncProbe(pl.Callback):
     def __init__(self):
         self.first_batch = None
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if self.first_batch is None:
-            self.first_batch = float(batch["observation"].double().sum())
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        out = os.environ["LIT_ITPO_PROBE_DIR"]
-        sums = {
+    @staticmethod
+    def checksums(pl_module) -> dict[str, float]:
+        return {
             n: float(p.detach().double().sum()) + float(p.detach().double().abs().sum())
             for n, p in pl_module.named_parameters()
             if p.requires_grad
         }
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self.first_batch is None:
+            self.first_batch = float(batch["observation"].double().sum())
+            self.initial = self.checksums(pl_module)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        out = os.environ["LIT_ITPO_PROBE_DIR"]
+        record = {
+            "world_size": trainer.world_size,
+            "first_batch": self.first_batch,
+            "initial": self.initial,
+            "sums": self.checksums(pl_module),
+        }
         with open(os.path.join(out, f"rank{trainer.global_rank}.json"), "w") as fh:
-            json.dump(
-                {"world_size": trainer.world_size, "first_batch": self.first_batch, "sums": sums},
-                fh,
-            )
+            json.dump(record, fh)
 
 
 class EvalProbe(pl.Callback):

@@ -22,6 +22,7 @@ SMALL = {
                "--trainer.callbacks.init_args.num_episodes", "3",
                "--trainer.callbacks.init_args.max_episode_steps", "5"],
 }  # fmt: skip
+SMALL["td3bc"] = SMALL["iql"] = SMALL["rebrac"]
 
 
 @pytest.mark.parametrize(
@@ -34,6 +35,9 @@ SMALL = {
         ("meanflow", "ddp"),
         # ReBRAC's critic and actor steps each leave the other's parameters without gradients.
         ("rebrac", "ddp_find_unused_parameters_true"),
+        # the baselines on TorchRL's losses (their parameters live in the loss module)
+        ("td3bc", "ddp_find_unused_parameters_true"),
+        ("iql", "ddp_find_unused_parameters_true"),
     ],
 )
 def test_two_processes_keep_replicas_in_sync(stage, strategy, tiny_root, tmp_path):
@@ -61,6 +65,8 @@ def test_two_processes_keep_replicas_in_sync(stage, strategy, tiny_root, tmp_pat
     assert r0["sums"].keys() == r1["sums"].keys() and len(r0["sums"]) > 0
     for name, value in r0["sums"].items():
         assert value == r1["sums"][name], name
+    moved = [n for n in r0["sums"] if r0["sums"][n] != r0["initial"][n]]
+    assert len(moved) > len(r0["sums"]) // 2, moved  # training changed the weights
 
 
 def _validate_itpo(tiny_pipeline, out, devices: int) -> list[dict]:
