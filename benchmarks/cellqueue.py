@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -23,6 +24,14 @@ REPO = Path(__file__).resolve().parent.parent
 def load(name: str) -> dict:
     path = RESULTS / f"{name}.json"
     return json.loads(path.read_text()) if path.is_file() else {"cells": {}}
+
+
+def mean_std(xs) -> str:
+    """``mean ± std`` (population std) of the values that are not None, or ``n/a``."""
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return "n/a"
+    return f"{statistics.mean(xs):.1f} ± {statistics.pstdev(xs):.1f}"
 
 
 def last_checkpoint(run_dir: Path) -> Path | None:

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 
 from cellqueue import REPO, drain, load, run_cell, scalars
+from cellqueue import mean_std as ms
 
 from lit_itpo.data.minari_io import datasets_root
 
@@ -82,9 +82,6 @@ def report(payload: dict) -> str:
         "| dataset | algorithm | seeds | final | best | behaviour data | budget |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-
-    def ms(xs):
-        return f"{statistics.mean(xs):.1f} ± {statistics.pstdev(xs):.1f}"
 
     for (ds, algo), cs in sorted(rows.items()):
         beh = behaviour_score(DATASETS[ds])

@@ -23,6 +23,7 @@ import json
 import statistics
 
 from cellqueue import REPO, drain, load, run_cell, scalars
+from cellqueue import mean_std as ms
 
 from lit_itpo.data.minari_io import datasets_root
 
@@ -111,12 +112,6 @@ def report(payload: dict) -> str:
         "alpha (diff. / MF) | budget (policy; WM; MF) | min / cell | paper (D4RL, ReBRAC → ITPO) |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-
-    def ms(xs):
-        xs = [x for x in xs if x is not None]
-        if not xs:
-            return "n/a"
-        return f"{statistics.mean(xs):.1f} ± {statistics.pstdev(xs):.1f}"
 
     for ds in DATASETS:
         cs = sorted(rows.get(ds, []), key=lambda c: c["seed"])
