@@ -75,10 +75,10 @@ class PipelineConfig:
 
 
 def _data_args(cfg: PipelineConfig) -> list[str]:
-    args = ["--data.dataset_id", cfg.dataset_id]
-    if cfg.data_dir is not None:
-        args += ["--data.data_dir", cfg.data_dir]
-    return args
+    """The dataset for every stage; data_dir always, so a stage config's own (e.g. the ITPO
+    config's ``embedded``) never wins over the pipeline's (None: Minari's default root)."""
+    data_dir = "null" if cfg.data_dir is None else cfg.data_dir
+    return ["--data.dataset_id", cfg.dataset_id, "--data.data_dir", data_dir]
 
 
 def _stage_args(out: Path, stage: str, seed: int) -> list[str]:

@@ -330,3 +330,19 @@ def test_pipeline_stage_resumes_from_its_last_checkpoint(tiny_root, tmp_path):
     ev.Reload()
     steps = [e.step for e in ev.Scalars("train/loss")]
     assert steps and min(steps) >= 9  # it went on from update 10 (a fresh run logs from 1)
+
+
+def test_pipeline_passes_its_data_dir_to_every_stage(tmp_path):
+    """A pipeline on a dataset outside the embedded root reaches the ITPO stage with that root
+    (the ITPO config names ``data_dir: embedded``; the pipeline's value must win, None too)."""
+    from lit_itpo import pipeline
+
+    cfg = pipeline.PipelineConfig(dataset_id="x/y/z-v0", data_dir=None, out_dir=str(tmp_path))
+    args = pipeline._data_args(cfg)
+    assert args == ["--data.dataset_id", "x/y/z-v0", "--data.data_dir", "null"]
+    from jsonargparse import ArgumentParser
+
+    p = ArgumentParser()
+    p.add_argument("--data.data_dir", type=str | None, default="embedded")
+    p.add_argument("--data.dataset_id", type=str)
+    assert p.parse_args(args).data.data_dir is None  # "null" parses to None
