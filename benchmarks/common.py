@@ -49,6 +49,8 @@ def machine() -> dict:
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "commit": commit,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        # runnable processes averaged over the last minute: > cores means timings are shared
+        "load_avg_1min": round(os.getloadavg()[0], 2),
     }
 
 

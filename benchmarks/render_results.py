@@ -43,6 +43,9 @@ def provenance(payload: dict) -> str:
             for m in machines
         }
     )
+    loads = [m["load_avg_1min"] for m in machines if "load_avg_1min" in m]
+    if loads:
+        kinds = [f"{k}, load average {min(loads):.1f}-{max(loads):.1f}" for k in kinds]
     dates = sorted(m["date"] for m in machines if m.get("date"))
     commits = sorted({m["commit"] for m in machines if m.get("commit")})
     when = f"{dates[0]} – {dates[-1]}" if len(dates) > 1 else (dates[0] if dates else "?")
