@@ -180,6 +180,12 @@ def test_maze_recipes_are_checked(tmp_path):
             CollectConfig(env_id="PointMaze_UMaze-v3", recipes=["medium"], data_dir=str(tmp_path)),
             progress=False,
         )
+    with pytest.raises(ConfigError, match="reference scores"):  # PointMaze random: no D4RL ref
+        collect(
+            CollectConfig(env_id="PointMaze_UMaze-v3", recipes=["random"], data_dir=str(tmp_path)),
+            progress=False,
+        )
+    assert not any(tmp_path.iterdir())
     with pytest.raises(ConfigError, match="do not apply"):  # no scripted AntMaze controller
         collect(
             CollectConfig(env_id="AntMaze_UMaze-v4", recipes=["waypoint"], data_dir=str(tmp_path)),
