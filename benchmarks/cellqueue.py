@@ -31,6 +31,8 @@ def mean_std(xs) -> str:
     xs = [x for x in xs if x is not None]
     if not xs:
         return "n/a"
+    if len(xs) == 1:  # one seed: no spread to report
+        return f"{xs[0]:.1f}"
     return f"{statistics.mean(xs):.1f} ± {statistics.pstdev(xs):.1f}"
 
 

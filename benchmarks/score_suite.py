@@ -109,7 +109,8 @@ def report(payload: dict) -> str:
         rows.setdefault(c["dataset"], []).append(c)
     lines = [
         "| dataset | seeds | ReBRAC final | ReBRAC best | ITPO, diffusion | ITPO, MeanFlow | "
-        "alpha (diff. / MF) | budget (policy; WM; MF) | min / cell | paper (D4RL, ReBRAC → ITPO) |",
+        "alpha (diff. / MF) | budget (policy; WM; MF) | min / cell (last sitting) | "
+        "paper (D4RL, ReBRAC → ITPO) |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
 
