@@ -13,6 +13,7 @@ from lit_itpo.collect.recipes import CollectConfig, _stream_episodes, collect
 from lit_itpo.collect.sac import SACConfig, load_stream, train_sac
 from lit_itpo.data.minari_io import minari_root
 from lit_itpo.errors import ConfigError, EnvSpecError
+from tests.conftest import REPO
 
 TINY_SAC = {
     "total_frames": 1000,
@@ -221,7 +222,7 @@ def test_antmaze_dataset_trains_and_evaluates_with_success_rate(tmp_path):
     out = tmp_path / "run"
     cli = lightning_main(
         [
-            "fit", "--config", "conf/antmaze-umaze/rebrac.yaml",
+            "fit", "--config", str(REPO / "conf/antmaze-umaze/rebrac.yaml"),
             "--data.dataset_id", "D4RL/antmaze/random-v1", "--data.data_dir", str(tmp_path),
             "--data.batch_size", "64", "--model.init_args.hidden", "[32, 32]",
             "--trainer.max_steps", "10", "--trainer.val_check_interval", "10",
