@@ -30,7 +30,7 @@ import torch
 from cellqueue import REPO, drain, load
 from common import timeit
 
-from lit_itpo.itpo import ITPOConfig, ITPOEngine
+from lit_itpo.itpo import ITPOConfig, ITPOEngine, episode_generators, episode_noise
 
 NAME = "cost_study"
 DEFAULT = {"M": 64, "H": 5, "E": 1}
@@ -97,12 +97,12 @@ def measure(setup: Setup, name: str, pt: dict, args, base: torch.Tensor) -> dict
         reward_bias=hp.get("reward_bias", 0.0),
     )
     engine = ITPOEngine(pol.actor, pol.critic, wm, cfg)
-    gens = [torch.Generator().manual_seed(1_000_000 + i) for i in range(args.episodes)]
+    gens = episode_generators([1_000_000 + i for i in range(args.episodes)])  # as ITPOCallback
     spent = {"t": 0.0, "n": 0}
 
     def act(obs):
         t0 = time.perf_counter()
-        noise = torch.cat([wm.sample_noise(1, cfg.particles, cfg.horizon, g) for g in gens])
+        noise = episode_noise(wm, gens, cfg.particles, cfg.horizon)
         a = engine.step(obs, noise)
         spent["t"] += time.perf_counter() - t0
         spent["n"] += 1

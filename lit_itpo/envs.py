@@ -11,9 +11,14 @@ import gymnasium as gym
 from lit_itpo.errors import EnvSpecError
 
 
+def is_maze(env_id: str) -> bool:
+    """PointMaze / AntMaze (gymnasium-robotics): dict observations with a goal, ``success``."""
+    return "Maze" in env_id
+
+
 def register_env_packages(env_id: str) -> None:
     """Import the package that registers ``env_id`` (gymnasium-robotics for mazes)."""
-    if "Maze" in env_id or "Adroit" in env_id or "Fetch" in env_id:
+    if is_maze(env_id) or "Adroit" in env_id or "Fetch" in env_id:
         import gymnasium_robotics
 
         gym.register_envs(gymnasium_robotics)

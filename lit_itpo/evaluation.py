@@ -21,7 +21,7 @@ from torchrl.data import Unbounded
 from torchrl.envs import DoubleToFloat, GymEnv, SerialEnv, StepCounter, TransformedEnv
 from torchrl.envs.libs.gym import default_info_dict_reader
 
-from lit_itpo.envs import register_env_packages
+from lit_itpo.envs import is_maze, register_env_packages
 from lit_itpo.errors import EnvSpecError
 
 
@@ -59,7 +59,7 @@ def make_eval_env(env_spec: str, seed: int, max_episode_steps: int | None = None
             f"Evaluation env '{env_id}' with kwargs {kwargs} cannot be made ({exc}); install its "
             "package (gymnasium[mujoco], gymnasium-robotics) or fix the dataset's env spec."
         ) from exc
-    if "Maze" in env_id:
+    if is_maze(env_id):
         base.set_info_dict_reader(_SuccessReader())
     env = TransformedEnv(base, DoubleToFloat())
     if max_episode_steps is not None:
@@ -129,7 +129,7 @@ def run_episodes(
             "return": torch.zeros(0, dtype=torch.float64),
             "length": torch.zeros(0, dtype=torch.int64),
         }
-        if "Maze" in _spec_dict(env_spec)["id"]:
+        if is_maze(_spec_dict(env_spec)["id"]):
             empty["success"] = torch.zeros(0, dtype=torch.float64)
         return empty
     if action_bounds is not None:

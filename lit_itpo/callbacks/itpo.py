@@ -17,7 +17,7 @@ import torch
 
 from lit_itpo.callbacks.evaluation import EpisodeEvalCallback
 from lit_itpo.errors import ConfigError
-from lit_itpo.itpo import ITPOConfig, ITPOEngine
+from lit_itpo.itpo import ITPOConfig, ITPOEngine, episode_generators, episode_noise
 
 
 class ITPOCallback(EpisodeEvalCallback):
@@ -143,13 +143,14 @@ class ITPOCallback(EpisodeEvalCallback):
             for name, wm in self.world_models.items():
                 engine = ITPOEngine(pl_module.actor, pl_module.critic, wm, cfg)
                 stats = {"steps": 0, "time": 0.0, "before": [], "after": [], "imagined": []}
-                gens = self.noise_generators(trainer, pl_module.device)
+                mine = self.episodes_for_rank(trainer.global_rank, trainer.world_size)
+                gens = episode_generators(
+                    [self.seed + i for i in mine], self.noise_seed, pl_module.device
+                )
 
                 def act(obs, engine=engine, stats=stats, gens=gens, wm=wm):
                     t0 = time.perf_counter()
-                    noise = torch.cat(
-                        [wm.sample_noise(1, cfg.particles, cfg.horizon, g) for g in gens]
-                    )
+                    noise = episode_noise(wm, gens, cfg.particles, cfg.horizon)
                     action = engine.step(obs, noise)
                     stats["time"] += time.perf_counter() - t0
                     stats["before"].append(engine.last["objective_before"].mean())
@@ -182,13 +183,6 @@ class ITPOCallback(EpisodeEvalCallback):
                 if trainer.is_global_zero:
                     self._figure(trainer, pl_module, name, base, res, stats)
         pl_module.log_dict({k: v.float() for k, v in metrics.items()}, rank_zero_only=False)
-
-    def noise_generators(self, trainer: pl.Trainer, device) -> list[torch.Generator]:
-        """One generator per episode of this rank, seeded from (noise_seed, env seed)."""
-        return [
-            torch.Generator(device=device).manual_seed(self.noise_seed * 1_000_003 + self.seed + i)
-            for i in self.episodes_for_rank(trainer.global_rank, trainer.world_size)
-        ]
 
     @staticmethod
     @torch.no_grad()

@@ -40,7 +40,7 @@ from lit_itpo.collect.sac import (
 )
 from lit_itpo.data.minari_io import datasets_root
 from lit_itpo.data.scores import env_family, normalized_score, reference_scores
-from lit_itpo.envs import gym_spec, make_gym_env
+from lit_itpo.envs import gym_spec, is_maze, make_gym_env
 from lit_itpo.errors import ConfigError, EnvSpecError
 from lit_itpo.utils import atomic_write_json
 
@@ -105,15 +105,11 @@ class CollectConfig:
         return f"{self.namespace}/{self.name}/{recipe}{self.id_suffix}-v{self.version}"
 
 
-def _is_maze(env_id: str) -> bool:
-    return "Maze" in env_id
-
-
 def _check(cfg: CollectConfig) -> gym.envs.registration.EnvSpec:
     bad = [r for r in cfg.recipes if r not in RECIPES]
     if bad:
         raise ConfigError(f"collect recipes {bad} are unknown; choose from {list(RECIPES)}.")
-    maze = _is_maze(cfg.env_id)
+    maze = is_maze(cfg.env_id)
     allowed = (
         (["waypoint"] if cfg.env_id.startswith("PointMaze") else []) + ["random"]
         if maze
@@ -208,7 +204,7 @@ def collect(cfg: CollectConfig, progress: bool = True) -> dict[str, dict]:
     from tqdm.auto import tqdm
 
     spec = _check(cfg)
-    if _is_maze(cfg.env_id):
+    if is_maze(cfg.env_id):
         return collect_maze(cfg, spec, progress)
     torch.manual_seed(cfg.seed)
     fam = env_family(cfg.env_id)

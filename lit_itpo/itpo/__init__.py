@@ -1,5 +1,17 @@
 """The ITPO step and its batched-per-episode engine (no Lightning)."""
 
-from lit_itpo.itpo.step import ITPOConfig, ITPOEngine, imagined_objective
+from lit_itpo.itpo.step import (
+    ITPOConfig,
+    ITPOEngine,
+    episode_generators,
+    episode_noise,
+    imagined_objective,
+)
 
-__all__ = ["ITPOConfig", "ITPOEngine", "imagined_objective"]
+__all__ = [
+    "ITPOConfig",
+    "ITPOEngine",
+    "episode_generators",
+    "episode_noise",
+    "imagined_objective",
+]

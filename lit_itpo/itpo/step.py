@@ -79,6 +79,24 @@ class ITPOConfig:
             raise ConfigError(f"ITPO lr={self.lr} must be >= 0 and gamma={self.gamma} in (0, 1].")
 
 
+def episode_generators(
+    env_seeds: list[int], noise_seed: int = 0, device: torch.device | str = "cpu"
+) -> list[torch.Generator]:
+    """One world-model noise stream per evaluation episode, seeded from (noise_seed, the
+    episode's env seed), so an episode's ITPO actions do not depend on which other episodes
+    share its batch or its DDP rank."""
+    return [
+        torch.Generator(device=device).manual_seed(noise_seed * 1_000_003 + s) for s in env_seeds
+    ]
+
+
+def episode_noise(
+    world_model: WorldModel, generators: list[torch.Generator], particles: int, horizon: int
+) -> torch.Tensor:
+    """This step's noise ``noise_shape(N, M, H)``, row ``i`` drawn from ``generators[i]``."""
+    return torch.cat([world_model.sample_noise(1, particles, horizon, g) for g in generators])
+
+
 def imagined_objective(
     params: dict,
     actor: nn.Module,
