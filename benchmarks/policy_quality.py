@@ -4,6 +4,7 @@ cell is written to benchmarks/results/policy_quality.json at once; rerun to cont
 
     OMP_NUM_THREADS=1 python benchmarks/policy_quality.py [--steps 20000] [--batch 256]
         [--datasets halfcheetah-medium ...] [--algos rebrac iql td3bc] [--seeds 0 1 2]
+        [--precision 32-true|bf16-mixed]
     python benchmarks/policy_quality.py --report      # the markdown table from the JSON
 
 Each cell is ``lit-itpo fit --config conf/<dataset>/<algo>.yaml`` with the budget overridden
@@ -40,7 +41,8 @@ def behaviour_score(dataset_id: str) -> float | None:
 
 
 def cell(ds: str, algo: str, seed: int, args) -> dict:
-    run_dir = REPO / "runs" / "quality" / f"{ds}-{algo}-s{seed}"
+    tag = "" if args.precision == "32-true" else f"-{args.precision}"
+    run_dir = REPO / "runs" / "quality" / f"{ds}-{algo}-s{seed}{tag}"
     run_dir.mkdir(parents=True, exist_ok=True)
     argv = [
         "fit",
@@ -52,6 +54,7 @@ def cell(ds: str, algo: str, seed: int, args) -> dict:
         "--trainer.logger.init_args.save_dir", str(run_dir),
         "--trainer.enable_progress_bar", "false",
         "--data.batch_size", str(args.batch),
+        "--trainer.precision", args.precision,
     ]  # fmt: skip
     wall = run_cell(argv, run_dir, run_dir / "log.txt")
     curve = scalars(run_dir, "eval/normalized_score")
@@ -64,6 +67,7 @@ def cell(ds: str, algo: str, seed: int, args) -> dict:
         "seed": seed,
         "updates": args.steps,
         "batch": args.batch,
+        "precision": args.precision,
         "final": scores[-1],
         "best": max(scores),
         "curve": curve,
@@ -77,7 +81,10 @@ def report(payload: dict) -> str:
     """Markdown: one row per dataset x algorithm, mean +- std over the finished seeds."""
     rows = {}
     for c in payload["cells"].values():
-        rows.setdefault((c["dataset"], c["algorithm"]), []).append(c)
+        algo = c["algorithm"]
+        if c.get("precision", "32-true") != "32-true":
+            algo += f" ({c['precision']})"
+        rows.setdefault((c["dataset"], algo), []).append(c)
     lines = [
         "| dataset | algorithm | seeds | final | best | behaviour data | budget |",
         "| --- | --- | --- | --- | --- | --- | --- |",
@@ -101,13 +108,20 @@ def main() -> None:
     p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     p.add_argument("--algos", nargs="+", default=list(ALGOS), choices=list(ALGOS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument(
+        "--precision",
+        default="32-true",
+        choices=["32-true", "bf16-mixed"],
+        help="Lightning precision of the training runs (cells of bf16-mixed are kept apart)",
+    )
     p.add_argument("--report", action="store_true", help="print the table and exit")
     args = p.parse_args()
     if args.report:
         print(report(load(NAME)))
         return
+    suffix = "" if args.precision == "32-true" else f"@{args.precision}"
     cells = [
-        (f"{ds}/{algo}/s{seed}", lambda ds=ds, algo=algo, seed=seed: cell(ds, algo, seed, args))
+        (f"{ds}/{algo}/s{seed}{suffix}", lambda ds=ds, algo=algo, seed=seed: cell(ds, algo, seed, args))
         for seed in args.seeds  # seed-major: one seed of every cell first
         for ds in args.datasets
         for algo in args.algos

@@ -1,22 +1,28 @@
 """Offline-policy training throughput (Lightning module vs a plain PyTorch loop of the same
-math) and evaluation throughput (10 episodes batched vs one at a time).
+math, in float32 and in bfloat16 autocast) against CORL's single-file updates measured in the
+same process, and evaluation throughput (10 episodes batched vs one at a time).
 
     python benchmarks/policy_speed.py [--steps 600] [--quick]
 
 Uses the embedded halfcheetah-medium sample with device-resident sampling. Sizes: CORL's
 (TD3+BC and IQL: 2 x 256, batch 256; ReBRAC at batch 256 with its 3 x 256 nets, and at its
-paper batch 1024). Peer figures measured on this 2-core machine with CORL's single-file
-PyTorch code: TD3+BC ~140 updates/s, IQL ~107 updates/s at batch 256 (../shared/STACK.md).
+paper batch 1024). The CORL peer (``corl_reference.py``) runs in float32 as CORL does, and
+also under the same bfloat16 autocast for a like-for-like view. ``bf16-mixed`` is Lightning's
+``--trainer.precision bf16-mixed`` (matmuls in bfloat16, which CPUs with AVX512-BF16 or AMX run
+several times faster; parameters and optimiser state stay float32).
 Writes benchmarks/results/policy_speed.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 
 import lightning.pytorch as pl
+import torch
 from common import machine, save
+from corl_reference import corl_iql, corl_td3bc
 
 from lit_itpo.data.datamodule import MinariDataModule, TransitionSampler
 from lit_itpo.evaluation import run_episodes
@@ -24,6 +30,14 @@ from lit_itpo.modules import IQLModule, ReBRACModule, TD3BCModule
 from lit_itpo.policies import rebrac_actor_loss, rebrac_critic_loss
 
 DID = "lit_itpo/halfcheetah/medium-small-v0"
+PRECISIONS = ("32-true", "bf16-mixed")
+
+
+def autocast(precision: str):
+    """The autocast Lightning's ``bf16-mixed`` applies on CPU, for the plain loops."""
+    if precision == "bf16-mixed":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 class _StepTimer(pl.Callback):
@@ -41,7 +55,7 @@ class _StepTimer(pl.Callback):
         self.n = trainer.global_step - self.skip
 
 
-def lightning_rate(cls, kwargs: dict, dm: MinariDataModule, steps: int) -> float:
+def lightning_rate(cls, kwargs: dict, dm: MinariDataModule, steps: int, precision: str) -> float:
     model = cls(dm.obs_dim, dm.action_dim, dm.action_low, dm.action_high, DID, **kwargs)
     timer = _StepTimer(skip=50)
     trainer = pl.Trainer(
@@ -53,12 +67,13 @@ def lightning_rate(cls, kwargs: dict, dm: MinariDataModule, steps: int) -> float
         callbacks=[timer],
         enable_model_summary=False,
         log_every_n_steps=50,
+        precision=precision,
     )
     trainer.fit(model, datamodule=dm)
     return timer.n / (timer.t1 - timer.t0)
 
 
-def plain_rate(cls, kwargs: dict, dm: MinariDataModule, steps: int) -> float:
+def plain_rate(cls, kwargs: dict, dm: MinariDataModule, steps: int, precision: str) -> float:
     """The same losses and optimisers in a bare loop: no Trainer, no logging."""
     m = cls(dm.obs_dim, dm.action_dim, dm.action_low, dm.action_high, DID, **kwargs)
     opts = m.configure_optimizers()
@@ -111,12 +126,25 @@ def plain_rate(cls, kwargs: dict, dm: MinariDataModule, steps: int) -> float:
                 o.step()
             m.updater.step()
 
-    for i in range(50):
-        step(i, next(sampler))
-    t0 = time.perf_counter()
-    for i in range(50, steps):
-        step(i, next(sampler))
-    return (steps - 50) / (time.perf_counter() - t0)
+    with autocast(precision):
+        for i in range(50):
+            step(i, next(sampler))
+        t0 = time.perf_counter()
+        for i in range(50, steps):
+            step(i, next(sampler))
+        return (steps - 50) / (time.perf_counter() - t0)
+
+
+def corl_rate(make, dm: MinariDataModule, steps: int, precision: str) -> float:
+    """CORL's own update (``corl_reference``) on the same data and sampling."""
+    _, update = make(dm.train_data, dm.stats["obs_mean"], dm.stats["obs_std"], batch=256)
+    with autocast(precision):
+        for i in range(1, 51):
+            update(i)
+        t0 = time.perf_counter()
+        for i in range(51, steps + 1):
+            update(i)
+        return (steps - 50) / (time.perf_counter() - t0)
 
 
 def eval_rates(dm: MinariDataModule, episodes: int = 10, max_steps: int = 1000) -> dict:
@@ -151,22 +179,42 @@ def main() -> None:
     ]
     if args.quick:
         settings = settings[:1]
-    rows = []
+    corl = {"TD3+BC": corl_td3bc, "IQL": corl_iql}
+    rows, peers = [], []
+    for name, make in corl.items():
+        if args.quick and name != "TD3+BC":
+            continue
+        dm = MinariDataModule(DID, data_dir="embedded", batch_size=256, epoch_steps=steps)
+        dm.setup()
+        for precision in PRECISIONS:
+            peers.append(
+                {
+                    "algorithm": name,
+                    "batch": 256,
+                    "precision": precision,
+                    "updates_per_s": corl_rate(make, dm, steps, precision),
+                }
+            )
+            print(peers[-1], flush=True)
+    corl32 = {p["algorithm"]: p["updates_per_s"] for p in peers if p["precision"] == "32-true"}
     for name, cls, kw, batch in settings:
         dm = MinariDataModule(DID, data_dir="embedded", batch_size=batch, epoch_steps=steps)
         dm.setup()
-        light = lightning_rate(cls, kw, dm, steps)
-        plain = plain_rate(cls, kw, dm, steps)
-        rows.append(
-            {
+        for precision in PRECISIONS:
+            light = lightning_rate(cls, kw, dm, steps, precision)
+            plain = plain_rate(cls, kw, dm, steps, precision)
+            row = {
                 "algorithm": name,
                 "batch": batch,
+                "precision": precision,
                 "lightning_updates_per_s": light,
                 "plain_updates_per_s": plain,
                 "lightning_overhead": plain / light - 1,
             }
-        )
-        print(rows[-1], flush=True)
+            if name in corl32 and batch == 256:
+                row["vs_corl_float32"] = light / corl32[name]
+            rows.append(row)
+            print(row, flush=True)
     dm = MinariDataModule(DID, data_dir="embedded")
     ev = eval_rates(dm, max_steps=200 if args.quick else 1000)
     print(ev)
@@ -176,8 +224,8 @@ def main() -> None:
             "machine": machine(),
             "dataset_id": DID,
             "training": rows,
+            "corl_reference": peers,
             "evaluation": ev,
-            "corl_reference_updates_per_s": {"TD3+BC": 140, "IQL": 107},
             "command": "python benchmarks/policy_speed.py" + (" --quick" if args.quick else ""),
         },
     )

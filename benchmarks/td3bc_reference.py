@@ -12,20 +12,14 @@ Writes benchmarks/results/td3bc_reference.json.
 from __future__ import annotations
 
 import argparse
-import copy
 import time
 
 import torch
-import torch.nn.functional as F
 from common import machine, save
-from torch import nn
+from corl_reference import corl_td3bc
 
 from lit_itpo.data.datamodule import MinariDataModule
 from lit_itpo.evaluation import run_episodes
-
-
-def mlp(i: int, o: int, h: int = 256) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(i, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU(), nn.Linear(h, o))
 
 
 def main() -> None:
@@ -40,48 +34,16 @@ def main() -> None:
     torch.manual_seed(args.seed)
     dm = MinariDataModule(args.dataset_id, data_dir=args.data_dir, batch_size=256, val_fraction=0.1)
     dm.setup("fit")
-    data = dm.train_data
     mean, std = dm.stats["obs_mean"], dm.stats["obs_std"]
-    o, a = dm.obs_dim, dm.action_dim
-    actor = nn.Sequential(mlp(o, a), nn.Tanh())
-    q1, q2 = mlp(o + a, 1), mlp(o + a, 1)
-    actor_t, q1_t, q2_t = (copy.deepcopy(m).requires_grad_(False) for m in (actor, q1, q2))
-    opt_a = torch.optim.Adam(actor.parameters(), 3e-4)
-    opt_q = torch.optim.Adam([*q1.parameters(), *q2.parameters()], 3e-4)
-    gamma, tau, alpha, noise, clip = 0.99, 0.005, 2.5, 0.2, 0.5
+    actor, update = corl_td3bc(dm.train_data, mean, std, batch=256, seed=args.seed)
 
     def act(obs: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             return actor((obs - mean) / std)
 
     curve, t0 = [], time.perf_counter()
-    g = torch.Generator().manual_seed(args.seed)
     for step in range(1, args.steps + 1):
-        b = data[torch.randint(0, data.shape[0], (256,), generator=g)]
-        s, act_, r = (b["observation"] - mean) / std, b["action"], b["next", "reward"]
-        s2, term = (b["next", "observation"] - mean) / std, b["next", "terminated"].float()
-        with torch.no_grad():
-            eps = (torch.randn_like(act_) * noise).clamp(-clip, clip)
-            a2 = (actor_t(s2) + eps).clamp(-1, 1)
-            sa2 = torch.cat([s2, a2], -1)
-            target = r + gamma * (1 - term) * torch.min(q1_t(sa2), q2_t(sa2))
-        sa = torch.cat([s, act_], -1)
-        q_loss = F.mse_loss(q1(sa), target) + F.mse_loss(q2(sa), target)
-        opt_q.zero_grad()
-        q_loss.backward()
-        opt_q.step()
-        if step % 2 == 0:
-            pi = actor(s)
-            q = q1(torch.cat([s, pi], -1))
-            lmbda = alpha / q.abs().mean().detach()
-            a_loss = -lmbda * q.mean() + F.mse_loss(pi, act_)
-            opt_a.zero_grad()
-            a_loss.backward()
-            opt_a.step()
-            with torch.no_grad():
-                for net, tgt in ((actor, actor_t), (q1, q1_t), (q2, q2_t)):
-                    for p, tp in zip(net.parameters(), tgt.parameters(), strict=True):
-                        tp.lerp_(p, tau)
+        update(step)
         if step % args.eval_every == 0:
             res = run_episodes(act, dm.env_spec, [1_000_000 + i for i in range(args.episodes)])
             score = sum(dm.normalized_score(float(x)) for x in res["return"]) / args.episodes

@@ -281,6 +281,41 @@ def test_baseline_fit_smoke(algo, tiny_root, tmp_path):
     assert not torch.allclose(fresh.act(o), cli.model.act(o))
 
 
+@pytest.mark.parametrize("algo", ["rebrac", "td3bc", "iql"])
+def test_bf16_mixed_fit_runs_matmuls_in_bfloat16_and_keeps_float32_weights(
+    algo, tiny_root, tmp_path
+):
+    """``--trainer.precision bf16-mixed`` (the fast CPU path of benchmarks/policy_speed.py):
+    training matmuls run in bfloat16, the weights, optimiser state and checkpoint stay float32,
+    and the losses stay finite."""
+    from torch.overrides import TorchFunctionMode
+
+    class MatmulDtypes(TorchFunctionMode):  # dtypes that linear layers / baddbmm produce
+        def __init__(self):
+            super().__init__()
+            self.seen = set()
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if func in (torch.nn.functional.linear, torch.baddbmm):
+                self.seen.add(out.dtype)
+            return out
+
+    args = _fit_args(tiny_root[0], tmp_path, f"conf/embedded/{algo}.yaml")[1:]  # no "fit"
+    cli = lightning_main([*args, "--trainer.precision", "bf16-mixed"], run=False)
+    with MatmulDtypes() as probe:
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    assert torch.bfloat16 in probe.seen
+    m = cli.trainer.callback_metrics
+    assert torch.isfinite(m["train/critic/loss"]) and torch.isfinite(m["eval/return_mean"])
+    assert all(p.dtype == torch.float32 for p in cli.model.parameters())
+    ckpt = torch.load(
+        next(Path(cli.trainer.logger.log_dir).glob("checkpoints/*.ckpt")), weights_only=False
+    )
+    floats = [v for v in ckpt["state_dict"].values() if v.is_floating_point()]
+    assert floats and all(v.dtype == torch.float32 for v in floats)
+
+
 def test_maze_success_matches_a_plain_gymnasium_loop():
     """``run_episodes`` reports per-episode success on a maze as gymnasium's own loop sees it
     (the same seeds and open-loop actions; PointMaze, random actions succeed ~30% in 300 steps)."""
