@@ -121,7 +121,10 @@ def main() -> None:
         return
     suffix = "" if args.precision == "32-true" else f"@{args.precision}"
     cells = [
-        (f"{ds}/{algo}/s{seed}{suffix}", lambda ds=ds, algo=algo, seed=seed: cell(ds, algo, seed, args))
+        (
+            f"{ds}/{algo}/s{seed}{suffix}",
+            lambda ds=ds, algo=algo, seed=seed: cell(ds, algo, seed, args),
+        )
         for seed in args.seeds  # seed-major: one seed of every cell first
         for ds in args.datasets
         for algo in args.algos
