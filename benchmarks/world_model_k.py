@@ -7,7 +7,8 @@ respaced sampling), on a dataset's held-out episodes.
 
 For each reverse variance (DDPM's "beta" and "beta_tilde") and K: one-step state RMSE and
 reward RMSE (raw units) on the held-out transitions, the H = 5 open-loop RMSE with the real
-actions, and ms per ITPO-sized rollout (M = 64, H = 5, forward + backward to a 3 x 256 policy).
+actions (both from ``lit_itpo.world_models.metrics``, as the training modules log them), and
+ms per ITPO-sized rollout (M = 64, H = 5, forward + backward to a 3 x 256 policy).
 Writes benchmarks/results/world_model_k.json.
 """
 
@@ -16,47 +17,13 @@ from __future__ import annotations
 import argparse
 from functools import partial
 
-import torch
 from common import machine, save, timeit
 from world_model_speed import rollout_step
 
 from lit_itpo.data.datamodule import MinariDataModule
 from lit_itpo.modules.world_model import load_world_model
 from lit_itpo.nets import TanhActor
-from lit_itpo.world_models.metrics import open_loop_windows
-
-
-@torch.no_grad()
-def one_step(wm, data, batch: int = 8192, seed: int = 0) -> tuple[float, float]:
-    g = torch.Generator().manual_seed(seed)
-    se_s, se_r, n = 0.0, 0.0, 0
-    for part in data.split(batch):
-        noise = torch.randn(
-            (part.shape[0], wm.transition.steps, part["observation"].shape[-1]), generator=g
-        )
-        pred = wm.next(part["observation"], part["action"], noise)
-        se_s += (pred - part["next", "observation"]).pow(2).mean(-1).sum().item()
-        se_r += (
-            (wm.reward(part["observation"], part["action"]) - part["next", "reward"])
-            .pow(2)
-            .sum()
-            .item()
-        )
-        n += part.shape[0]
-    return (se_s / n) ** 0.5, (se_r / n) ** 0.5
-
-
-@torch.no_grad()
-def open_loop(wm, episodes, H: int = 5, seed: int = 0) -> float:
-    wins = open_loop_windows(episodes, H, 4096)
-    g = torch.Generator().manual_seed(seed)
-    noise = torch.randn(
-        (wins.shape[0], H, wm.transition.steps, wins["observation"].shape[-1]), generator=g
-    )
-    s = wins["observation"][:, 0]
-    for j in range(H):
-        s = wm.next(s, wins["action"][:, j], noise[:, j])
-    return (s - wins["next", "observation"][:, -1]).pow(2).mean().sqrt().item()
+from lit_itpo.world_models.metrics import one_step_errors, open_loop_rmse, open_loop_windows
 
 
 def main() -> None:
@@ -71,7 +38,7 @@ def main() -> None:
     wm = load_world_model(
         args.ckpt, obs_dim=dm.obs_dim, action_dim=dm.action_dim, dataset_id=args.dataset_id
     )
-    episodes = dm.val_episodes()
+    windows = open_loop_windows(dm.val_episodes(), 5, 4096)
     pi = TanhActor(dm.obs_dim, dm.action_dim, dm.action_low, dm.action_high, [256, 256, 256])
     s0 = dm.val_data["observation"][:1]
     rows = []
@@ -79,15 +46,15 @@ def main() -> None:
         if k > wm.transition.train_steps:
             continue
         wm.transition.set_sample_steps(k, variance)
-        rmse_s, rmse_r = one_step(wm, dm.val_data)
+        err = one_step_errors(wm, dm.val_data)  # the training modules' own metric code
         noise = wm.sample_noise(1, 64, 5)
 
         row = {
             "K": k,
             "variance": variance,
-            "state_rmse": rmse_s,
-            "reward_rmse": rmse_r,
-            "open_loop_rmse_h5": open_loop(wm, episodes),
+            "state_rmse": err["state"].mean().sqrt().item(),
+            "reward_rmse": err["reward"].mean().sqrt().item(),
+            "open_loop_rmse_h5": open_loop_rmse(wm, windows)[-1].item(),
             "ms_per_rollout_M64_H5": timeit(
                 partial(rollout_step, wm, pi, s0, 64, noise), min_time=2.0
             )

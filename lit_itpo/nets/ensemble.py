@@ -13,10 +13,12 @@ from lit_itpo.data.normalizer import Normalizer
 
 
 class EnsembleLinear(nn.Module):
-    """``x [N, B, in] -> [N, B, out]`` with separate weights per member (``torch.baddbmm``)."""
+    """``x [N, B, in] -> [N, B, out]`` with separate weights per member (``torch.baddbmm``);
+    ``float32``: run in float32 under autocast (output layers, as ``Float32Linear``)."""
 
-    def __init__(self, n: int, in_features: int, out_features: int):
+    def __init__(self, n: int, in_features: int, out_features: int, float32: bool = False):
         super().__init__()
+        self.float32 = float32
         self.in_features, self.out_features = in_features, out_features
         self.weight = nn.Parameter(torch.empty(n, in_features, out_features))
         self.bias = nn.Parameter(torch.empty(n, 1, out_features))
@@ -25,6 +27,9 @@ class EnsembleLinear(nn.Module):
         nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.float32:
+            with torch.autocast(x.device.type, enabled=False):
+                return torch.baddbmm(self.bias, x.float(), self.weight)
         return torch.baddbmm(self.bias, x, self.weight)
 
 
@@ -65,7 +70,7 @@ class EnsembleMLP(nn.Module):
                 layers.append(EnsembleLayerNorm(n, h))
             layers.append(nn.ReLU())
             d = h
-        layers.append(EnsembleLinear(n, d, out_dim))
+        layers.append(EnsembleLinear(n, d, out_dim, float32=True))
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -5,13 +5,26 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lit_itpo.data.normalizer import Normalizer
 
 
+class Float32Linear(nn.Linear):
+    """A ``Linear`` that runs in float32 under autocast: the output layer of every MLP, so that
+    values such as Q (hundreds, where bfloat16's spacing is 1-2) keep float32 resolution while
+    the hidden matmuls run in bfloat16 (``--trainer.precision bf16-mixed``). Without autocast it
+    is a plain ``Linear``; the state-dict keys are the same."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return F.linear(x.float(), self.weight, self.bias)
+
+
 class MLP(nn.Sequential):
-    """``Linear -> [LayerNorm] -> act`` blocks, then a final ``Linear``.
+    """``Linear -> [LayerNorm] -> act`` blocks, then a final ``Linear`` (float32 under
+    autocast, ``Float32Linear``).
 
     Args:
         in_dim: input features.
@@ -37,7 +50,7 @@ class MLP(nn.Sequential):
                 layers.append(nn.LayerNorm(h))
             layers.append(activation())
             d = h
-        layers.append(nn.Linear(d, out_dim))
+        layers.append(Float32Linear(d, out_dim))
         super().__init__(*layers)
 
 
