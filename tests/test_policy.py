@@ -113,6 +113,22 @@ def test_twin_critics_are_independent():
         assert p.grad[1].abs().sum() == 0 and p.grad[0].abs().sum() > 0
 
 
+def test_output_layers_stay_float32_under_bf16_autocast():
+    """Q of a few hundred has a bfloat16 spacing of 1-2: the output layers of MLP and the
+    fused critic run in float32 under autocast (hidden layers in bfloat16); outside autocast
+    they are plain layers, float64 included."""
+    from lit_itpo.nets import MLP
+
+    torch.manual_seed(0)
+    mlp, critic = MLP(4, 1, [16, 16]), TwinCritic(4, 2, [16, 16])
+    x, a = torch.randn(8, 4) * 100, torch.rand(8, 2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        q_mlp, q_critic, hidden = mlp(x), critic(x, a), mlp[0](x)
+    assert q_mlp.dtype == q_critic.dtype == torch.float32 and hidden.dtype == torch.bfloat16
+    assert torch.allclose(q_mlp, mlp(x), rtol=0.05, atol=0.05)
+    assert mlp.double()(x.double()).dtype == torch.float64  # no cast outside autocast
+
+
 def test_run_episodes_is_seeded_and_batch_independent():
     spec = gym.spec("Hopper-v5").to_json()
     torch.manual_seed(0)

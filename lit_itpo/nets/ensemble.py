@@ -27,9 +27,9 @@ class EnsembleLinear(nn.Module):
         nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.float32:
+        if self.float32 and torch.is_autocast_enabled(x.device.type):
             with torch.autocast(x.device.type, enabled=False):
-                return torch.baddbmm(self.bias, x.float(), self.weight)
+                return torch.baddbmm(self.bias, x.to(self.weight.dtype), self.weight)
         return torch.baddbmm(self.bias, x, self.weight)
 
 

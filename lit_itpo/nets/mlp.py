@@ -18,8 +18,10 @@ class Float32Linear(nn.Linear):
     is a plain ``Linear``; the state-dict keys are the same."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.is_autocast_enabled(x.device.type):
+            return super().forward(x)
         with torch.autocast(x.device.type, enabled=False):
-            return F.linear(x.float(), self.weight, self.bias)
+            return F.linear(x.to(self.weight.dtype), self.weight, self.bias)
 
 
 class MLP(nn.Sequential):
