@@ -13,6 +13,7 @@ is skipped, so an interrupted pipeline resumes at the first missing stage.
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 import shutil
 import sys
@@ -185,8 +186,18 @@ def _itpo(
         args += [f"{cb}sample_variance", cfg.sample_variance]
     if cfg.max_episode_steps is not None:
         args += [f"{cb}max_episode_steps", str(cfg.max_episode_steps)]
+    # each ITPO run is a resume point: its metrics are kept with the exact arguments that made
+    # them, and a rerun of the pipeline reuses them (any changed argument reruns it)
+    done = out / "itpo" / tag / "metrics.json"
+    if done.is_file():
+        kept = json.loads(done.read_text())
+        if kept.get("args") == args:
+            log.info("itpo/%s: done before (%s), reusing its metrics", tag, done)
+            return kept["metrics"]
     cli = lightning_main(args)
-    return {k: float(v) for k, v in cli.trainer.callback_metrics.items()}
+    metrics = {k: float(v) for k, v in cli.trainer.callback_metrics.items()}
+    atomic_write_json({"args": args, "metrics": metrics}, done)
+    return metrics
 
 
 def run_pipeline(cfg: PipelineConfig) -> dict:

@@ -230,9 +230,16 @@ def test_pipeline_end_to_end_and_resumes_per_stage(tiny_pipeline, capsys):
         assert res[f"itpo_{name}"]["nfe_per_step"] == nfe
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("*.ckpt")}
     assert {p.name for p in stamps} == {"world_model.ckpt", "policy.ckpt", "meanflow.ckpt"}
+    runs = {p: p.stat().st_mtime_ns for p in out.glob("itpo/*/metrics.json")}
+    assert {p.parent.name for p in runs} == {
+        "alpha_0.0001", "alpha_0.01", "final_diffusion", "final_meanflow"
+    }  # fmt: skip
     capsys.readouterr()
-    main(args)  # resumes: both training stages are skipped
+    main(args)  # resumes: the training stages and the finished ITPO runs are skipped
     assert {p: p.stat().st_mtime_ns for p in out.glob("*.ckpt")} == stamps
+    assert {p: p.stat().st_mtime_ns for p in out.glob("itpo/*/metrics.json")} == runs
+    again = json.loads((out / "results.json").read_text())
+    assert {k: again[k] for k in ("alpha", "base")} == {k: res[k] for k in ("alpha", "base")}
     printed = capsys.readouterr().out
     assert "| ReBRAC (base) |" in printed and "ITPO, diffusion WM" in printed
     assert "ITPO, tilted MeanFlow WM" in printed
