@@ -15,6 +15,7 @@ import cost_study
 import itpo_options
 import meanflow_quality
 import policy_quality
+import policy_speed
 import score_suite
 from cellqueue import REPO
 from common import RESULTS
@@ -98,6 +99,15 @@ SECTIONS = [
         policy_quality.report,
         "Mean ± std over the finished seeds; behaviour data = the dataset's mean normalised "
         "return.",
+    ),
+    (
+        "Offline-policy training speed (stage 2)",
+        "policy_speed",
+        policy_speed.report,
+        "Embedded halfcheetah sample, device-resident sampling. The plain loop runs the module's "
+        "own losses without the Trainer; CORL's update is ``benchmarks/corl_reference.py`` "
+        "(CORL's TD3+BC / IQL math in plain PyTorch) in the same process. bf16-mixed: Lightning's "
+        "bfloat16 autocast (output layers float32). Repeated runs on this VM vary by up to ~25%.",
     ),
     (
         "World-model accuracy: MeanFlow vs diffusion (stage 3)",
