@@ -8,11 +8,13 @@ interpolation, ``--print_config``).
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 
 import lightning.pytorch as pl
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lit_itpo.data.datamodule import MinariDataModule
 from lit_itpo.errors import LitItpoError
@@ -120,6 +122,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     except LitItpoError as exc:
         sys.stderr.write(f"lit-itpo: error: {exc}\n")
         raise SystemExit(2) from None
+    except SIGTERMException:  # Lightning exits with status 0 on it; a stopped run is not done
+        sys.stderr.write(
+            "lit-itpo: stopped by SIGTERM; rerun the same command to resume from the last "
+            "checkpoint (pipeline: the unfinished stage or ITPO run).\n"
+        )
+        raise SystemExit(128 + signal.SIGTERM) from None
 
 
 if __name__ == "__main__":

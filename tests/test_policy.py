@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 
 import gymnasium as gym
 import pytest
 import torch
+from lightning.pytorch.callbacks import Callback
 from tensordict import TensorDict
 
 from lit_itpo.cli import lightning_main
@@ -225,6 +228,41 @@ def test_standalone_validate_runs_the_eval_callback_and_matches(rebrac_run, tiny
     r2 = v2.trainer.callbacks[0].last
     assert r1 and torch.equal(r1["return"], r2["return"])  # same seeds, same policy
     assert "eval/normalized_score" in v1.trainer.callback_metrics
+
+
+class SigtermAtThirdStep(Callback):
+    """Sends this process a SIGTERM from inside the third env step of the evaluation."""
+
+    calls: list = []
+
+    def on_validation_epoch_start(self, trainer, pl_module):
+        act, calls = pl_module.act, type(self).calls
+
+        def act_and_signal(obs):
+            calls.append(1)
+            if len(calls) == 3:
+                os.kill(os.getpid(), signal.SIGTERM)  # Lightning's handler only notes it
+            return act(obs)
+
+        pl_module.act = act_and_signal
+
+
+def test_sigterm_stops_the_evaluation_at_the_next_env_step(rebrac_run, tiny_root, tmp_path, capsys):
+    """A scheduler's SIGTERM mid-episode: Lightning alone would finish every episode first
+    (it acts on the signal between batches, and exits with status 0); the callback stops at the
+    next env step and the CLI exits with 143 and says how to resume."""
+    from lit_itpo.cli import main
+
+    _, ckpt, _ = rebrac_run
+    SigtermAtThirdStep.calls.clear()
+    args = _fit_args(tiny_root[0], tmp_path)
+    args[0] = "validate"
+    args += ["--trainer.limit_val_batches", "1", "--ckpt_path", str(ckpt)]
+    with pytest.raises(SystemExit) as exc:
+        main([*args, "--trainer.callbacks+=tests.test_policy.SigtermAtThirdStep"])
+    assert exc.value.code == 143
+    assert len(SigtermAtThirdStep.calls) == 3  # the 4th env step never ran (30-step episodes)
+    assert "stopped by SIGTERM; rerun the same command to resume" in capsys.readouterr().err
 
 
 def _td(B=16, o=4, a=2):

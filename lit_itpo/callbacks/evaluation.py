@@ -3,6 +3,10 @@
 Episodes use fixed seeds (``seed + i``), so two policies are compared on the same episodes; each
 DDP rank runs episodes ``rank, rank + world, ...`` and the results are gathered, so every episode
 is run exactly once. Works inside ``fit`` and under ``lit-itpo validate --ckpt_path``.
+
+A SIGTERM (a scheduler's stop or preemption) ends the evaluation at the next env step: Lightning
+only notes the signal and acts on it between batches, and one validation "batch" here can hold
+many minutes of episodes (ITPO), which would outlast the scheduler's grace period.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import time
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lit_itpo.errors import ConfigError
 from lit_itpo.evaluation import run_episodes
@@ -61,8 +66,14 @@ class EpisodeEvalCallback(Callback):
         ``runs`` is all ones and ``seed`` is ``seed + arange(num_episodes)``."""
         dm = trainer.datamodule
         mine = self.episodes_for_rank(trainer.global_rank, trainer.world_size)
+
+        def act_or_stop(obs: torch.Tensor) -> torch.Tensor:
+            if trainer.received_sigterm:
+                raise SIGTERMException
+            return act(obs)
+
         res = run_episodes(
-            act,
+            act_or_stop,
             dm.env_spec,
             [self.seed + i for i in mine],
             obs_keys=dm.info.obs_keys,
