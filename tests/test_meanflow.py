@@ -73,13 +73,12 @@ def _em_two_gaussians(x: torch.Tensor, mu0: list[float], iters: int = 100):
     return w, mu, sd
 
 
-def _fit_mixture(steps: int) -> MeanFlowTransition:
+def _fit_mixture(steps: int, hidden=(128, 128), **time_sampling) -> MeanFlowTransition:
     torch.manual_seed(0)
     # adaptive_p = 0: MeanFlow's adaptive weight (p = 1) is a robust loss that down-weights the
     # minority component; measured here, it gave that component weight 0.13 instead of 0.3.
-    m = MeanFlowTransition(
-        1, 1, [-1.0], [1.0], hidden=[128, 128], equal_fraction=0.25, adaptive_p=0.0
-    )
+    kw = {"equal_fraction": 0.25} | time_sampling
+    m = MeanFlowTransition(1, 1, [-1.0], [1.0], hidden=list(hidden), adaptive_p=0.0, **kw)
     opt = torch.optim.Adam(m.parameters(), 3e-3)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     zero = torch.zeros(1024, 1)
@@ -104,7 +103,8 @@ def _sampled_mixture(m: MeanFlowTransition, cv: float, steps: int = 1):
 def test_one_step_sampling_learns_a_conditional_gaussian_mixture():
     """What one step reaches in 3k updates (~20 s): the weights within 0.1 and the majority
     component within 0.1, following c. The minority component comes out too wide and pulled
-    inward (measured: mean -1.22 for -1.75, spread 0.65 for 0.3; the slow test below)."""
+    inward here (measured: mean -1.22 for -1.75, spread 0.65 for 0.3); the slow test below
+    has the settings and budget that come closest to the issue's tolerance."""
     m = _fit_mixture(3000)
     majority = []
     for cv in (-0.5, 0.0, 0.5):
@@ -119,12 +119,20 @@ def test_one_step_sampling_learns_a_conditional_gaussian_mixture():
 @pytest.mark.slow
 @pytest.mark.xfail(
     strict=True,
-    reason="measured: after 10k updates at batch 1024 one-step samples put the minority "
-    "component at -1.26 (true -1.5) with spread 0.51 (true 0.3); 4-step samples of the same "
-    "model reach -1.51 / 0.30. The issue's tolerance is not met in one step yet.",
+    reason="measured (3 x 256, time sampling logit-normal(0, 3), every sample r < t): after 30k "
+    "updates weights and means are within 0.02 and every spread within 20% except the minority "
+    "one at c = -0.5 (0.38 for 0.3); after 50k it is 0.36, on the tolerance's edge. With the "
+    "authors' logit-normal(-0.4, 1) and 25% r = t, 10k updates left the minority at -1.26 / 0.51 "
+    "(c = 0).",
 )
 def test_one_step_sampling_recovers_a_conditional_gaussian_mixture():
-    m = _fit_mixture(10_000)
+    """The issue's tolerance for one step. The one-step map is u(eps, r=0, t=1): logit-normal
+    (-0.4, 1) times draw t > 0.9 for ~1% of the samples (max of two draws), so that corner is
+    barely trained; logit-normal(0, 3) draws it for ~40%, and that, a wider network and longer
+    training are what moved the minority mode from -1.26 to -1.49 (c = 0)."""
+    m = _fit_mixture(
+        30_000, hidden=(256, 256, 256), time_mean=0.0, time_std=3.0, equal_fraction=0.0
+    )
     for cv in (-0.5, 0.0, 0.5):
         w, mu, sd = _sampled_mixture(m, cv)
         assert abs(w[0] - (0.3 + 0.2 * cv)) < 0.1, (cv, w)

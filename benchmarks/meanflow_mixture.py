@@ -1,0 +1,85 @@
+"""One-step MeanFlow on the 1-D conditional Gaussian mixture of tests/test_meanflow.py: which
+time sampling, width and budget bring one-step samples within the issue's tolerance (means
+within 0.1, spreads within 20%, weights within 0.1).
+
+    OMP_NUM_THREADS=1 python benchmarks/meanflow_mixture.py [--steps 10000]
+        [--variants authors wide ...]
+
+Each variant trains with the test's own helper (``_fit_mixture``: seed 0, Adam 3e-3 with cosine
+decay, batch 1024, plain MSE) and reports the EM fit of 4000 one-step samples at c = -0.5, 0, 0.5.
+Writes benchmarks/results/meanflow_mixture.json (one entry per variant and budget, kept across
+runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import torch
+from cellqueue import REPO
+from common import RESULTS, machine, save
+
+sys.path.insert(0, str(REPO))
+from tests.test_meanflow import _fit_mixture, _sampled_mixture  # noqa: E402
+
+VARIANTS = {
+    # the MeanFlow authors' ImageNet sampling: logit-normal(-0.4, 1), 25% r = t (the test's 3k run)
+    "authors": {"hidden": (128, 128)},
+    "authors_3x256": {"hidden": (256, 256, 256)},
+    "wide_2": {"hidden": (256, 256, 256), "time_mean": 0.0, "time_std": 2.0},
+    "wide_3": {"hidden": (256, 256, 256), "time_mean": 0.0, "time_std": 3.0},
+    "wide_3_all_r_lt_t": {
+        "hidden": (256, 256, 256),
+        "time_mean": 0.0,
+        "time_std": 3.0,
+        "equal_fraction": 0.0,
+    },
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--steps", type=int, default=10_000)
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    args = ap.parse_args()
+    path = RESULTS / "meanflow_mixture.json"
+    payload = json.loads(path.read_text()) if path.is_file() else {"rows": {}}
+    for name in args.variants:
+        t0 = time.perf_counter()
+        m = _fit_mixture(args.steps, **VARIANTS[name])
+        per_c = {}
+        for cv in (-0.5, 0.0, 0.5):
+            w, mu, sd = _sampled_mixture(m, cv)
+            truth = torch.tensor([-1.5 + cv / 2, 1.5 + cv / 2])
+            per_c[f"{cv:+.1f}"] = {
+                "weight_minority": float(w[0]),
+                "means": mu.tolist(),
+                "spreads": sd.tolist(),
+                "within_tolerance": bool(
+                    abs(w[0] - (0.3 + 0.2 * cv)) < 0.1
+                    and (mu - truth).abs().max() < 0.1
+                    and ((sd / 0.3 - 1).abs() < 0.2).all()
+                ),
+            }
+        row = {
+            "variant": name,
+            "settings": {
+                k: list(v) if isinstance(v, tuple) else v for k, v in VARIANTS[name].items()
+            },
+            "steps": args.steps,
+            "per_c": per_c,
+            "wall_s": time.perf_counter() - t0,
+            "machine": machine(),
+        }
+        payload["rows"][f"{name}@{args.steps}"] = row
+        minority = {c: round(v["spreads"][0], 2) for c, v in per_c.items()}
+        print(name, args.steps, "minority spreads", minority, flush=True)
+        payload["command"] = "python benchmarks/meanflow_mixture.py --steps N --variants ..."
+        save("meanflow_mixture", payload)
+
+
+if __name__ == "__main__":
+    main()
