@@ -367,6 +367,13 @@ def test_bf16_mixed_fit_runs_matmuls_in_bfloat16_and_keeps_float32_weights(
         next(Path(cli.trainer.logger.log_dir).glob("checkpoints/*.ckpt")), weights_only=False
     )
     floats = [v for v in ckpt["state_dict"].values() if v.is_floating_point()]
+    floats += [  # Adam's moments
+        t
+        for opt in ckpt["optimizer_states"]
+        for state in opt["state"].values()
+        for t in state.values()
+        if torch.is_tensor(t) and t.is_floating_point()
+    ]
     assert floats and all(v.dtype == torch.float32 for v in floats)
 
 
