@@ -186,17 +186,24 @@ def _itpo(
         args += [f"{cb}sample_variance", cfg.sample_variance]
     if cfg.max_episode_steps is not None:
         args += [f"{cb}max_episode_steps", str(cfg.max_episode_steps)]
-    # each ITPO run is a resume point: its metrics are kept with the exact arguments that made
-    # them, and a rerun of the pipeline reuses them (any changed argument reruns it)
+    # each ITPO run is a resume point: its metrics are kept with the exact arguments and the
+    # checkpoints (size, mtime) that made them; a rerun of the pipeline reuses them, and any
+    # changed argument or retrained stage (a new checkpoint file) reruns it
     done = out / "itpo" / tag / "metrics.json"
+    made_by = {
+        "args": args,
+        "checkpoints": {
+            str(p): [p.stat().st_size, p.stat().st_mtime_ns] for p in [policy, *ckpts.values()]
+        },
+    }
     if done.is_file():
         kept = json.loads(done.read_text())
-        if kept.get("args") == args:
+        if kept.get("made_by") == made_by:
             log.info("itpo/%s: done before (%s), reusing its metrics", tag, done)
             return kept["metrics"]
     cli = lightning_main(args)
     metrics = {k: float(v) for k, v in cli.trainer.callback_metrics.items()}
-    atomic_write_json({"args": args, "metrics": metrics}, done)
+    atomic_write_json({"made_by": made_by, "metrics": metrics}, done)
     return metrics
 
 

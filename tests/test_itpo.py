@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from torch import nn
@@ -240,6 +242,10 @@ def test_pipeline_end_to_end_and_resumes_per_stage(tiny_pipeline, capsys):
     assert {p: p.stat().st_mtime_ns for p in out.glob("itpo/*/metrics.json")} == runs
     again = json.loads((out / "results.json").read_text())
     assert {k: again[k] for k in ("alpha", "base")} == {k: res[k] for k in ("alpha", "base")}
+    policy, st = out / "policy.ckpt", (out / "policy.ckpt").stat()
+    os.utime(policy, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # as if retrained
+    main(args)  # a new policy checkpoint: every ITPO run is redone, none reused
+    assert all(p.stat().st_mtime_ns != t for p, t in runs.items())
     printed = capsys.readouterr().out
     assert "| ReBRAC (base) |" in printed and "ITPO, diffusion WM" in printed
     assert "ITPO, tilted MeanFlow WM" in printed
