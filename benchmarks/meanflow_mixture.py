@@ -47,6 +47,7 @@ def main() -> None:
     args = ap.parse_args()
     path = RESULTS / "meanflow_mixture.json"
     payload = json.loads(path.read_text()) if path.is_file() else {"rows": {}}
+    payload["command"] = "python benchmarks/meanflow_mixture.py --steps N --variants ..."
     for name in args.variants:
         t0 = time.perf_counter()
         m = _fit_mixture(args.steps, **VARIANTS[name])
@@ -77,8 +78,7 @@ def main() -> None:
         payload["rows"][f"{name}@{args.steps}"] = row
         minority = {c: round(v["spreads"][0], 2) for c, v in per_c.items()}
         print(name, args.steps, "minority spreads", minority, flush=True)
-        payload["command"] = "python benchmarks/meanflow_mixture.py --steps N --variants ..."
-        save("meanflow_mixture", payload)
+        save("meanflow_mixture", payload)  # after each variant: a stopped sweep keeps the rest
 
 
 if __name__ == "__main__":

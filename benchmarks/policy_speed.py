@@ -128,25 +128,25 @@ def plain_rate(cls, kwargs: dict, dm: MinariDataModule, steps: int, precision: s
                 o.step()
             m.updater.step()
 
-    with autocast(precision):
-        for i in range(50):
-            step(i, next(sampler))
-        t0 = time.perf_counter()
-        for i in range(50, steps):
-            step(i, next(sampler))
-        return (steps - 50) / (time.perf_counter() - t0)
+    return timed_rate(lambda i: step(i, next(sampler)), steps, precision)
 
 
 def corl_rate(make, dm: MinariDataModule, steps: int, precision: str) -> float:
-    """CORL's own update (``corl_reference``) on the same data and sampling."""
+    """CORL's own update (``corl_reference``, 1-based) on the same data and sampling."""
     _, update = make(dm.train_data, dm.stats["obs_mean"], dm.stats["obs_std"], batch=256)
+    return timed_rate(lambda i: update(i + 1), steps, precision)
+
+
+def timed_rate(update, steps: int, precision: str, warmup: int = 50) -> float:
+    """Updates/s of ``update(i)`` for i in ``[warmup, steps)``, after ``warmup`` untimed ones,
+    under ``precision``'s autocast."""
     with autocast(precision):
-        for i in range(1, 51):
+        for i in range(warmup):
             update(i)
         t0 = time.perf_counter()
-        for i in range(51, steps + 1):
+        for i in range(warmup, steps):
             update(i)
-        return (steps - 50) / (time.perf_counter() - t0)
+        return (steps - warmup) / (time.perf_counter() - t0)
 
 
 def eval_rates(dm: MinariDataModule, episodes: int = 10, max_steps: int = 1000) -> dict:
