@@ -7,6 +7,7 @@ A cell whose run directory holds a checkpoint resumes from the newest (``--ckpt_
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import statistics
@@ -80,16 +81,33 @@ def drain(
     meta: dict,
     only: str | None = None,
 ) -> dict:
-    """Run every cell not yet in ``results/<name>.json``, saving after each one."""
-    payload = load(name)
-    payload.update(meta)
+    """Run every cell not yet in ``results/<name>.json``, saving after each one.
+
+    Several workers may drain the same queue at once (e.g. one per core, with disjoint
+    ``--datasets`` or ``--seeds``): a cell another worker has started (its lock file is held) is
+    skipped, and each save re-reads the JSON under a lock so no worker's finished cells are lost.
+    """
+    lock_dir = REPO / "runs" / "locks" / name
+    lock_dir.mkdir(parents=True, exist_ok=True)
     for key, fn in cells:
-        if key in payload["cells"] or (only and only not in key):
+        if key in load(name)["cells"] or (only and only not in key):
             continue
-        print(f"[{time.strftime('%H:%M:%S')}] {name}: {key}", flush=True)
-        res = fn()
-        res["machine"] = machine()
-        payload["cells"][key] = res
-        save(name, payload)
+        with open(lock_dir / (key.replace("/", "_") + ".lock"), "w") as cell_lock:
+            try:
+                fcntl.flock(cell_lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                print(f"{name}: {key} is being run by another worker; skipping", flush=True)
+                continue
+            if key in load(name)["cells"]:  # another worker finished it just now
+                continue
+            print(f"[{time.strftime('%H:%M:%S')}] {name}: {key}", flush=True)
+            res = fn()
+            res["machine"] = machine()
+            with open(lock_dir / "json.lock", "w") as json_lock:
+                fcntl.flock(json_lock, fcntl.LOCK_EX)
+                payload = load(name)
+                payload.update(meta)
+                payload["cells"][key] = res
+                save(name, payload)
         print(f"[{time.strftime('%H:%M:%S')}] {name}: {key} -> {res.get('summary')}", flush=True)
-    return payload
+    return load(name)

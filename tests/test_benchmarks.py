@@ -89,3 +89,39 @@ def test_corl_reference_updates_train_their_actor(name):
     for i in range(1, 601):
         step(i)
     assert err() < 0.5 * before, (before, err())
+
+
+def test_queue_workers_share_one_results_file(tmp_path, monkeypatch):
+    """Two workers draining one queue: a cell whose lock another worker holds is skipped, and a
+    cell finished by another worker while this one ran is kept when this one saves."""
+    import fcntl
+
+    import cellqueue
+    import common
+
+    for mod in (common, cellqueue):
+        monkeypatch.setattr(mod, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(cellqueue, "REPO", tmp_path)
+    monkeypatch.setattr(cellqueue, "machine", lambda: {"cpu": "x"})
+
+    def other_worker_finishes_c():  # runs while this worker is busy with cell "a"
+        payload = cellqueue.load("q")
+        payload["cells"]["c"] = {"summary": "by the other worker"}
+        common.save("q", payload)
+        return {"summary": "a"}
+
+    lock_dir = tmp_path / "runs" / "locks" / "q"
+    lock_dir.mkdir(parents=True)
+    with open(lock_dir / "b.lock", "w") as held:  # the other worker is running "b"
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        ran = []
+        cells = [
+            ("a", other_worker_finishes_c),
+            ("b", lambda: ran.append("b") or {"summary": "b"}),
+            ("c", lambda: ran.append("c") or {"summary": "c"}),
+        ]
+        out = cellqueue.drain("q", cells, {"command": "x"})
+    assert ran == []  # b is locked by the other worker, c it finished
+    assert out["cells"]["a"]["summary"] == "a"
+    assert out["cells"]["c"]["summary"] == "by the other worker"
+    assert "b" not in out["cells"] and out["command"] == "x"
