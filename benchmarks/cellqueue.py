@@ -27,14 +27,14 @@ def load(name: str) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {"cells": {}}
 
 
-def mean_std(xs) -> str:
+def mean_std(xs, digits: int = 1) -> str:
     """``mean ± std`` (population std) of the values that are not None, or ``n/a``."""
     xs = [x for x in xs if x is not None]
     if not xs:
         return "n/a"
     if len(xs) == 1:  # one seed: no spread to report
-        return f"{xs[0]:.1f}"
-    return f"{statistics.mean(xs):.1f} ± {statistics.pstdev(xs):.1f}"
+        return f"{xs[0]:.{digits}f}"
+    return f"{statistics.mean(xs):.{digits}f} ± {statistics.pstdev(xs):.{digits}f}"
 
 
 def last_checkpoint(run_dir: Path) -> Path | None:

@@ -117,14 +117,20 @@ def report(payload: dict) -> str:
     for ds in DATASETS:
         cs = sorted(rows.get(ds, []), key=lambda c: c["seed"])
         if not cs:
-            lines.append(f"| {ds} | 0 | not run yet | | | | | | | {PAPER.get(ds, '')} |")
+            lines.append(f"| {ds} | 0 | not run yet | | | | | | | | {PAPER.get(ds, '')} |")
             continue
         b = cs[0]["budget"]
         alphas = ", ".join(f"{c['alpha']['diffusion']:g} / {c['alpha']['meanflow']:g}" for c in cs)
+        runs = ("base", "itpo_diffusion", "itpo_meanflow")
+        success = (
+            " / ".join(ms([c["success_rate"][k] for c in cs], digits=2) for k in runs)
+            if cs[0].get("success_rate", {}).get("base") is not None
+            else ""
+        )
         lines.append(
             f"| {ds} | {len(cs)} | {ms([c['base_final'] for c in cs])} | "
             f"{ms([c['base_best'] for c in cs])} | {ms([c['itpo_diffusion'] for c in cs])} | "
-            f"{ms([c['itpo_meanflow'] for c in cs])} | {alphas} | "
+            f"{ms([c['itpo_meanflow'] for c in cs])} | {alphas} | {success} | "
             f"{b['policy']}; {b['world_model'] // 1000}k; {b['meanflow'] // 1000}k | "
             f"{statistics.mean(c['wall_s'] for c in cs) / 60:.0f} | {PAPER.get(ds, '')} |"
         )
