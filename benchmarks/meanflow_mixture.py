@@ -40,6 +40,28 @@ VARIANTS = {
 }
 
 
+def report(payload: dict) -> str:
+    """Markdown: one row per variant and budget, the EM fit at each c against the truth."""
+    lines = [
+        "| variant | settings | updates | c | minority weight (truth) | means (truth) | spreads "
+        "(truth 0.3) | within tolerance |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in payload["rows"].values():
+        settings = ", ".join(f"{k} {v}" for k, v in row["settings"].items())
+        for c, v in row["per_c"].items():
+            cv = float(c)
+            means = " / ".join(f"{m:.2f}" for m in v["means"])
+            lines.append(
+                f"| {row['variant']} | {settings} | {row['steps']} | {c} | "
+                f"{v['weight_minority']:.2f} ({0.3 + 0.2 * cv:.1f}) | {means} "
+                f"({-1.5 + cv / 2:.2f} / {1.5 + cv / 2:.2f}) | "
+                f"{' / '.join(f'{x:.2f}' for x in v['spreads'])} | "
+                f"{'yes' if v['within_tolerance'] else 'no'} |"
+            )
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--steps", type=int, default=10_000)
