@@ -37,6 +37,20 @@ VARIANTS = {
         "time_std": 3.0,
         "equal_fraction": 0.0,
     },
+    # 30k -> 100k updates left the minority spread at c = -0.5 where it was (0.376 -> 0.374):
+    # not the budget, so more capacity
+    "wide_3_all_r_lt_t_4x256": {
+        "hidden": (256, 256, 256, 256),
+        "time_mean": 0.0,
+        "time_std": 3.0,
+        "equal_fraction": 0.0,
+    },
+    "wide_3_all_r_lt_t_3x512": {
+        "hidden": (512, 512, 512),
+        "time_mean": 0.0,
+        "time_std": 3.0,
+        "equal_fraction": 0.0,
+    },
 }
 
 
@@ -68,8 +82,6 @@ def main() -> None:
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     args = ap.parse_args()
     path = RESULTS / "meanflow_mixture.json"
-    payload = json.loads(path.read_text()) if path.is_file() else {"rows": {}}
-    payload["command"] = "python benchmarks/meanflow_mixture.py --steps N --variants ..."
     for name in args.variants:
         t0 = time.perf_counter()
         m = _fit_mixture(args.steps, **VARIANTS[name])
@@ -97,10 +109,14 @@ def main() -> None:
             "wall_s": time.perf_counter() - t0,
             "machine": machine(),
         }
-        payload["rows"][f"{name}@{args.steps}"] = row
         minority = {c: round(v["spreads"][0], 2) for c, v in per_c.items()}
         print(name, args.steps, "minority spreads", minority, flush=True)
-        save("meanflow_mixture", payload)  # after each variant: a stopped sweep keeps the rest
+        # re-read before each save: a stopped sweep keeps its finished variants, and two sweeps
+        # run side by side (one per core) keep each other's rows
+        payload = json.loads(path.read_text()) if path.is_file() else {"rows": {}}
+        payload["command"] = "python benchmarks/meanflow_mixture.py --steps N --variants ..."
+        payload["rows"][f"{name}@{args.steps}"] = row
+        save("meanflow_mixture", payload)
 
 
 if __name__ == "__main__":
