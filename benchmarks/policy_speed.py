@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import time
 
 import lightning.pytorch as pl
 import torch
-from common import machine, save
+from common import RESULTS, machine, matmul_peak, save
 from corl_reference import corl_iql, corl_td3bc
+from torch.utils.flop_counter import FlopCounterMode
 
 from lit_itpo.data.datamodule import MinariDataModule, TransitionSampler
 from lit_itpo.evaluation import run_episodes
@@ -77,6 +79,11 @@ def lightning_rate(cls, kwargs: dict, dm: MinariDataModule, steps: int, precisio
 
 def plain_rate(cls, kwargs: dict, dm: MinariDataModule, steps: int, precision: str) -> float:
     """The same losses and optimisers in a bare loop: no Trainer, no logging."""
+    return timed_rate(plain_update(cls, kwargs, dm, steps), steps, precision)
+
+
+def plain_update(cls, kwargs: dict, dm: MinariDataModule, steps: int):
+    """``update(i)``: update ``i`` of ``cls``'s losses and optimisers on the next batch."""
     m = cls(dm.obs_dim, dm.action_dim, dm.action_low, dm.action_high, DID, **kwargs)
     opts = m.configure_optimizers()
     sampler = iter(TransitionSampler(dm.train_data, dm.hparams.batch_size, steps, seed=0))
@@ -128,13 +135,43 @@ def plain_rate(cls, kwargs: dict, dm: MinariDataModule, steps: int, precision: s
                 o.step()
             m.updater.step()
 
-    return timed_rate(lambda i: step(i, next(sampler)), steps, precision)
+    return lambda i: step(i, next(sampler))
 
 
 def corl_rate(make, dm: MinariDataModule, steps: int, precision: str) -> float:
     """CORL's own update (``corl_reference``, 1-based) on the same data and sampling."""
+    return timed_rate(corl_update(make, dm), steps, precision)
+
+
+def corl_update(make, dm: MinariDataModule):
     _, update = make(dm.train_data, dm.stats["obs_mean"], dm.stats["obs_std"], batch=256)
-    return timed_rate(lambda i: update(i + 1), steps, precision)
+    return lambda i: update(i + 1)
+
+
+class _GlobalOnly:
+    """Stands in for ``FlopCounterMode``'s module tracker: every FLOP counts as "Global"."""
+
+    parents = ("Global",)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *args) -> None:
+        return None
+
+
+def update_flops(update, warmup: int = 4, count: int = 4) -> float:
+    """Matmul FLOPs (forward and backward, as ``torch.utils.flop_counter`` counts them) per
+    update, averaged over ``count`` updates (an even number: the delayed actor moves every
+    second one) after ``warmup``."""
+    for i in range(warmup):
+        update(i)
+    fc = FlopCounterMode(display=False)
+    fc.mod_tracker = _GlobalOnly()  # its per-module tracker tests TensorDicts for truth
+    with fc:
+        for i in range(warmup, warmup + count):
+            update(i)
+    return fc.get_total_flops() / count
 
 
 def timed_rate(update, steps: int, precision: str, warmup: int = 50) -> float:
@@ -188,6 +225,8 @@ def report(payload: dict) -> str:
                 else " | |"
             )
         )
+    if all("flops_per_update" in r for r in payload["training"] + payload["corl_reference"]):
+        lines += ["", *flops_table(payload)]
     ev = payload["evaluation"]
     lines.append(
         f"\nEvaluation: {ev['episodes']} episodes of {ev['max_steps']} steps stepped together: "
@@ -197,26 +236,95 @@ def report(payload: dict) -> str:
     return "\n".join(lines)
 
 
+def flops_table(payload: dict) -> list[str]:
+    """Float32 rows: matmul FLOPs per update (counted), the FLOP/s they reach (counted FLOPs x
+    plain-loop updates/s) and, when the run measured it, the share of the machine's fp32 matmul
+    peak; plus what 1.5x CORL's rate would need at CORL's FLOPs per update."""
+    peak = payload.get("matmul_peak_flops")
+    lines = [
+        "| float32 update | batch | MFLOP per update | updates/s | GFLOP/s"
+        + (f" | share of the matmul peak ({peak / 1e9:.0f} GFLOP/s) |" if peak else " |"),
+        "| --- | --- | --- | --- | ---" + (" | --- |" if peak else " |"),
+    ]
+    rows = [
+        (f"CORL {p['algorithm']}", p["batch"], p["flops_per_update"], p["updates_per_s"])
+        for p in payload["corl_reference"]
+        if p["precision"] == "32-true"
+    ] + [
+        (
+            f"lit_itpo {r['algorithm']} (plain loop)",
+            r["batch"],
+            r["flops_per_update"],
+            r["plain_updates_per_s"],
+        )
+        for r in payload["training"]
+        if r["precision"] == "32-true"
+    ]
+    for name, batch, f, rate in rows:
+        share = f" | {100 * f * rate / peak:.0f}% |" if peak else " |"
+        lines.append(
+            f"| {name} | {batch} | {f / 1e6:.0f} | {rate:.0f} | {f * rate / 1e9:.0f}{share}"
+        )
+    for name, _, f, rate in rows[: len(payload["corl_reference"]) // 2]:
+        lines.append(
+            f"\n1.5x {name}'s rate ({1.5 * rate:.0f} updates/s) at its FLOPs per update needs "
+            f"{1.5 * f * rate / 1e9:.0f} GFLOP/s"
+            + (f" ({100 * 1.5 * f * rate / peak:.0f}% of the peak)." if peak else ".")
+        )
+    cmd = payload.get("flops_command", payload["command"])
+    return [*lines, f"\nFLOPs counted by `{cmd}` (torch.utils.flop_counter, matmuls only)."]
+
+
+SETTINGS = [
+    ("TD3+BC", TD3BCModule, {}, 256),
+    ("IQL", IQLModule, {}, 256),
+    ("ReBRAC", ReBRACModule, {}, 256),
+    ("ReBRAC", ReBRACModule, {}, 1024),
+]
+CORL = {"TD3+BC": corl_td3bc, "IQL": corl_iql}
+
+
+def row_flops(name: str, batch: int, corl: bool = False) -> float:
+    """FLOPs per update of one row (float32 counting; bf16 autocast runs the same matmuls)."""
+    dm = MinariDataModule(DID, data_dir="embedded", batch_size=batch, epoch_steps=16)
+    dm.setup()
+    if corl:
+        return update_flops(corl_update(CORL[name], dm))
+    cls, kw = next((c, k) for n, c, k, _ in SETTINGS if n == name)
+    return update_flops(plain_update(cls, kw, dm, 16))
+
+
+def annotate_flops() -> None:
+    """Add ``flops_per_update`` to every row of the committed policy_speed.json."""
+    path = RESULTS / "policy_speed.json"
+    payload = json.loads(path.read_text())
+    for r in payload["training"]:
+        r["flops_per_update"] = row_flops(r["algorithm"], r["batch"])
+    for p in payload["corl_reference"]:
+        p["flops_per_update"] = row_flops(p["algorithm"], p["batch"], corl=True)
+    payload["flops_command"] = "python benchmarks/policy_speed.py --count-flops"
+    print("wrote", save("policy_speed", payload))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--repeats", type=int, default=3, help="best of this many timed runs")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument(
+        "--count-flops",
+        action="store_true",
+        help="only count the FLOPs per update of every row of the committed results (no "
+        "timing; FLOP counts do not depend on the machine or its load)",
+    )
     args = ap.parse_args()
+    if args.count_flops:
+        return annotate_flops()
     steps = 120 if args.quick else args.steps
     reps = 1 if args.quick else args.repeats
-
-    settings = [
-        ("TD3+BC", TD3BCModule, {}, 256),
-        ("IQL", IQLModule, {}, 256),
-        ("ReBRAC", ReBRACModule, {}, 256),
-        ("ReBRAC", ReBRACModule, {}, 1024),
-    ]
-    if args.quick:
-        settings = settings[:1]
-    corl = {"TD3+BC": corl_td3bc, "IQL": corl_iql}
+    settings = SETTINGS[:1] if args.quick else SETTINGS
     rows, peers = [], []
-    for name, make in corl.items():
+    for name, make in CORL.items():
         if args.quick and name != "TD3+BC":
             continue
         dm = MinariDataModule(DID, data_dir="embedded", batch_size=256, epoch_steps=steps)
@@ -230,6 +338,7 @@ def main() -> None:
                     "updates_per_s": max(
                         corl_rate(make, dm, steps, precision) for _ in range(reps)
                     ),
+                    "flops_per_update": row_flops(name, 256, corl=True),
                 }
             )
             print(peers[-1], flush=True)
@@ -250,6 +359,7 @@ def main() -> None:
                 "lightning_updates_per_s": light,
                 "plain_updates_per_s": plain,
                 "lightning_overhead": plain / light - 1,
+                "flops_per_update": row_flops(name, batch),
             }
             if name in corl32 and batch == 256:
                 row["vs_corl_float32"] = light / corl32[name]
@@ -258,6 +368,7 @@ def main() -> None:
     dm = MinariDataModule(DID, data_dir="embedded")
     ev = eval_rates(dm, max_steps=200 if args.quick else 1000)
     print(ev)
+    peak = matmul_peak()
     out = save(
         "policy_speed" + ("_quick" if args.quick else ""),
         {
@@ -266,6 +377,7 @@ def main() -> None:
             "training": rows,
             "corl_reference": peers,
             "evaluation": ev,
+            "matmul_peak_flops": peak,
             "repeats": reps,
             "command": "python benchmarks/policy_speed.py"
             + (" --quick" if args.quick else f" --steps {steps} --repeats {reps}"),
