@@ -176,14 +176,21 @@ def update_flops(update, warmup: int = 4, count: int = 4) -> float:
 
 def timed_rate(update, steps: int, precision: str, warmup: int = 50) -> float:
     """Updates/s of ``update(i)`` for i in ``[warmup, steps)``, after ``warmup`` untimed ones,
-    under ``precision``'s autocast."""
-    with autocast(precision):
-        for i in range(warmup):
+    each update in its own ``precision`` autocast region, as Lightning enters one per training
+    step. One region around all updates would be wrong: autocast caches the bfloat16 copy of
+    every parameter until the region ends, so the optimiser's in-place updates would never
+    reach the matmuls (and the per-step casts would go untimed)."""
+
+    def one(i: int) -> None:
+        with autocast(precision):
             update(i)
-        t0 = time.perf_counter()
-        for i in range(warmup, steps):
-            update(i)
-        return (steps - warmup) / (time.perf_counter() - t0)
+
+    for i in range(warmup):
+        one(i)
+    t0 = time.perf_counter()
+    for i in range(warmup, steps):
+        one(i)
+    return (steps - warmup) / (time.perf_counter() - t0)
 
 
 def eval_rates(dm: MinariDataModule, episodes: int = 10, max_steps: int = 1000) -> dict:

@@ -129,3 +129,26 @@ def test_queue_workers_share_one_results_file(tmp_path, monkeypatch):
     assert out["cells"]["a"]["summary"] == "a"
     assert out["cells"]["c"]["summary"] == "by the other worker"
     assert "b" not in out["cells"] and out["command"] == "x"
+
+
+def test_policy_speed_harness_times_fresh_weights_and_counts_flops():
+    """Each timed update gets its own autocast region (one region around the loop would keep
+    matmuls on the first bfloat16 copy of the weights), and FLOPs are counted per update."""
+    import policy_speed
+    import torch
+
+    lin = torch.nn.Linear(8, 8, bias=False)
+    opt = torch.optim.SGD(lin.parameters(), 0.1)
+    x, outs = torch.randn(4, 8), []
+
+    def update(i: int) -> None:
+        y = lin(x)
+        outs.append(y.detach().float())
+        y.float().pow(2).mean().backward()
+        opt.step()
+        opt.zero_grad()
+
+    policy_speed.timed_rate(update, steps=4, precision="bf16-mixed", warmup=1)
+    assert outs[0].dtype == torch.float32 and not torch.equal(outs[-1], outs[-2])
+    # forward x @ W^T and the weight gradient: 2 x (2 * 4 * 8 * 8); x needs no gradient
+    assert policy_speed.update_flops(update, warmup=1, count=2) == 2 * 2 * 4 * 8 * 8
