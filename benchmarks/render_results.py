@@ -110,7 +110,8 @@ SECTIONS = [
         "Embedded halfcheetah sample, device-resident sampling. The plain loop runs the module's "
         "own losses without the Trainer; CORL's update is ``benchmarks/corl_reference.py`` "
         "(CORL's TD3+BC / IQL math in plain PyTorch) in the same process. bf16-mixed: Lightning's "
-        "bfloat16 autocast (output layers float32). Repeated runs on this VM vary by up to ~25%.",
+        "bfloat16 autocast (output layers float32). Runs minutes apart on this VM vary by up to "
+        "~25%, hours apart by up to 1.5x: compare within one run.",
     ),
     (
         "World-model accuracy: MeanFlow vs diffusion (stage 3)",
