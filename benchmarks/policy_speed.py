@@ -3,6 +3,7 @@ math, in float32 and in bfloat16 autocast) against CORL's single-file updates me
 same process, and evaluation throughput (10 episodes batched vs one at a time).
 
     python benchmarks/policy_speed.py [--steps 600] [--repeats 3] [--quick]
+    python benchmarks/policy_speed.py --count-flops   # only add FLOPs per update to the JSON
 
 Uses the embedded halfcheetah-medium sample with device-resident sampling. Sizes: CORL's
 (TD3+BC and IQL: 2 x 256, batch 256; ReBRAC at batch 256 with its 3 x 256 nets, and at its
@@ -12,6 +13,8 @@ also under the same bfloat16 autocast for a like-for-like view. ``bf16-mixed`` i
 several times faster; parameters and optimiser state stay float32).
 Each rate is the best of ``--repeats`` timed runs, measured in turn: this VM's speed drifts
 by up to ~25% between runs a few minutes apart, which a single run per row mixes into the ratios.
+Every row also gets its matmul FLOPs per update (``torch.utils.flop_counter``), and the run
+measures the fp32 matmul peak, so the report shows each update's share of the machine's peak.
 Writes benchmarks/results/policy_speed.json.
 """
 
