@@ -23,6 +23,7 @@ from cellqueue import REPO
 from common import RESULTS, machine, save
 
 sys.path.insert(0, str(REPO))
+from lit_itpo.world_models import MeanFlowTransition  # noqa: E402
 from tests.test_meanflow import _fit_mixture, _sampled_mixture  # noqa: E402
 
 VARIANTS = {
@@ -52,6 +53,43 @@ VARIANTS = {
         "equal_fraction": 0.0,
     },
 }
+
+
+# Not MeanFlow training: the same 3 x 256 network regressed on the exact one-step map (the
+# mixture's quantile map, unique in 1-D) with the same optimiser, schedule and batch. It says
+# whether the network can represent the map's jump between the modes at this budget.
+REFERENCE = "exact_map_regression_3x256"
+VARIANTS[REFERENCE] = {"hidden": (256, 256, 256), "objective": "regress the exact quantile map"}
+
+
+def quantile_map(c: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """x = F_c^-1(Phi(eps)) for the test's mixture, by bisection (50 halvings of [-5, 5])."""
+    normal = torch.distributions.Normal(0.0, 1.0)
+    w, lo_mean, hi_mean, p = 0.3 + 0.2 * c, -1.5 + c / 2, 1.5 + c / 2, normal.cdf(eps)
+    lo, hi = torch.full_like(eps, -5.0), torch.full_like(eps, 5.0)
+    for _ in range(50):
+        mid = (lo + hi) / 2
+        cdf = w * normal.cdf((mid - lo_mean) / 0.3) + (1 - w) * normal.cdf((mid - hi_mean) / 0.3)
+        lo, hi = torch.where(cdf < p, mid, lo), torch.where(cdf < p, hi, mid)
+    return (lo + hi) / 2
+
+
+def fit_exact_map(steps: int, hidden) -> MeanFlowTransition:
+    """The reference row: ``_fit_mixture``'s network, optimiser and batch, trained by MSE of its
+    one-step sample against the exact quantile map."""
+    torch.manual_seed(0)
+    m = MeanFlowTransition(1, 1, [-1.0], [1.0], hidden=list(hidden))
+    opt = torch.optim.Adam(m.parameters(), 3e-3)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    zero = torch.zeros(1024, 1)
+    for _ in range(steps):
+        c, eps = torch.rand(1024, 1) * 2 - 1, torch.randn(1024, 1)
+        loss = (m.sample(zero, c, eps) - quantile_map(c, eps)).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    return m
 
 
 def report(payload: dict) -> str:
@@ -85,7 +123,10 @@ def main() -> None:
     path = RESULTS / "meanflow_mixture.json"
     for name in args.variants:
         t0 = time.perf_counter()
-        m = _fit_mixture(args.steps, **VARIANTS[name])
+        if name == REFERENCE:
+            m = fit_exact_map(args.steps, VARIANTS[name]["hidden"])
+        else:
+            m = _fit_mixture(args.steps, **VARIANTS[name])
         per_c = {}
         for cv in (-0.5, 0.0, 0.5):
             w, mu, sd = _sampled_mixture(m, cv)

@@ -152,3 +152,20 @@ def test_policy_speed_harness_times_fresh_weights_and_counts_flops():
     assert outs[0].dtype == torch.float32 and not torch.equal(outs[-1], outs[-2])
     # forward x @ W^T and the weight gradient: 2 x (2 * 4 * 8 * 8); x needs no gradient
     assert policy_speed.update_flops(update, warmup=1, count=2) == 2 * 2 * 4 * 8 * 8
+
+
+def test_meanflow_mixture_reference_map_is_the_mixtures_quantile_map():
+    """The reference row's target pushes N(0, 1) onto the test's mixture: monotone, the minority
+    share below the gap, each mode's mean and spread."""
+    import meanflow_mixture
+    import torch
+
+    eps = torch.randn(200_000, 1, generator=torch.Generator().manual_seed(0))
+    for cv in (-0.5, 0.5):
+        x = meanflow_mixture.quantile_map(torch.full_like(eps, cv), eps).squeeze(-1)
+        low = x < cv / 2
+        assert abs(low.float().mean().item() - (0.3 + 0.2 * cv)) < 0.005
+        assert abs(x[low].mean().item() - (-1.5 + cv / 2)) < 0.01
+        assert abs(x[~low].std().item() - 0.3) < 0.01
+    grid = torch.linspace(-3, 3, 101)[:, None]
+    assert (meanflow_mixture.quantile_map(torch.zeros_like(grid), grid).diff(dim=0) > 0).all()
