@@ -24,7 +24,7 @@ from common import RESULTS, machine, save
 
 sys.path.insert(0, str(REPO))
 from lit_itpo.world_models import MeanFlowTransition  # noqa: E402
-from tests.test_meanflow import _fit_mixture, _sampled_mixture  # noqa: E402
+from tests.test_meanflow import _fit_mixture, _mixture, _sampled_mixture  # noqa: E402
 
 VARIANTS = {
     # the MeanFlow authors' ImageNet sampling: logit-normal(-0.4, 1), 25% r = t (the test's 3k run)
@@ -74,22 +74,83 @@ def quantile_map(c: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     return (lo + hi) / 2
 
 
-def fit_exact_map(steps: int, hidden) -> MeanFlowTransition:
-    """The reference row: ``_fit_mixture``'s network, optimiser and batch, trained by MSE of its
-    one-step sample against the exact quantile map."""
-    torch.manual_seed(0)
-    m = MeanFlowTransition(1, 1, [-1.0], [1.0], hidden=list(hidden))
+def _train(m: MeanFlowTransition, steps: int, batch_loss) -> MeanFlowTransition:
+    """``_fit_mixture``'s optimiser and schedule (Adam 3e-3, cosine) on ``batch_loss(m)``."""
     opt = torch.optim.Adam(m.parameters(), 3e-3)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    zero = torch.zeros(1024, 1)
     for _ in range(steps):
-        c, eps = torch.rand(1024, 1) * 2 - 1, torch.randn(1024, 1)
-        loss = (m.sample(zero, c, eps) - quantile_map(c, eps)).pow(2).mean()
+        loss = batch_loss(m)
         opt.zero_grad()
         loss.backward()
         opt.step()
         sched.step()
     return m
+
+
+def fit_exact_map(steps: int, hidden) -> MeanFlowTransition:
+    """The reference row: ``_fit_mixture``'s network, optimiser and batch, trained by MSE of its
+    one-step sample against the exact quantile map."""
+    torch.manual_seed(0)
+    zero = torch.zeros(1024, 1)
+
+    def batch_loss(m):
+        c, eps = torch.rand(1024, 1) * 2 - 1, torch.randn(1024, 1)
+        return (m.sample(zero, c, eps) - quantile_map(c, eps)).pow(2).mean()
+
+    return _train(MeanFlowTransition(1, 1, [-1.0], [1.0], hidden=list(hidden)), steps, batch_loss)
+
+
+# MeanFlow training with the sampled velocity v = eps - x replaced by the exact marginal
+# velocity E[v | z_t, c] (closed form for this mixture): the same JVP target, no noise in v.
+ORACLE = "oracle_marginal_velocity_3x256"
+VARIANTS[ORACLE] = {
+    "hidden": (256, 256, 256),
+    "time_mean": 0.0,
+    "time_std": 3.0,
+    "equal_fraction": 0.0,
+    "velocity": "exact marginal E[eps - x | z_t, c]",
+}
+
+
+def marginal_velocity(z: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """E[eps - x | z_t = z, c] for z_t = (1 - t) x + t eps and the test's mixture: per component
+    (x, eps, z_t) are jointly Gaussian; the components are weighted by their posterior."""
+    w = 0.3 + 0.2 * c
+    means, weights = torch.cat([-1.5 + c / 2, 1.5 + c / 2], -1), torch.cat([w, 1 - w], -1)
+    var = (1 - t) ** 2 * 0.09 + t**2  # Var(z_t | component)
+    d = z - (1 - t) * means
+    post = (weights.log() - 0.5 * d**2 / var - 0.5 * var.log()).softmax(-1)
+    e_x = means + (1 - t) * 0.09 / var * d  # E[x | z_t, component]
+    e_eps = t / var * d  # E[eps | z_t, component]
+    return (post * (e_eps - e_x)).sum(-1, keepdim=True)
+
+
+class _OracleMeanFlow(MeanFlowTransition):
+    """``MeanFlowTransition`` whose loss uses ``marginal_velocity`` for v (the condition c rides
+    in the action slot, as in the test)."""
+
+    def loss(self, obs, action, next_obs, weight=None):
+        x, cond = self.target(obs, next_obs), self.cond(obs, action)
+        r, t = self.sample_times(x.shape[0], x.device, x.dtype)
+        t_ = t.unsqueeze(-1)
+        z = (1 - t_) * x + t_ * torch.randn_like(x)
+        u_tgt = self.meanflow_target(z, r, t, marginal_velocity(z, t_, action), cond)
+        return (self.net(z, r, t, cond) - u_tgt).pow(2).sum(-1).mean(), {}
+
+
+def fit_oracle(steps: int) -> MeanFlowTransition:
+    """``_fit_mixture``'s recipe (seed, optimiser, schedule, batch, time sampling of the
+    ``wide_3_all_r_lt_t`` row) with the oracle velocity."""
+    torch.manual_seed(0)
+    kw = {k: v for k, v in VARIANTS[ORACLE].items() if k not in ("hidden", "velocity")}
+    m = _OracleMeanFlow(1, 1, [-1.0], [1.0], hidden=[256] * 3, adaptive_p=0.0, **kw)
+    zero = torch.zeros(1024, 1)
+
+    def batch_loss(m):
+        c, x = _mixture(1024)
+        return m.loss(zero, c, zero + x)[0]
+
+    return _train(m, steps, batch_loss)
 
 
 def report(payload: dict) -> str:
@@ -125,6 +186,8 @@ def main() -> None:
         t0 = time.perf_counter()
         if name == REFERENCE:
             m = fit_exact_map(args.steps, VARIANTS[name]["hidden"])
+        elif name == ORACLE:
+            m = fit_oracle(args.steps)
         else:
             m = _fit_mixture(args.steps, **VARIANTS[name])
         per_c = {}

@@ -169,3 +169,24 @@ def test_meanflow_mixture_reference_map_is_the_mixtures_quantile_map():
         assert abs(x[~low].std().item() - 0.3) < 0.01
     grid = torch.linspace(-3, 3, 101)[:, None]
     assert (meanflow_mixture.quantile_map(torch.zeros_like(grid), grid).diff(dim=0) > 0).all()
+
+
+def test_meanflow_mixture_oracle_velocity_is_the_conditional_mean():
+    """``marginal_velocity`` is E[eps - x | z_t, c]: the residual of the sampled velocity is
+    uncorrelated with functions of (z_t, c) at several t; the mean of another c is not."""
+    import meanflow_mixture
+    import torch
+
+    from tests.test_meanflow import _mixture
+
+    torch.manual_seed(0)
+    c, x = _mixture(400_000)
+    eps = torch.randn_like(x)
+    for tv in (0.1, 0.5, 0.9):
+        t = torch.full_like(x, tv)
+        z = (1 - t) * x + t * eps
+        res = eps - x - meanflow_mixture.marginal_velocity(z, t, c)
+        for g in (torch.ones_like(z), z, z**2, torch.tanh(3 * z), c, c * z):
+            assert abs((res * g).mean().item()) < 0.01, (tv, g[:2])
+    wrong = eps - x - meanflow_mixture.marginal_velocity(z, t, -c)  # another condition's mean
+    assert abs((wrong * c).mean().item()) > 0.05
