@@ -38,6 +38,14 @@ VARIANTS = {
         "time_std": 3.0,
         "equal_fraction": 0.0,
     },
+    # the network's own u(z, t, t) in place of the sampled v where r < t (half the batch r = t)
+    "wide_3_model_velocity": {
+        "hidden": (256, 256, 256),
+        "time_mean": 0.0,
+        "time_std": 3.0,
+        "equal_fraction": 0.5,
+        "target_velocity": "model",
+    },
     # 30k -> 100k updates left the minority spread at c = -0.5 where it was (0.376 -> 0.374):
     # not the budget, so more capacity
     "wide_3_all_r_lt_t_4x256": {

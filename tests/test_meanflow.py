@@ -55,6 +55,21 @@ def test_equal_times_reduce_to_flow_matching():
     assert torch.equal(m.meanflow_target(z, t, t, eps - x, cond), eps - x)
 
 
+def test_model_velocity_target_replaces_v_where_r_lt_t():
+    m = _mf(dtype=torch.float64, equal_fraction=0.5, target_velocity="model")
+    g = torch.Generator().manual_seed(2)
+    z, v, cond = (torch.randn(6, k, generator=g, dtype=torch.float64) for k in (3, 3, 5))
+    t = 0.5 + 0.5 * torch.rand(6, generator=g, dtype=torch.float64)
+    r = torch.where(torch.arange(6) < 3, t, t / 2)  # three flow-matching rows, three r < t
+    got = m.meanflow_target(z, r, t, v, cond)
+    torch.testing.assert_close(got[:3], v[:3])  # r = t: plain flow matching on the sampled v
+    m.target_velocity = "sample"
+    u_tt = m.net(z, t, t, cond).detach()
+    torch.testing.assert_close(got[3:], m.meanflow_target(z, r, t, u_tt, cond)[3:])
+    with pytest.raises(ValueError, match="equal_fraction"):
+        _mf(target_velocity="model", equal_fraction=0.0)
+
+
 def _mixture(n: int, c: torch.Tensor | None = None):
     """x | c = w(c) N(-1.5 + c/2, 0.3^2) + (1 - w(c)) N(1.5 + c/2, 0.3^2), w(c) = 0.3 + 0.2 c."""
     c = torch.rand(n, 1) * 2 - 1 if c is None else c
