@@ -141,7 +141,9 @@ def test_one_step_sampling_learns_a_conditional_gaussian_mixture():
     "budgets tried (4 x 256 at 20k: 0.49; 3 x 512 at 10k: 0.47). With the authors' "
     "logit-normal(-0.4, 1) and 25% r = t, 10k updates left the minority at -1.26 / 0.51 (c = 0). "
     "The excess is the 1.1-1.5% of samples the smooth one-step map puts between the modes "
-    "(truth: 0.1%); the same network regressed on the exact map is within tolerance (0.5-0.7%).",
+    "(truth: 0.1%); the same network regressed on the exact map is within tolerance (0.5-0.7%), "
+    "and so is MeanFlow training with the exact marginal velocity in place of the sampled v: "
+    "the sampled v's noise is the cause.",
 )
 def test_one_step_sampling_recovers_a_conditional_gaussian_mixture():
     """The issue's tolerance for one step. The one-step map is u(eps, r=0, t=1): logit-normal
