@@ -51,8 +51,9 @@ class MeanFlowModule(WorldModelStage):
         weight_clip: largest normalised weight (``None``: no clipping).
         hidden, reward_hidden: network widths.
         sample_steps: 1 (one-step) or more MeanFlow steps per imagined transition.
-        equal_fraction, time_mean, time_std, adaptive_p, adaptive_c: MeanFlow training
-            (:class:`~lit_itpo.world_models.MeanFlowTransition`).
+        equal_fraction, time_mean, time_std, adaptive_p, adaptive_c, target_velocity: MeanFlow
+            training (:class:`~lit_itpo.world_models.MeanFlowTransition`); ``target_velocity:
+            model`` needs ``equal_fraction > 0``.
         lr, lr_schedule, eval_horizon, eval_windows, plot_dims, termination: as
             :class:`~lit_itpo.modules.WorldModelModule`.
         policy_episodes: real episodes of the policy collected for the policy-distribution
@@ -87,6 +88,7 @@ class MeanFlowModule(WorldModelStage):
         time_std: float = 1.0,
         adaptive_p: float = 0.0,
         adaptive_c: float = 1e-2,
+        target_velocity: str = "sample",
         lr: float = 3e-4,
         lr_schedule: str = "cosine",
         eval_horizon: int = 5,
@@ -113,6 +115,13 @@ class MeanFlowModule(WorldModelStage):
             raise ConfigError(
                 f"model.lr={lr} must be > 0, lr_schedule={lr_schedule!r} 'cosine' or "
                 f"'constant', eval_horizon={eval_horizon} >= 1."
+            )
+        if target_velocity not in ("sample", "model") or (
+            target_velocity == "model" and equal_fraction == 0
+        ):
+            raise ConfigError(
+                f"model.target_velocity={target_velocity!r} must be 'sample' or 'model', and "
+                f"'model' needs model.equal_fraction > 0 (got {equal_fraction}); try 0.5."
             )
         if sample_steps < 1 or policy_episodes < 0:
             raise ConfigError(
@@ -149,6 +158,7 @@ class MeanFlowModule(WorldModelStage):
             time_std,
             adaptive_p,
             adaptive_c,
+            target_velocity,
         )
         reward = RewardModel(obs_dim, action_dim, action_low, action_high, list(reward_hidden))
         term = (
