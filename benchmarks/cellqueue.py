@@ -75,6 +75,19 @@ def run_cell(argv: list[str], run_dir: Path, log: Path, resume: bool = True) -> 
     return time.perf_counter() - t0
 
 
+def update(name: str, change: Callable[[dict], None]) -> dict:
+    """Apply ``change`` to ``results/<name>.json`` under the queue's lock (re-read, change,
+    atomic save), so concurrent workers lose none of each other's cells."""
+    lock_dir = REPO / "runs" / "locks" / name
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    with open(lock_dir / "json.lock", "w") as json_lock:
+        fcntl.flock(json_lock, fcntl.LOCK_EX)
+        payload = load(name)
+        change(payload)
+        save(name, payload)
+    return payload
+
+
 def drain(
     name: str,
     cells: list[tuple[str, Callable[[], dict]]],
@@ -103,11 +116,11 @@ def drain(
             print(f"[{time.strftime('%H:%M:%S')}] {name}: {key}", flush=True)
             res = fn()
             res["machine"] = machine()
-            with open(lock_dir / "json.lock", "w") as json_lock:
-                fcntl.flock(json_lock, fcntl.LOCK_EX)
-                payload = load(name)
+
+            def add(payload: dict, key=key, res=res) -> None:
                 payload.update(meta)
                 payload["cells"][key] = res
-                save(name, payload)
+
+            update(name, add)
         print(f"[{time.strftime('%H:%M:%S')}] {name}: {key} -> {res.get('summary')}", flush=True)
     return load(name)

@@ -26,15 +26,32 @@ TAGS = (
 )
 
 
+_MIXTURE_TIME = [
+    "--model.init_args.time_mean", "0",
+    "--model.init_args.time_std", "3",
+    "--model.init_args.equal_fraction", "0.5",
+]  # fmt: skip
 VARIANTS = {
     "eta0": ["--model.init_args.eta", "0"],
     "tilted": [],  # the config's tilt: eta calibrated to ESS 0.5, sigma 0.2, clip 10
     "eta0_adaptive_p1": ["--model.init_args.eta", "0", "--model.init_args.adaptive_p", "1.0"],
+    # the settings that reach the 1-D mixture tolerance (tests/test_meanflow.py, slow test):
+    # logit-normal(0, 3) times, half the batch r = t, and the network's own velocity u(z, t, t)
+    # in the target; the "_time" variant changes only the time sampling, to tell the two apart
+    "eta0_mixture_time": ["--model.init_args.eta", "0", *_MIXTURE_TIME],
+    "eta0_model_velocity": [
+        "--model.init_args.eta",
+        "0",
+        *_MIXTURE_TIME,
+        "--model.init_args.target_velocity",
+        "model",
+    ],
 }
 
 
 def cell(variant: str, args) -> dict:
-    run_dir = REPO / "runs" / "meanflow_quality" / f"{args.dataset}-{variant}-{args.steps}"
+    tag = f"{args.dataset}-{variant}-{args.steps}" + (f"-s{args.seed}" if args.seed else "")
+    run_dir = REPO / "runs" / "meanflow_quality" / tag
     run_dir.mkdir(parents=True, exist_ok=True)
     argv = [
         "fit",
@@ -48,9 +65,10 @@ def cell(variant: str, args) -> dict:
         "--model.init_args.policy_ckpt", args.policy_ckpt,
         "--model.init_args.world_model_ckpt", args.world_model_ckpt,
     ]  # fmt: skip
-    argv += VARIANTS[variant]
+    argv += VARIANTS[variant] + ["--seed_everything", str(args.seed)]
     wall = run_cell(argv, run_dir, run_dir / "log.txt")
     out = {"dataset": args.dataset, "variant": variant, "updates": args.steps, "batch": args.batch}
+    out["seed"] = args.seed
     for tag in TAGS:
         for model, prefix in (("meanflow", "val/"), ("diffusion", "val/diffusion/")):
             pts = scalars(run_dir, prefix + tag)
@@ -78,8 +96,9 @@ def report(payload: dict) -> str:
         "state RMSE on policy's (s, a) | budget |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
+    datasets = list(dict.fromkeys(c["dataset"] for c in payload["cells"].values()))
     diffusion_done = set()
-    for c in payload["cells"].values():
+    for c in sorted(payload["cells"].values(), key=lambda c: datasets.index(c["dataset"])):
         if c["dataset"] not in diffusion_done:
             diffusion_done.add(c["dataset"])
             lines.append(
@@ -90,13 +109,19 @@ def report(payload: dict) -> str:
         label = {
             "eta0": "MeanFlow, eta = 0",
             "eta0_adaptive_p1": "MeanFlow, eta = 0, adaptive weight p = 1",
+            "eta0_mixture_time": "MeanFlow, eta = 0, times logit-normal(0, 3), 50% r = t",
+            "eta0_model_velocity": (
+                "MeanFlow, eta = 0, times logit-normal(0, 3), 50% r = t, target velocity u(z, t, t)"
+            ),
         }.get(c["variant"])
         if label is None:
             label = f"MeanFlow, tilted (eta {c['tilt_eta']:.3g}, ESS {c['tilt_ess']:.2f})"
         lines.append(
             f"| {c['dataset']} | {label} | "
             + " | ".join(f(c[f"meanflow/{t}"]) for t in TAGS)
-            + f" | {c['updates'] // 1000}k x {c['batch']} |"
+            + f" | {c['updates'] // 1000}k x {c['batch']}"
+            + (f", seed {c['seed']}" if c.get("seed") else "")
+            + " |"
         )
     return "\n".join(lines)
 
@@ -108,6 +133,7 @@ def main() -> None:
     p.add_argument("--policy-ckpt")
     p.add_argument("--steps", type=int, default=4000)
     p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0, help="training seed (seed_everything)")
     p.add_argument("--variants", nargs="+", default=["eta0", "tilted"], choices=list(VARIANTS))
     p.add_argument("--report", action="store_true")
     args = p.parse_args()
@@ -116,7 +142,10 @@ def main() -> None:
         return
     if not (args.world_model_ckpt and args.policy_ckpt):
         p.error("--world-model-ckpt and --policy-ckpt are required (or --report)")
-    cells = [(f"{args.dataset}/{v}/{args.steps}", lambda v=v: cell(v, args)) for v in args.variants]
+    seed = f"/s{args.seed}" if args.seed else ""  # seed 0's keys predate the option
+    cells = [
+        (f"{args.dataset}/{v}/{args.steps}{seed}", lambda v=v: cell(v, args)) for v in args.variants
+    ]
     meta = {"command": "python benchmarks/meanflow_quality.py " + f"--steps {args.steps}"}
     print(report(drain(NAME, cells, meta)))
 

@@ -90,6 +90,15 @@ SECTIONS = [
         "paper column is D4RL data at 1M updates: not comparable in budget or data.",
     ),
     (
+        "World-model accuracy at the score suite's budgets (its MeanFlow stage's validation)",
+        "score_suite",
+        score_suite.accuracy_report,
+        "The suite's cells as above: per dataset and seed the diffusion world model (stage 1) and "
+        "the tilted MeanFlow model (stage 3, eta calibrated to ESS 0.5) scored by the same code "
+        "on the same held-out transitions (10% of the episodes) and on 5 real episodes of that "
+        "seed's ReBRAC policy; RMSE in normalised state units, mean ± std over seeds.",
+    ),
+    (
         "Cost study: score gain vs ms per env step",
         "cost_study",
         cost_study.report,

@@ -10,7 +10,8 @@ every dataset first.
 
     OMP_NUM_THREADS=1 python benchmarks/score_suite.py [--datasets ...] [--seeds 0 1 2]
         [--policy-steps 30000] [--world-model-steps 10000] [--meanflow-steps 10000]
-    python benchmarks/score_suite.py --report      # the markdown table from the JSON
+    python benchmarks/score_suite.py --report      # the markdown tables from the JSON
+    python benchmarks/score_suite.py --backfill-accuracy   # cells finished before it was recorded
 
 Needs the local datasets (``lit-itpo collect --config conf/collect/<env>.yaml``; walker2d and the
 PointMaze set included). Budgets are CPU-sized, far below the paper's 1M updates (README).
@@ -22,7 +23,7 @@ import argparse
 import json
 import statistics
 
-from cellqueue import REPO, drain, load, run_cell, scalars
+from cellqueue import REPO, drain, load, run_cell, scalars, update
 from cellqueue import mean_std as ms
 
 from lit_itpo.data.minari_io import datasets_root
@@ -49,8 +50,31 @@ PAPER = {
 }
 
 
+ACCURACY_TAGS = ("state_rmse", "open_loop_rmse_h5", "policy_state_rmse")
+
+
+def run_dir(ds: str, seed: int):
+    return REPO / "runs" / "suite" / f"{ds}-s{seed}"
+
+
+def accuracy(out) -> dict | None:
+    """The MeanFlow stage's last validation: its own errors and the diffusion world model's on
+    the same held-out transitions and policy episodes (``val/`` and ``val/diffusion/``), and the
+    tilt's effective sample size; ``None`` if that stage's logs are absent."""
+    res = {}
+    for tag in ACCURACY_TAGS:
+        for model, prefix in (("meanflow", "val/"), ("diffusion", "val/diffusion/")):
+            pts = scalars(out / "meanflow", prefix + tag)
+            if not pts:
+                return None
+            res[f"{model}/{tag}"] = pts[-1][1]
+    ess = scalars(out / "meanflow", "train/tilt/ess")
+    res["tilt_ess"] = ess[-1][1] if ess else None
+    return res
+
+
 def cell(ds: str, seed: int, args) -> dict:
-    out = REPO / "runs" / "suite" / f"{ds}-s{seed}"
+    out = run_dir(ds, seed)
     out.mkdir(parents=True, exist_ok=True)
     p = "--pipeline."
     argv = [
@@ -92,6 +116,7 @@ def cell(ds: str, seed: int, args) -> dict:
             k: res[k].get("success_rate") for k in ("base", "itpo_diffusion", "itpo_meanflow")
         },
         "ms_per_step": {n: res[f"itpo_{n}"]["ms_per_step"] for n in ("diffusion", "meanflow")},
+        "accuracy": accuracy(out),
         "wall_s": wall,
         "summary": (
             f"base {res['base']['normalized_score']:.1f}, ITPO diffusion "
@@ -137,6 +162,45 @@ def report(payload: dict) -> str:
     return "\n".join(lines)
 
 
+def accuracy_report(payload: dict) -> str:
+    """Markdown: the two world models' errors at the suite's budgets, mean +- std over seeds."""
+    names = {"state_rmse": "one-step", "open_loop_rmse_h5": "H=5 open-loop"}
+    names["policy_state_rmse"] = "one-step on policy's (s, a)"
+    lines = [
+        "| dataset | seeds | "
+        + " | ".join(f"{names[t]}: diffusion | MeanFlow" for t in ACCURACY_TAGS)
+        + " | tilt ESS |",
+        "| --- | --- |" + " --- | --- |" * len(ACCURACY_TAGS) + " --- |",
+    ]
+    for ds in DATASETS:
+        cs = [c.get("accuracy") for c in payload["cells"].values() if c["dataset"] == ds]
+        cs = [a for a in cs if a]
+        if not cs:
+            continue
+        cols = [
+            ms([a[f"{m}/{t}"] for a in cs], digits=3)
+            for t in ACCURACY_TAGS
+            for m in ("diffusion", "meanflow")
+        ]
+        ess = ms([a["tilt_ess"] for a in cs], digits=2)
+        lines.append(f"| {ds} | {len(cs)} | " + " | ".join(cols) + f" | {ess} |")
+    if len(lines) == 2:
+        return "No finished cell has its accuracy recorded yet (`--backfill-accuracy`)."
+    return "\n".join(lines)
+
+
+def backfill_accuracy() -> None:
+    """Record ``accuracy`` for finished cells that lack it, from their run directories."""
+
+    def fill(payload: dict) -> None:
+        for key, c in payload["cells"].items():
+            if c.get("accuracy") is None:
+                c["accuracy"] = accuracy(run_dir(c["dataset"], c["seed"]))
+                print(f"{key}: {'filled' if c['accuracy'] else 'no MeanFlow logs here'}")
+
+    update(NAME, fill)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--policy-steps", type=int, default=30_000)
@@ -147,10 +211,17 @@ def main() -> None:
     p.add_argument("--particles", type=int, default=64)
     p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--report", action="store_true", help="print the table and exit")
+    p.add_argument("--report", action="store_true", help="print the tables and exit")
+    p.add_argument(
+        "--backfill-accuracy",
+        action="store_true",
+        help="record the world models' accuracy for finished cells from their run directories",
+    )
     args = p.parse_args()
-    if args.report:
-        print(report(load(NAME)))
+    if args.backfill_accuracy:
+        backfill_accuracy()
+    if args.report or args.backfill_accuracy:
+        print(report(load(NAME)) + "\n\n" + accuracy_report(load(NAME)))
         return
     missing = [ds for ds in args.datasets if not (datasets_root() / DATASETS[ds]).is_dir()]
     for ds in missing:

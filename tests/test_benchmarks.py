@@ -48,6 +48,31 @@ def test_score_suite_report_means_over_seeds(machine):
     assert "| 1.00 / 0.80 / 0.90 |" in row
 
 
+def test_score_suite_accuracy_reads_the_meanflow_stage_logs(tmp_path, machine):
+    """The world models' errors come from the MeanFlow stage's TensorBoard events (its own
+    ``val/*`` and the diffusion model's ``val/diffusion/*``); the report means them over seeds."""
+    import score_suite
+    from torch.utils.tensorboard import SummaryWriter
+
+    assert score_suite.accuracy(tmp_path) is None  # no MeanFlow stage logs
+    w = SummaryWriter(str(tmp_path / "meanflow" / "tb" / "version_0"))
+    for step, scale in ((1000, 2.0), (2000, 1.0)):  # the last validation counts
+        for i, tag in enumerate(score_suite.ACCURACY_TAGS):
+            w.add_scalar(f"val/{tag}", scale * (0.1 + i), step)
+            w.add_scalar(f"val/diffusion/{tag}", scale * (0.2 + i), step)
+    w.add_scalar("train/tilt/ess", 0.5, 2000)
+    w.close()
+    acc = score_suite.accuracy(tmp_path)
+    assert acc["meanflow/state_rmse"] == pytest.approx(0.1)
+    assert acc["diffusion/policy_state_rmse"] == pytest.approx(2.2) and acc["tilt_ess"] == 0.5
+    other = {k: (v + 0.2 if k != "tilt_ess" else v) for k, v in acc.items()}
+    cells = [{"dataset": "hopper-medium", "accuracy": a} for a in (acc, other, None)]
+    text = score_suite.accuracy_report({"cells": dict(enumerate(cells))})
+    row = next(ln for ln in text.splitlines() if "hopper-medium" in ln)
+    assert row.startswith("| hopper-medium | 2 | 0.300 ± 0.100 | 0.200 ± 0.100 | 1.300 ± 0.100")
+    assert row.endswith("| 0.50 ± 0.00 |") and "walker2d" not in text
+
+
 def test_cost_study_points_change_one_factor_at_a_time():
     import cost_study
 
@@ -190,3 +215,27 @@ def test_meanflow_mixture_oracle_velocity_is_the_conditional_mean():
             assert abs((res * g).mean().item()) < 0.01, (tv, g[:2])
     wrong = eps - x - meanflow_mixture.marginal_velocity(z, t, -c)  # another condition's mean
     assert abs((wrong * c).mean().item()) > 0.05
+
+
+def test_meanflow_quality_report_groups_by_dataset_and_names_each_variant(machine):
+    import meanflow_quality
+
+    def cell(dataset, variant, seed, rmse):
+        out = {"dataset": dataset, "variant": variant, "updates": 20000, "batch": 256}
+        out |= {"seed": seed, "tilt_eta": 0.25, "tilt_ess": 0.5, "machine": machine}
+        for tag in meanflow_quality.TAGS:
+            out[f"meanflow/{tag}"], out[f"diffusion/{tag}"] = rmse, 1.0
+        return out
+
+    cells = [
+        cell("hc-m", "eta0", 0, 0.8),
+        cell("hc-mr", "eta0", 0, 2.0),
+        cell("hc-m", "eta0_model_velocity", 0, 0.9),
+        cell("hc-m", "eta0", 1, 0.85),
+    ]
+    rows = meanflow_quality.report({"cells": dict(enumerate(cells))}).splitlines()[2:]
+    assert [r.split(" | ")[0] for r in rows] == ["| hc-m"] * 4 + ["| hc-mr"] * 2
+    assert "diffusion" in rows[0] and "diffusion" in rows[4]  # once per dataset
+    assert "target velocity u(z, t, t)" in rows[2] and "0.900" in rows[2]
+    assert rows[3].endswith("20k x 256, seed 1 |") and rows[1].endswith("20k x 256 |")
+    assert set(meanflow_quality.VARIANTS) >= {"eta0", "tilted", "eta0_model_velocity"}
