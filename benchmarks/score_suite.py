@@ -134,9 +134,9 @@ def report(payload: dict) -> str:
         rows.setdefault(c["dataset"], []).append(c)
     lines = [
         "| dataset | seeds | ReBRAC final | ReBRAC best | ITPO, diffusion | ITPO, MeanFlow | "
-        "alpha (diff. / MF) | budget (policy; WM; MF) | min / cell (last sitting) | "
-        "paper (D4RL, ReBRAC → ITPO) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "alpha (diff. / MF) | success rate (base / diff. / MF) | budget (policy; WM; MF) | "
+        "min / cell (last sitting) | paper (D4RL, ReBRAC → ITPO) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
 
     for ds in DATASETS:

@@ -42,10 +42,11 @@ def test_score_suite_report_means_over_seeds(machine):
     assert "| 2 | 15.0 ± 5.0 | 16.0 ± 5.0 | 17.0 ± 5.0 | 10.0 ± 1.0 |" in row
     assert "5e-05 / 0, 5e-05 / 0" in row and "| 10 |" in row  # alphas, minutes per cell
     assert "not run yet" in score_suite.report(payload)  # the other datasets
+    assert len({ln.count("|") for ln in score_suite.report(payload).splitlines()}) == 1
     maze = cell(0, 50.0, 50.0, 50.0) | {"dataset": "pointmaze-umaze"}
     maze["success_rate"] = {"base": 1.0, "itpo_diffusion": 0.8, "itpo_meanflow": 0.9}
     row = next(ln for ln in score_suite.report({"cells": {"m": maze}}).splitlines() if "maze" in ln)
-    assert "| 1.00 / 0.80 / 0.90 |" in row
+    assert "| 1.00 / 0.80 / 0.90 |" in row and row.count("|") == 12  # as many as the header
 
 
 def test_score_suite_accuracy_reads_the_meanflow_stage_logs(tmp_path, machine):
