@@ -42,8 +42,10 @@ class MeanFlowTransition(_Conditioning):
             as the JVP tangent) or ``"model"``: on the r < t samples the network's own
             instantaneous velocity ``u(z, t, t)`` (no gradient) replaces v there, a target
             without the sampled v's noise; the r = t samples keep v, so the network still
-            learns that velocity (needs ``equal_fraction > 0``). Measured on the 1-D mixture
-            (benchmarks/meanflow_mixture.py); not measured on the MuJoCo datasets.
+            learns that velocity (needs ``equal_fraction > 0``). On the 1-D mixture it is what
+            brings one step within tolerance (benchmarks/meanflow_mixture.py); on
+            halfcheetah-medium, whose next states are near-deterministic, it cost one-step
+            accuracy (benchmarks/meanflow_quality.py; README).
     """
 
     def __init__(
