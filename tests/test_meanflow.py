@@ -119,7 +119,7 @@ def test_one_step_sampling_learns_a_conditional_gaussian_mixture():
     """What one step reaches in 3k updates (~20 s): the weights within 0.1 and the majority
     component within 0.1, following c. The minority component comes out too wide and pulled
     inward here (measured: mean -1.22 for -1.75, spread 0.65 for 0.3); the slow test below
-    has the settings and budget that come closest to the issue's tolerance."""
+    has the settings and budget that reach the issue's tolerance."""
     m = _fit_mixture(3000)
     majority = []
     for cv in (-0.5, 0.0, 0.5):
