@@ -43,18 +43,26 @@ def last_checkpoint(run_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
-    """Every ``tag`` value logged under ``run_dir`` (all TensorBoard versions), by step."""
+def read_scalars(run_dir: Path, tags) -> dict[str, list[tuple[int, float]]]:
+    """Every value of each tag logged under ``run_dir`` (all TensorBoard versions), by step;
+    each event file is read once whatever the number of tags."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    points: dict[int, float] = {}
+    points: dict[str, dict[int, float]] = {tag: {} for tag in tags}
     for ev_file in sorted(run_dir.rglob("events.out.tfevents.*")):
         acc = EventAccumulator(str(ev_file), size_guidance={"scalars": 0})
         acc.Reload()
-        if tag in acc.Tags().get("scalars", []):
-            for e in acc.Scalars(tag):
-                points[e.step] = e.value
-    return sorted(points.items())
+        logged = acc.Tags().get("scalars", [])
+        for tag in points:
+            if tag in logged:
+                for e in acc.Scalars(tag):
+                    points[tag][e.step] = e.value
+    return {tag: sorted(p.items()) for tag, p in points.items()}
+
+
+def scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
+    """Every ``tag`` value logged under ``run_dir`` (all TensorBoard versions), by step."""
+    return read_scalars(run_dir, [tag])[tag]
 
 
 def run_cell(argv: list[str], run_dir: Path, log: Path, resume: bool = True) -> float:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 
-from cellqueue import REPO, drain, load, run_cell, scalars
+from cellqueue import REPO, drain, load, read_scalars, run_cell
 
 NAME = "meanflow_quality"
 TAGS = (
@@ -49,6 +49,20 @@ VARIANTS = {
 }
 
 
+def side_by_side(run_dir, tags=TAGS) -> dict:
+    """A MeanFlow stage's last logged errors, its own (``meanflow/<tag>``, from ``val/``) and
+    the diffusion model's on the same data (``diffusion/<tag>``, from ``val/diffusion/``), and
+    the tilt's ``tilt_ess`` / ``tilt_eta``; ``None`` where a tag was not logged."""
+    names = {
+        f"{model}/{tag}": prefix + tag
+        for tag in tags
+        for model, prefix in (("meanflow", "val/"), ("diffusion", "val/diffusion/"))
+    }
+    names |= {"tilt_ess": "train/tilt/ess", "tilt_eta": "train/tilt/eta"}
+    series = read_scalars(run_dir, names.values())
+    return {key: (series[tag][-1][1] if series[tag] else None) for key, tag in names.items()}
+
+
 def cell(variant: str, args) -> dict:
     tag = f"{args.dataset}-{variant}-{args.steps}" + (f"-s{args.seed}" if args.seed else "")
     run_dir = REPO / "runs" / "meanflow_quality" / tag
@@ -69,14 +83,7 @@ def cell(variant: str, args) -> dict:
     wall = run_cell(argv, run_dir, run_dir / "log.txt")
     out = {"dataset": args.dataset, "variant": variant, "updates": args.steps, "batch": args.batch}
     out["seed"] = args.seed
-    for tag in TAGS:
-        for model, prefix in (("meanflow", "val/"), ("diffusion", "val/diffusion/")):
-            pts = scalars(run_dir, prefix + tag)
-            out[f"{model}/{tag}"] = pts[-1][1] if pts else None
-    ess = scalars(run_dir, "train/tilt/ess")
-    eta = scalars(run_dir, "train/tilt/eta")
-    out["tilt_ess"] = ess[-1][1] if ess else None
-    out["tilt_eta"] = eta[-1][1] if eta else None
+    out |= side_by_side(run_dir)
     out["wall_s"] = wall
     out["command"] = "lit-itpo " + " ".join(argv)
     out["summary"] = (

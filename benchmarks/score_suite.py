@@ -25,6 +25,7 @@ import statistics
 
 from cellqueue import REPO, drain, load, run_cell, scalars, update
 from cellqueue import mean_std as ms
+from meanflow_quality import side_by_side
 
 from lit_itpo.data.minari_io import datasets_root
 
@@ -61,16 +62,9 @@ def accuracy(out) -> dict | None:
     """The MeanFlow stage's last validation: its own errors and the diffusion world model's on
     the same held-out transitions and policy episodes (``val/`` and ``val/diffusion/``), and the
     tilt's effective sample size; ``None`` if that stage's logs are absent."""
-    res = {}
-    for tag in ACCURACY_TAGS:
-        for model, prefix in (("meanflow", "val/"), ("diffusion", "val/diffusion/")):
-            pts = scalars(out / "meanflow", prefix + tag)
-            if not pts:
-                return None
-            res[f"{model}/{tag}"] = pts[-1][1]
-    ess = scalars(out / "meanflow", "train/tilt/ess")
-    res["tilt_ess"] = ess[-1][1] if ess else None
-    return res
+    res = side_by_side(out / "meanflow", ACCURACY_TAGS)
+    res.pop("tilt_eta")
+    return None if any(v is None for k, v in res.items() if k != "tilt_ess") else res
 
 
 def cell(ds: str, seed: int, args) -> dict:
