@@ -363,7 +363,9 @@ def test_meanflow_stage_bad_input(upstream, tmp_path):
         )
     with pytest.raises(ConfigError, match="model.target_ess=1.5"):
         lightning_main(_mf_args(root, tmp_path, "--model.init_args.target_ess", "1.5"))
-    with pytest.raises(ConfigError, match="'model' needs model.equal_fraction > 0"):
+    with pytest.raises(
+        ConfigError, match=r"model\.target_velocity='model' .* needs equal_fraction > 0 \(got 0"
+    ):
         lightning_main(
             _mf_args(
                 root,

@@ -52,8 +52,9 @@ class MeanFlowModule(WorldModelStage):
         hidden, reward_hidden: network widths.
         sample_steps: 1 (one-step) or more MeanFlow steps per imagined transition.
         equal_fraction, time_mean, time_std, adaptive_p, adaptive_c, target_velocity: MeanFlow
-            training (:class:`~lit_itpo.world_models.MeanFlowTransition`); ``target_velocity:
-            model`` needs ``equal_fraction > 0``.
+            training (:class:`~lit_itpo.world_models.MeanFlowTransition`, whose checks raise
+            here as :class:`~lit_itpo.errors.ConfigError`); ``target_velocity: model`` needs
+            ``equal_fraction > 0``.
         lr, lr_schedule, eval_horizon, eval_windows, plot_dims, termination: as
             :class:`~lit_itpo.modules.WorldModelModule`.
         policy_episodes: real episodes of the policy collected for the policy-distribution
@@ -116,13 +117,6 @@ class MeanFlowModule(WorldModelStage):
                 f"model.lr={lr} must be > 0, lr_schedule={lr_schedule!r} 'cosine' or "
                 f"'constant', eval_horizon={eval_horizon} >= 1."
             )
-        if target_velocity not in ("sample", "model") or (
-            target_velocity == "model" and equal_fraction == 0
-        ):
-            raise ConfigError(
-                f"model.target_velocity={target_velocity!r} must be 'sample' or 'model', and "
-                f"'model' needs model.equal_fraction > 0 (got {equal_fraction}); try 0.5."
-            )
         if sample_steps < 1 or policy_episodes < 0:
             raise ConfigError(
                 f"model.sample_steps={sample_steps} must be >= 1 and policy_episodes="
@@ -146,20 +140,23 @@ class MeanFlowModule(WorldModelStage):
             reward_hidden = list(wm_hp["reward_hidden"])  # the reused model's own shape
         self.save_hyperparameters()
         self.hparams.reward_hidden = list(reward_hidden)  # the shape actually built
-        transition = MeanFlowTransition(
-            obs_dim,
-            action_dim,
-            action_low,
-            action_high,
-            list(hidden),
-            sample_steps,
-            equal_fraction,
-            time_mean,
-            time_std,
-            adaptive_p,
-            adaptive_c,
-            target_velocity,
-        )
+        try:  # the transition validates its own training options
+            transition = MeanFlowTransition(
+                obs_dim,
+                action_dim,
+                action_low,
+                action_high,
+                list(hidden),
+                sample_steps,
+                equal_fraction,
+                time_mean,
+                time_std,
+                adaptive_p,
+                adaptive_c,
+                target_velocity,
+            )
+        except ValueError as exc:
+            raise ConfigError(f"model.{exc}") from exc
         reward = RewardModel(obs_dim, action_dim, action_low, action_high, list(reward_hidden))
         term = (
             TerminationModel(obs_dim, action_dim, action_low, action_high) if termination else None

@@ -69,7 +69,8 @@ class MeanFlowTransition(_Conditioning):
         ):
             raise ValueError(
                 f"target_velocity={target_velocity!r} must be 'sample' or 'model', and 'model' "
-                f"needs equal_fraction > 0 (got {equal_fraction}) to learn the velocity it uses."
+                f"needs equal_fraction > 0 (got {equal_fraction}; e.g. 0.5) to learn the velocity "
+                "it uses."
             )
         self.target_velocity = target_velocity
         if sample_steps < 1:
