@@ -90,6 +90,15 @@ SECTIONS = [
         "paper column is D4RL data at 1M updates: not comparable in budget or data.",
     ),
     (
+        "Does ITPO beat its base? Gain over the same seed's ReBRAC policy",
+        "score_suite",
+        score_suite.gain_report,
+        "The cells above, paired by training seed: ITPO's score minus the final ReBRAC policy's "
+        "score on the same 10 episodes, mean ± std over seeds; up / same / down counts the seeds "
+        "whose gain is above 0.05, within ±0.05 (alpha = 0 fell back, or a step too small to "
+        "change an action much) or below -0.05 normalised points.",
+    ),
+    (
         "World-model accuracy at the score suite's budgets (its MeanFlow stage's validation)",
         "score_suite",
         score_suite.accuracy_report,

@@ -156,6 +156,34 @@ def report(payload: dict) -> str:
     return "\n".join(lines)
 
 
+def gain_report(payload: dict, same: float = 0.05) -> str:
+    """Markdown: ITPO's gain over its own seed's final ReBRAC policy (paired by seed), per world
+    model: mean +- std, and how many seeds went up / stayed within ``same`` / went down."""
+
+    def cols(cs: list[dict]) -> str:
+        out = []
+        for wm in ("itpo_diffusion", "itpo_meanflow"):
+            g = [c[wm] - c["base_final"] for c in cs]
+            up, down = sum(x > same for x in g), sum(x < -same for x in g)
+            out += [ms(g), f"{up} / {len(g) - up - down} / {down}"]
+        return " | ".join(out)
+
+    lines = [
+        "| dataset | seeds | gain, diffusion | up / same / down | gain, MeanFlow | "
+        "up / same / down |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    done = list(payload["cells"].values())
+    if not done:
+        return "No finished cell yet."
+    for ds in DATASETS:
+        cs = [c for c in done if c["dataset"] == ds]
+        if cs:
+            lines.append(f"| {ds} | {len(cs)} | {cols(cs)} |")
+    lines.append(f"| all cells | {len(done)} | {cols(done)} |")
+    return "\n".join(lines)
+
+
 def accuracy_report(payload: dict) -> str:
     """Markdown: the two world models' errors at the suite's budgets, mean +- std over seeds."""
     names = {"state_rmse": "one-step", "open_loop_rmse_h5": "H=5 open-loop"}
@@ -215,7 +243,8 @@ def main() -> None:
     if args.backfill_accuracy:
         backfill_accuracy()
     if args.report or args.backfill_accuracy:
-        print(report(load(NAME)) + "\n\n" + accuracy_report(load(NAME)))
+        payload = load(NAME)
+        print("\n\n".join(f(payload) for f in (report, gain_report, accuracy_report)))
         return
     missing = [ds for ds in args.datasets if not (datasets_root() / DATASETS[ds]).is_dir()]
     for ds in missing:

@@ -43,6 +43,11 @@ def test_score_suite_report_means_over_seeds(machine):
     assert "5e-05 / 0, 5e-05 / 0" in row and "| 10 |" in row  # alphas, minutes per cell
     assert "not run yet" in score_suite.report(payload)  # the other datasets
     assert len({ln.count("|") for ln in score_suite.report(payload).splitlines()}) == 1
+    gains = score_suite.gain_report(payload).splitlines()  # paired by seed: 2, 2 and -1, -9
+    assert "| hopper-medium | 2 | 2.0 ± 0.0 | 2 / 0 / 0 | -5.0 ± 4.0 | 0 / 0 / 2 |" in gains
+    assert gains[-1] == "| all cells | 2 | 2.0 ± 0.0 | 2 / 0 / 0 | -5.0 ± 4.0 | 0 / 0 / 2 |"
+    one = {"c": cell(2, 30.0, 30.01, 29.0)}  # within 0.05: unchanged
+    assert "| 0.0 | 0 / 1 / 0 | -1.0 | 0 / 0 / 1 |" in score_suite.gain_report({"cells": one})
     maze = cell(0, 50.0, 50.0, 50.0) | {"dataset": "pointmaze-umaze"}
     maze["success_rate"] = {"base": 1.0, "itpo_diffusion": 0.8, "itpo_meanflow": 0.9}
     row = next(ln for ln in score_suite.report({"cells": {"m": maze}}).splitlines() if "maze" in ln)
