@@ -271,6 +271,10 @@ def test_results_notebook_runs_on_a_tiny_run(tiny_pipeline, monkeypatch):
         o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
     )
     assert "alpha" in text and "Traceback" not in text
+    # every plotting cell shows its figure inline (the committed results exist for all of them)
+    plots = [c for c in nb.cells if c.cell_type == "code" and "plt.subplots" in c.source]
+    shown = [any("image/png" in o.get("data", {}) for o in c.outputs) for c in plots]
+    assert len(plots) >= 6 and all(shown), shown
 
 
 def test_zero_step_size_is_exactly_the_base_policy():
