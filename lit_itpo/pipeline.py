@@ -44,6 +44,8 @@ class PipelineConfig:
         particles, horizon, inner_steps: ITPO's M, H, E.
         alpha_grid: candidate step sizes; chosen on ``alpha_seed`` (paper: {5e-7 .. 5e-4}).
         alpha_seed: the held-out env seed (disjoint from the evaluation seeds).
+        alpha_episodes: held-out episodes per grid point (seeds alpha_seed + i; the choice is
+            made on their mean return). 1 is the paper's protocol.
         num_episodes, eval_seed: evaluation episodes (seeds eval_seed + i).
         max_episode_steps: cut evaluation episodes there (None: the env's limit).
         seed: seed_everything of every stage.
@@ -69,6 +71,7 @@ class PipelineConfig:
     inner_steps: int = 1
     alpha_grid: list[float] = field(default_factory=lambda: [5e-7, 5e-6, 5e-5, 5e-4])
     alpha_seed: int = 999
+    alpha_episodes: int = 1
     num_episodes: int = 10
     eval_seed: int = 1_000_000
     max_episode_steps: int | None = 200
@@ -143,7 +146,7 @@ def _newest_checkpoint(stage_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def _itpo(
+def run_itpo(
     cfg: PipelineConfig,
     out: Path,
     tag: str,
@@ -153,6 +156,10 @@ def _itpo(
     seed: int,
     episodes: int,
 ) -> dict:
+    """One ITPO evaluation (``lit-itpo validate`` of ``cfg.itpo_config`` on ``policy``) at step
+    size ``lr`` with the world models in ``ckpts``, on ``episodes`` episodes from env seed
+    ``seed``; logs under ``out/itpo/<tag>``. Returns its metrics (``eval/*``, ``itpo/<model>/*``,
+    ``time/*``); a finished run with the same arguments and checkpoints is reused."""
     from lit_itpo.cli import lightning_main
 
     cb = "--trainer.callbacks.init_args."
@@ -207,15 +214,39 @@ def _itpo(
     return metrics
 
 
+def select_alpha(
+    cfg: PipelineConfig, out: Path, ckpts: dict[str, Path], policy: Path
+) -> dict[float, dict]:
+    """One ITPO run per grid point on the held-out episodes (seeds ``alpha_seed + i``, i <
+    ``alpha_episodes``); each run evaluates the base policy and every world model in ``ckpts``
+    on the same episodes. Returns the runs' metrics by step size."""
+    return {
+        lr: run_itpo(
+            cfg, out, f"alpha_{lr:g}", ckpts, policy, lr, cfg.alpha_seed, cfg.alpha_episodes
+        )
+        for lr in cfg.alpha_grid
+    }
+
+
+def choose_alpha(sel: dict[float, dict], name: str) -> float:
+    """The grid point with the highest held-out mean return for world model ``name``, or 0 (the
+    base policy) when none beats the base policy there, as the paper falls back."""
+    key = f"itpo/{name}/return_mean"
+    best = max(sel, key=lambda lr: sel[lr][key])
+    return best if sel[best][key] > next(iter(sel.values()))["eval/return_mean"] else 0.0
+
+
 def run_pipeline(cfg: PipelineConfig) -> dict:
     """Run (or resume) every stage; returns the results dict also written to results.json."""
     budgets = (cfg.world_model_steps, cfg.policy_steps, cfg.meanflow_steps)
-    if min(*budgets, cfg.policy_eval_every, cfg.policy_eval_episodes) < 1 or not cfg.alpha_grid:
+    counts = (cfg.policy_eval_every, cfg.policy_eval_episodes, cfg.alpha_episodes)
+    if min(*budgets, *counts) < 1 or not cfg.alpha_grid:
         raise ConfigError(
             f"pipeline world_model_steps={cfg.world_model_steps}, policy_steps="
             f"{cfg.policy_steps}, meanflow_steps={cfg.meanflow_steps}, policy_eval_every="
-            f"{cfg.policy_eval_every} and policy_eval_episodes={cfg.policy_eval_episodes} must "
-            f"be >= 1 and alpha_grid={cfg.alpha_grid} non-empty."
+            f"{cfg.policy_eval_every}, policy_eval_episodes={cfg.policy_eval_episodes} and "
+            f"alpha_episodes={cfg.alpha_episodes} must be >= 1 and alpha_grid={cfg.alpha_grid} "
+            "non-empty."
         )
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -255,14 +286,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
         ],
     )
     ckpts = {"diffusion": wm, "meanflow": meanflow}
-    # alpha per world model on one held-out env seed, as the paper does (one run evaluates both
-    # models at a grid point); a grid point that does not beat the base policy there is not
-    # taken (the paper fell back to the base policy where ITPO had no gain): alpha = 0 then.
-    sel = {
-        lr: _itpo(cfg, out, f"alpha_{lr:g}", ckpts, policy, lr, cfg.alpha_seed, 1)
-        for lr in cfg.alpha_grid
-    }
-    base_sel = next(iter(sel.values()))["eval/return_mean"]
+    sel = select_alpha(cfg, out, ckpts, policy)
     results = {
         "dataset_id": cfg.dataset_id,
         "config": asdict(cfg),
@@ -276,10 +300,8 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
         "alpha": {},
     }
     for name, path in ckpts.items():
-        key = f"itpo/{name}/return_mean"
-        best = max(sel, key=lambda lr, key=key: sel[lr][key])
-        alpha = best if sel[best][key] > base_sel else 0.0
-        final = _itpo(
+        alpha = choose_alpha(sel, name)
+        final = run_itpo(
             cfg, out, f"final_{name}", {name: path}, policy, alpha, cfg.eval_seed, cfg.num_episodes
         )
         results["alpha"][name] = alpha

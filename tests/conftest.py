@@ -90,6 +90,8 @@ def tiny_pipeline(tmp_path_factory):
         "20",
         "--pipeline.alpha_grid",
         "[0.0001, 0.01]",
+        "--pipeline.alpha_episodes",
+        "2",
         "--pipeline.num_episodes",
         "2",
         "--pipeline.max_episode_steps",

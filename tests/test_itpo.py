@@ -230,6 +230,11 @@ def test_pipeline_end_to_end_and_resumes_per_stage(tiny_pipeline, capsys):
     for name, nfe in (("diffusion", 2 * 5), ("meanflow", 1 * 5)):  # K x H, 1 x H (E = 1)
         assert res[f"itpo_{name}"]["fallbacks"] == 0
         assert res[f"itpo_{name}"]["nfe_per_step"] == nfe
+    for lr in ("0.0001", "0.01"):  # alpha_episodes 2: two held-out episodes per grid point
+        run = json.loads((out / "itpo" / f"alpha_{lr}" / "metrics.json").read_text())
+        a = run["made_by"]["args"]
+        assert a[a.index("--trainer.callbacks.init_args.num_episodes") + 1] == "2"
+        assert run["metrics"]["eval/return_std"] > 0  # two episodes (seeds 999, 1000) differ
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("*.ckpt")}
     assert {p.name for p in stamps} == {"world_model.ckpt", "policy.ckpt", "meanflow.ckpt"}
     runs = {p: p.stat().st_mtime_ns for p in out.glob("itpo/*/metrics.json")}
@@ -347,6 +352,33 @@ def test_pipeline_stage_resumes_from_its_last_checkpoint(tiny_root, tmp_path):
     ev.Reload()
     steps = [e.step for e in ev.Scalars("train/loss")]
     assert steps and min(steps) >= 9  # it went on from update 10 (a fresh run logs from 1)
+
+
+def test_alpha_choice_takes_the_best_grid_point_or_falls_back():
+    from lit_itpo.pipeline import choose_alpha
+
+    def run(base, diffusion, meanflow):
+        return {
+            "eval/return_mean": base,
+            "itpo/diffusion/return_mean": diffusion,
+            "itpo/meanflow/return_mean": meanflow,
+        }
+
+    sel = {1e-4: run(10.0, 9.0, 12.0), 1e-2: run(10.0, 10.0, 11.0)}
+    assert choose_alpha(sel, "meanflow") == 1e-4  # the best grid point
+    assert choose_alpha(sel, "diffusion") == 0.0  # none beats the base policy: fall back
+    assert choose_alpha(sel | {1e-3: run(10.0, 10.5, 0.0)}, "diffusion") == 1e-3
+
+
+def test_pipeline_refuses_zero_held_out_episodes(tmp_path, capsys):
+    from lit_itpo.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["pipeline", "--pipeline.out_dir", str(tmp_path), "--pipeline.alpha_episodes", "0"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("lit-itpo: error:") and "alpha_episodes=0" in err
+    assert not any(tmp_path.iterdir())  # refused before any stage ran
 
 
 def test_pipeline_passes_its_data_dir_to_every_stage(tmp_path):

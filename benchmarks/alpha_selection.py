@@ -1,0 +1,154 @@
+"""Alpha chosen on one held-out episode (the paper's protocol, the score suite's) vs on several.
+
+For finished score-suite cells, reruns only the step-size selection with ``--episodes`` held-out
+episodes per grid point (env seeds 999 + i; the suite's single episode is seed 999), on that
+cell's own checkpoints (``runs/suite/<dataset>-s<seed>/``, which the score suite leaves there),
+and scores the chosen alpha on the suite's 10 evaluation episodes. Where the choice equals the
+suite's, its recorded score is taken (the same run: same checkpoints, alpha and episodes); alpha
+= 0 is the base policy's score; only a new non-zero choice runs the 10 episodes again. The runs
+live under ``runs/suite/<cell>/alpha_x<episodes>/`` and resume like the pipeline's.
+
+    OMP_NUM_THREADS=1 python benchmarks/alpha_selection.py [--cells walker2d-medium-replay/s1 ...]
+        [--episodes 5]
+    python benchmarks/alpha_selection.py --report
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from cellqueue import drain, load
+from cellqueue import mean_std as ms
+from score_suite import DATASETS, run_dir
+
+from lit_itpo.pipeline import PipelineConfig, choose_alpha, run_itpo, select_alpha
+
+NAME = "alpha_selection"
+MODELS = ("diffusion", "meanflow")
+
+
+def config(ds: str, seed: int, episodes: int, suite_cell: dict) -> PipelineConfig:
+    """The score suite's pipeline settings for this cell (its ITPO fields), ``alpha_episodes``
+    changed."""
+    return PipelineConfig(
+        dataset_id=DATASETS[ds],
+        data_dir=None,
+        out_dir=str(run_dir(ds, seed)),
+        num_episodes=10,
+        max_episode_steps=None,
+        particles=suite_cell["budget"]["particles"],
+        seed=seed,
+        alpha_episodes=episodes,
+    )
+
+
+def cell(key: str, episodes: int) -> dict:
+    suite = load("score_suite")["cells"]
+    if key not in suite:
+        raise SystemExit(f"alpha_selection: {key} is not a finished score-suite cell; run it")
+    sc = suite[key]
+    ds, seed = sc["dataset"], sc["seed"]
+    src = run_dir(ds, seed)
+    ckpts = {"diffusion": src / "world_model.ckpt", "meanflow": src / "meanflow.ckpt"}
+    missing = [p for p in (src / "policy.ckpt", *ckpts.values()) if not p.is_file()]
+    if missing:
+        raise SystemExit(
+            f"alpha_selection: {key} needs its checkpoints ({missing[0]} is absent); rerun "
+            f"`python benchmarks/score_suite.py --datasets {ds} --seeds {seed}` on this machine."
+        )
+    cfg = config(ds, seed, episodes, sc)
+    out = src / f"alpha_x{episodes}"
+    t0 = time.perf_counter()
+    sel = select_alpha(cfg, out, ckpts, src / "policy.ckpt")
+    res = {"dataset": ds, "seed": seed, "episodes": episodes, "base": sc["base_final"]}
+    res["held_out"] = {
+        f"{lr:g}": {"base": m["eval/return_mean"]} | {n: m[f"itpo/{n}/return_mean"] for n in MODELS}
+        for lr, m in sel.items()
+    }
+    for n in MODELS:
+        alpha = choose_alpha(sel, n)
+        if alpha == 0.0:
+            score, source = sc["base_final"], "base policy"
+        elif alpha == sc["alpha"][n]:
+            score, source = sc[f"itpo_{n}"], "score suite's run"
+        else:
+            final = run_itpo(
+                cfg, out, f"final_{n}", {n: ckpts[n]}, src / "policy.ckpt", alpha,
+                cfg.eval_seed, cfg.num_episodes,
+            )  # fmt: skip
+            score, source = final[f"itpo/{n}/normalized_score"], "run here"
+        res[n] = {
+            "alpha_1": sc["alpha"][n],
+            "score_1": sc[f"itpo_{n}"],
+            "alpha": alpha,
+            "score": score,
+            "source": source,
+        }
+    wall = time.perf_counter() - t0
+    res["wall_s"] = wall
+    res["summary"] = (
+        ", ".join(
+            f"{n} alpha {res[n]['alpha_1']:g} -> {res[n]['alpha']:g}: {res[n]['score_1']:.1f} -> "
+            f"{res[n]['score']:.1f}"
+            for n in MODELS
+        )
+        + f" ({wall / 60:.0f} min)"
+    )
+    return res
+
+
+def report(payload: dict) -> str:
+    """Markdown: per cell, each world model's alpha and score chosen on 1 vs N episodes."""
+    lines = [
+        "| cell | held-out episodes | ReBRAC | diffusion: alpha (1 ep → N) | score (1 ep → N) | "
+        "MeanFlow: alpha (1 ep → N) | score (1 ep → N) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    cells = sorted(payload["cells"].items())
+    for key, c in cells:
+        cols = []
+        for n in MODELS:
+            d = c[n]
+            cols += [f"{d['alpha_1']:g} → {d['alpha']:g}", f"{d['score_1']:.1f} → {d['score']:.1f}"]
+        lines.append(f"| {key} | {c['episodes']} | {c['base']:.1f} | " + " | ".join(cols) + " |")
+    if cells:
+        gains = []
+        for n in MODELS:
+            g1 = [c[n]["score_1"] - c["base"] for _, c in cells]
+            gn = [c[n]["score"] - c["base"] for _, c in cells]
+            gains.append(f"{n}: {ms(g1)} → {ms(gn)}")
+        lines.append("")
+        lines.append("Gain over ReBRAC on these cells, 1 held-out episode → N: " + "; ".join(gains))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument(
+        "--cells",
+        nargs="+",
+        default=[
+            "pointmaze-umaze/s2",
+            "walker2d-medium-replay/s1",
+            "walker2d-medium-replay/s0",
+            "halfcheetah-medium/s0",
+        ],
+        help="score-suite cells (<dataset>/s<seed>); the default: the two large losses, the "
+        "split walker2d-medium-replay seed 0, and a halfcheetah-medium gain",
+    )
+    p.add_argument("--episodes", type=int, default=5)
+    p.add_argument("--report", action="store_true", help="print the table and exit")
+    args = p.parse_args()
+    if args.report:
+        print(report(load(NAME)))
+        return
+    if args.episodes < 2:
+        raise SystemExit(f"alpha_selection: --episodes {args.episodes}: use 2 or more.")
+    cells = [(f"{k}/x{args.episodes}", lambda k=k: cell(k, args.episodes)) for k in args.cells]
+    meta = {"command": f"python benchmarks/alpha_selection.py --episodes {args.episodes}"}
+    print(report(drain(NAME, cells, meta)))
+
+
+if __name__ == "__main__":
+    main()
