@@ -46,7 +46,7 @@ def config(ds: str, seed: int, episodes: int, suite_cell: dict) -> PipelineConfi
 def cell(key: str, episodes: int) -> dict:
     suite = load("score_suite")["cells"]
     if key not in suite:
-        raise SystemExit(f"alpha_selection: {key} is not a finished score-suite cell; run it")
+        raise SystemExit(f"alpha_selection: {key} is not a finished score-suite cell; run it first")
     sc = suite[key]
     ds, seed = sc["dataset"], sc["seed"]
     src = run_dir(ds, seed)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 
+import alpha_selection
 import cost_study
 import itpo_options
 import meanflow_mixture
@@ -97,6 +98,15 @@ SECTIONS = [
         "score on the same 10 episodes, mean ± std over seeds; up / same / down counts the seeds "
         "whose gain is above 0.05, within ±0.05 (alpha = 0 fell back, or a step too small to "
         "change an action much) or below -0.05 normalised points.",
+    ),
+    (
+        "Choosing alpha on one held-out episode vs several (score-suite cells)",
+        "alpha_selection",
+        alpha_selection.report,
+        "The score suite's own checkpoints; alpha from the same grid chosen on the mean return of "
+        "N held-out episodes (env seeds 999 + i) instead of one (seed 999), then scored on the "
+        "suite's 10 evaluation episodes (a choice equal to the suite's takes its recorded score; "
+        "alpha = 0 is the base policy's).",
     ),
     (
         "World-model accuracy at the score suite's budgets (its MeanFlow stage's validation)",

@@ -54,6 +54,25 @@ def test_score_suite_report_means_over_seeds(machine):
     assert "| 1.00 / 0.80 / 0.90 |" in row and row.count("|") == 12  # as many as the header
 
 
+def test_alpha_selection_report_sets_one_episode_beside_several(machine):
+    import alpha_selection
+
+    def wm(alpha_1, score_1, alpha, score):
+        return {"alpha_1": alpha_1, "score_1": score_1, "alpha": alpha, "score": score}
+
+    cells = {
+        "w/s1/x5": {"episodes": 5, "base": 60.0, "machine": machine,
+                    "diffusion": wm(5e-5, 40.0, 5e-7, 62.0), "meanflow": wm(5e-5, 20.0, 0.0, 60.0)},
+        "p/s2/x5": {"episodes": 5, "base": 50.0, "machine": machine,
+                    "diffusion": wm(5e-4, 45.0, 5e-4, 45.0), "meanflow": wm(0.0, 50.0, 0.0, 50.0)},
+    }  # fmt: skip
+    text = alpha_selection.report({"cells": cells})
+    row = next(ln for ln in text.splitlines() if ln.startswith("| w/s1/x5"))
+    assert row == "| w/s1/x5 | 5 | 60.0 | 5e-05 → 5e-07 | 40.0 → 62.0 | 5e-05 → 0 | 20.0 → 60.0 |"
+    # gains over ReBRAC, paired: diffusion -20, -5 -> +2, -5; MeanFlow -40, 0 -> 0, 0
+    assert "diffusion: -12.5 ± 7.5 → -1.5 ± 3.5; meanflow: -20.0 ± 20.0 → 0.0 ± 0.0" in text
+
+
 def test_score_suite_accuracy_reads_the_meanflow_stage_logs(tmp_path, machine):
     """The world models' errors come from the MeanFlow stage's TensorBoard events (its own
     ``val/*`` and the diffusion model's ``val/diffusion/*``); the report means them over seeds."""
