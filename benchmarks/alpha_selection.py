@@ -1,11 +1,13 @@
 """Alpha chosen on one held-out episode (the paper's protocol, the score suite's) vs on several.
 
-For finished score-suite cells, reruns only the step-size selection with ``--episodes`` held-out
-episodes per grid point (env seeds 999 + i; the suite's single episode is seed 999), on that
-cell's own checkpoints (``runs/suite/<dataset>-s<seed>/``, which the score suite leaves there),
-and scores the chosen alpha on the suite's 10 evaluation episodes. Where the choice equals the
-suite's, its recorded score is taken (the same run: same checkpoints, alpha and episodes); alpha
-= 0 is the base policy's score; only a new non-zero choice runs the 10 episodes again. The runs
+For score-suite cells run on this machine, reruns only the step-size selection with
+``--episodes`` held-out episodes per grid point (env seeds 999 + i; the suite's single episode is
+seed 999), on that cell's own checkpoints (``runs/suite/<dataset>-s<seed>/``, which the score
+suite leaves there; a fresh machine makes them with ``score_suite.py --rerun``), and scores the
+chosen alpha on the suite's 10 evaluation episodes. The one-episode choice is that run's own
+(its ``results.json``); where the new choice equals it, its recorded score is taken (same
+checkpoints, alpha and episodes); alpha = 0 is the base policy's score; only a new non-zero
+choice runs the 10 episodes again. The runs
 live under ``runs/suite/<cell>/alpha_x<episodes>/`` and resume like the pipeline's.
 
     OMP_NUM_THREADS=1 python benchmarks/alpha_selection.py [--cells walker2d-medium-replay/s1 ...]
@@ -16,6 +18,7 @@ live under ``runs/suite/<cell>/alpha_x<episodes>/`` and resume like the pipeline
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 from cellqueue import drain, load
@@ -26,9 +29,16 @@ from lit_itpo.pipeline import PipelineConfig, choose_alpha, run_itpo, select_alp
 
 NAME = "alpha_selection"
 MODELS = ("diffusion", "meanflow")
+# The two large losses, the split walker2d-medium-replay seed 0, and a halfcheetah-medium gain.
+CELLS = (
+    "pointmaze-umaze/s2",
+    "walker2d-medium-replay/s1",
+    "walker2d-medium-replay/s0",
+    "halfcheetah-medium/s0",
+)
 
 
-def config(ds: str, seed: int, episodes: int, suite_cell: dict) -> PipelineConfig:
+def config(ds: str, seed: int, episodes: int, particles: int) -> PipelineConfig:
     """The score suite's pipeline settings for this cell (its ITPO fields), ``alpha_episodes``
     changed."""
     return PipelineConfig(
@@ -37,41 +47,46 @@ def config(ds: str, seed: int, episodes: int, suite_cell: dict) -> PipelineConfi
         out_dir=str(run_dir(ds, seed)),
         num_episodes=10,
         max_episode_steps=None,
-        particles=suite_cell["budget"]["particles"],
+        particles=particles,
         seed=seed,
         alpha_episodes=episodes,
     )
 
 
 def cell(key: str, episodes: int) -> dict:
-    suite = load("score_suite")["cells"]
-    if key not in suite:
-        raise SystemExit(f"alpha_selection: {key} is not a finished score-suite cell; run it first")
-    sc = suite[key]
-    ds, seed = sc["dataset"], sc["seed"]
+    ds, _, s = key.partition("/s")
+    if ds not in DATASETS or not s.isdigit():
+        raise SystemExit(f"alpha_selection: cell {key!r}: use <dataset>/s<seed>, e.g. {CELLS[0]}")
+    seed = int(s)
     src = run_dir(ds, seed)
     ckpts = {"diffusion": src / "world_model.ckpt", "meanflow": src / "meanflow.ckpt"}
-    missing = [p for p in (src / "policy.ckpt", *ckpts.values()) if not p.is_file()]
+    needed = (src / "results.json", src / "policy.ckpt", *ckpts.values())
+    missing = [p for p in needed if not p.is_file()]
     if missing:
         raise SystemExit(
-            f"alpha_selection: {key} needs its checkpoints ({missing[0]} is absent); rerun "
-            f"`python benchmarks/score_suite.py --datasets {ds} --seeds {seed}` on this machine."
+            f"alpha_selection: {key} needs a finished score-suite run on this machine "
+            f"({missing[0]} is absent); run `python benchmarks/score_suite.py --datasets {ds} "
+            f"--seeds {seed}` (or with --rerun for a cell already in the committed results)."
         )
-    cfg = config(ds, seed, episodes, sc)
+    # The one-episode choice and scores of the run whose checkpoints are here (the suite
+    # pipeline's own results.json), so both choices are made on the same checkpoints.
+    sc = json.loads((src / "results.json").read_text())
+    cfg = config(ds, seed, episodes, sc["config"]["particles"])
     out = src / f"alpha_x{episodes}"
     t0 = time.perf_counter()
     sel = select_alpha(cfg, out, ckpts, src / "policy.ckpt")
-    res = {"dataset": ds, "seed": seed, "episodes": episodes, "base": sc["base_final"]}
+    base = sc["base"]["normalized_score"]
+    res = {"dataset": ds, "seed": seed, "episodes": episodes, "base": base}
     res["held_out"] = {
         f"{lr:g}": {"base": m["eval/return_mean"]} | {n: m[f"itpo/{n}/return_mean"] for n in MODELS}
         for lr, m in sel.items()
     }
     for n in MODELS:
-        alpha = choose_alpha(sel, n)
+        alpha, score_1 = choose_alpha(sel, n), sc[f"itpo_{n}"]["normalized_score"]
         if alpha == 0.0:
-            score, source = sc["base_final"], "base policy"
+            score, source = base, "base policy"
         elif alpha == sc["alpha"][n]:
-            score, source = sc[f"itpo_{n}"], "score suite's run"
+            score, source = score_1, "score suite's run"
         else:
             final = run_itpo(
                 cfg, out, f"final_{n}", {n: ckpts[n]}, src / "policy.ckpt", alpha,
@@ -80,7 +95,7 @@ def cell(key: str, episodes: int) -> dict:
             score, source = final[f"itpo/{n}/normalized_score"], "run here"
         res[n] = {
             "alpha_1": sc["alpha"][n],
-            "score_1": sc[f"itpo_{n}"],
+            "score_1": score_1,
             "alpha": alpha,
             "score": score,
             "source": source,
@@ -128,14 +143,10 @@ def main() -> None:
     p.add_argument(
         "--cells",
         nargs="+",
-        default=[
-            "pointmaze-umaze/s2",
-            "walker2d-medium-replay/s1",
-            "walker2d-medium-replay/s0",
-            "halfcheetah-medium/s0",
-        ],
-        help="score-suite cells (<dataset>/s<seed>); the default: the two large losses, the "
-        "split walker2d-medium-replay seed 0, and a halfcheetah-medium gain",
+        default=list(CELLS),
+        help="score-suite cells (<dataset>/s<seed>) whose run is under runs/suite/ here; the "
+        "default: the two large losses, the split walker2d-medium-replay seed 0, and a "
+        "halfcheetah-medium gain",
     )
     p.add_argument("--episodes", type=int, default=5)
     p.add_argument("--report", action="store_true", help="print the table and exit")

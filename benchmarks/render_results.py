@@ -100,12 +100,23 @@ SECTIONS = [
         "change an action much) or below -0.05 normalised points.",
     ),
     (
+        "Reproduction: score-suite cells rerun on another machine",
+        "score_suite_rerun",
+        score_suite.rerun_report,
+        "The same command per cell (`--rerun`: same configs, seeds and budgets) in a later sitting "
+        "on the machine named, with the local dataset regenerated there by `lit-itpo collect` "
+        "(same recipe and seed; on another CPU model the float rounding of the behaviour actor "
+        "differs, so the MuJoCo rollouts and hence the dataset differ, and so does every stage "
+        "trained on it: a reproduction within seed noise, not bit for bit).",
+    ),
+    (
         "Choosing alpha on one held-out episode vs several (score-suite cells)",
         "alpha_selection",
         alpha_selection.report,
-        "The score suite's own checkpoints; alpha from the same grid chosen on the mean return of "
-        "N held-out episodes (env seeds 999 + i) instead of one (seed 999), then scored on the "
-        "suite's 10 evaluation episodes (a choice equal to the suite's takes its recorded score; "
+        "A score-suite run's own checkpoints (on the machine of the reproduction table above "
+        "where the cell was rerun); alpha from the same grid chosen on the mean return of N "
+        "held-out episodes (env seeds 999 + i) instead of one (seed 999), then scored on the "
+        "suite's 10 evaluation episodes (a choice equal to that run's takes its recorded score; "
         "alpha = 0 is the base policy's).",
     ),
     (

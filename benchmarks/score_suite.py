@@ -12,6 +12,9 @@ every dataset first.
         [--policy-steps 30000] [--world-model-steps 10000] [--meanflow-steps 10000]
     python benchmarks/score_suite.py --report      # the markdown tables from the JSON
     python benchmarks/score_suite.py --backfill-accuracy   # cells finished before it was recorded
+    OMP_NUM_THREADS=1 python benchmarks/score_suite.py --rerun --datasets ... --seeds ...
+        # finished cells again, on this machine: results/score_suite_rerun.json, set beside the
+        # committed cells (--report)
 
 Needs the local datasets (``lit-itpo collect --config conf/collect/<env>.yaml``; walker2d and the
 PointMaze set included). Budgets are CPU-sized, far below the paper's 1M updates (README).
@@ -30,6 +33,7 @@ from meanflow_quality import side_by_side
 from lit_itpo.data.minari_io import datasets_root
 
 NAME = "score_suite"
+RERUN = "score_suite_rerun"
 DATASETS = {
     "halfcheetah-medium": "lit_itpo/halfcheetah/medium-v0",
     "halfcheetah-medium-replay": "lit_itpo/halfcheetah/medium-replay-v0",
@@ -65,6 +69,17 @@ def accuracy(out) -> dict | None:
     res = side_by_side(out / "meanflow", ACCURACY_TAGS)
     res.pop("tilt_eta")
     return None if any(v is None for k, v in res.items() if k != "tilt_ess") else res
+
+
+def data_record(ds: str) -> dict | None:
+    """What the local dataset the cell trains on holds (its ``provenance.json``: size, behaviour
+    return, when it was made): datasets are regenerated per machine, so a cell names its own."""
+    path = datasets_root() / DATASETS[ds] / "provenance.json"
+    if not path.is_file():
+        return None
+    prov = json.loads(path.read_text())
+    keys = ("num_episodes", "num_steps", "return_mean", "normalized_score_mean", "created")
+    return {k: prov.get(k) for k in keys}
 
 
 def cell(ds: str, seed: int, args) -> dict:
@@ -111,6 +126,7 @@ def cell(ds: str, seed: int, args) -> dict:
         },
         "ms_per_step": {n: res[f"itpo_{n}"]["ms_per_step"] for n in ("diffusion", "meanflow")},
         "accuracy": accuracy(out),
+        "data": data_record(ds),
         "wall_s": wall,
         "summary": (
             f"base {res['base']['normalized_score']:.1f}, ITPO diffusion "
@@ -211,6 +227,53 @@ def accuracy_report(payload: dict) -> str:
     return "\n".join(lines)
 
 
+def _fmt(x, fmt: str) -> str:
+    return "n/a" if x is None else format(x, fmt)
+
+
+def rerun_report(payload: dict) -> str:
+    """Markdown: each rerun cell beside the committed cell of the same dataset and seed (same
+    command, another sitting and possibly another machine), and the paired differences."""
+    committed = load(NAME)["cells"]
+    columns = {  # header: (value of a cell, format)
+        "ReBRAC final": (lambda c: c["base_final"], ".1f"),
+        "ReBRAC best": (lambda c: c["base_best"], ".1f"),
+        "ITPO, diffusion": (lambda c: c["itpo_diffusion"], ".1f"),
+        "ITPO, MeanFlow": (lambda c: c["itpo_meanflow"], ".1f"),
+        "alpha, diffusion": (lambda c: c["alpha"]["diffusion"], "g"),
+        "alpha, MeanFlow": (lambda c: c["alpha"]["meanflow"], "g"),
+        "one-step RMSE, diffusion": (
+            lambda c: (c.get("accuracy") or {}).get("diffusion/state_rmse"), ".3f"),
+        "one-step RMSE, MeanFlow": (
+            lambda c: (c.get("accuracy") or {}).get("meanflow/state_rmse"), ".3f"),
+    }  # fmt: skip
+    lines = [
+        "| cell | machine (committed → rerun) | dataset's behaviour score (rerun) | "
+        + " | ".join(f"{h} (committed → rerun)" for h in columns)
+        + " |",
+        "| --- | --- | --- |" + " --- |" * len(columns),
+    ]
+    gaps: dict[str, list[float]] = {"base_final": [], "itpo_diffusion": [], "itpo_meanflow": []}
+    for key, r in sorted(payload["cells"].items()):
+        c = committed.get(key)
+        if c is None:
+            continue
+        for k, v in gaps.items():
+            v.append(r[k] - c[k])
+        behaviour = (r.get("data") or {}).get("normalized_score_mean")
+        cols = [f"{_fmt(get(c), f)} → {_fmt(get(r), f)}" for get, f in columns.values()]
+        lines.append(
+            f"| {key} | {c['machine']['cpu']} → {r['machine']['cpu']} | "
+            f"{_fmt(behaviour, '.1f')} | " + " | ".join(cols) + " |"
+        )
+    if len(lines) == 2:
+        return "No cell rerun yet."
+    names = {"base_final": "ReBRAC", "itpo_diffusion": "diffusion-ITPO"}
+    names["itpo_meanflow"] = "MeanFlow-ITPO"
+    diffs = "; ".join(f"{names[k]} {ms(v)}" for k, v in gaps.items())
+    return "\n".join(lines + ["", f"Rerun minus committed score, over these cells: {diffs}."])
+
+
 def backfill_accuracy() -> None:
     """Record ``accuracy`` for finished cells that lack it, from their run directories."""
 
@@ -221,6 +284,17 @@ def backfill_accuracy() -> None:
                 print(f"{key}: {'filled' if c['accuracy'] else 'no MeanFlow logs here'}")
 
     update(NAME, fill)
+
+
+def cell_command_matches(committed: dict, args) -> bool:
+    """Whether a committed cell was run with the budgets in ``args`` (a rerun must match them)."""
+    b = committed["budget"]
+    return (
+        b["policy"] == f"{args.policy_steps} x {args.batch}"
+        and b["world_model"] == args.world_model_steps
+        and b["meanflow"] == args.meanflow_steps
+        and b["particles"] == args.particles
+    )
 
 
 def main() -> None:
@@ -235,6 +309,12 @@ def main() -> None:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--report", action="store_true", help="print the tables and exit")
     p.add_argument(
+        "--rerun",
+        action="store_true",
+        help="run finished cells again on this machine (into results/score_suite_rerun.json, "
+        "reported beside the committed ones); their checkpoints replace runs/suite/<cell>/",
+    )
+    p.add_argument(
         "--backfill-accuracy",
         action="store_true",
         help="record the world models' accuracy for finished cells from their run directories",
@@ -245,22 +325,35 @@ def main() -> None:
     if args.report or args.backfill_accuracy:
         payload = load(NAME)
         print("\n\n".join(f(payload) for f in (report, gain_report, accuracy_report)))
+        print("\n" + rerun_report(load(RERUN)))
         return
     missing = [ds for ds in args.datasets if not (datasets_root() / DATASETS[ds]).is_dir()]
     for ds in missing:
         print(f"skipping {ds}: {DATASETS[ds]} is not under {datasets_root()} (lit-itpo collect)")
+    finished = load(NAME)["cells"]
     cells = [
         (f"{ds}/s{seed}", lambda ds=ds, seed=seed: cell(ds, seed, args))
         for seed in args.seeds
         for ds in args.datasets
-        if ds not in missing
+        if ds not in missing and (not args.rerun or f"{ds}/s{seed}" in finished)
     ]
-    meta = {
-        "command": "python benchmarks/score_suite.py "
+    command = (
+        "python benchmarks/score_suite.py "
         f"--policy-steps {args.policy_steps} --world-model-steps {args.world_model_steps} "
-        f"--meanflow-steps {args.meanflow_steps} --batch {args.batch} --particles {args.particles}",
-    }
-    payload = drain(NAME, cells, meta)
+        f"--meanflow-steps {args.meanflow_steps} --batch {args.batch} --particles {args.particles}"
+    )
+    if args.rerun:
+        for key, _ in cells:
+            if not cell_command_matches(finished[key], args):
+                raise SystemExit(
+                    f"score_suite --rerun: {key} was run with budget {finished[key]['budget']}, "
+                    "not this command's; pass the committed cell's --policy-steps / "
+                    "--world-model-steps / --meanflow-steps / --batch / --particles."
+                )
+        payload = drain(RERUN, cells, {"command": command + " --rerun"})
+        print(rerun_report(payload))
+        return
+    payload = drain(NAME, cells, {"command": command})
     print(report(payload))
 
 

@@ -73,6 +73,45 @@ def test_alpha_selection_report_sets_one_episode_beside_several(machine):
     assert "diffusion: -12.5 ± 7.5 → -1.5 ± 3.5; meanflow: -20.0 ± 20.0 → 0.0 ± 0.0" in text
 
 
+def test_score_suite_rerun_report_sets_each_rerun_beside_its_committed_cell(machine, monkeypatch):
+    import score_suite
+
+    def cell(base, diff, mf, cpu, alpha=5e-5):
+        return {
+            "dataset": "pointmaze-umaze", "seed": 2, "base_final": base, "base_best": base + 1,
+            "itpo_diffusion": diff, "itpo_meanflow": mf, "machine": machine | {"cpu": cpu},
+            "alpha": {"diffusion": alpha, "meanflow": 0.0},
+            "accuracy": {"diffusion/state_rmse": 0.137, "meanflow/state_rmse": 0.102},
+        }  # fmt: skip
+
+    committed = {
+        "pointmaze-umaze/s2": cell(53.6, 42.5, 53.6, "AMD EPYC"),
+        "x/s0": cell(1, 1, 1, ""),
+    }
+    monkeypatch.setattr(score_suite, "load", lambda name: {"cells": committed})
+    assert score_suite.rerun_report({"cells": {}}) == "No cell rerun yet."
+    rerun = cell(50.6, 52.5, 50.6, "Intel Xeon", alpha=5e-7) | {"data": None}
+    rerun["accuracy"] = None  # a rerun whose MeanFlow logs were lost: n/a, not an error
+    text = score_suite.rerun_report({"cells": {"pointmaze-umaze/s2": rerun}})
+    header, _, row = text.splitlines()[:3]
+    assert row.count("|") == header.count("|")
+    assert row.startswith("| pointmaze-umaze/s2 | AMD EPYC → Intel Xeon | n/a | 53.6 → 50.6 |")
+    assert "| 42.5 → 52.5 | 53.6 → 50.6 | 5e-05 → 5e-07 | 0 → 0 | 0.137 → n/a |" in row
+    assert text.endswith("ReBRAC -3.0; diffusion-ITPO 10.0; MeanFlow-ITPO -3.0.")
+
+
+def test_alpha_selection_runs_only_on_a_suite_run_made_here(tmp_path, monkeypatch):
+    """Its one-episode baseline is the run dir's own results.json (the checkpoints at hand), so
+    without a finished run here it stops and names the command that makes one."""
+    import alpha_selection
+
+    monkeypatch.setattr(alpha_selection, "run_dir", lambda ds, seed: tmp_path / f"{ds}-s{seed}")
+    with pytest.raises(SystemExit, match=r"results.json is absent.*--datasets pointmaze-umaze "):
+        alpha_selection.cell("pointmaze-umaze/s2", 5)
+    with pytest.raises(SystemExit, match="use <dataset>/s<seed>"):
+        alpha_selection.cell("pointmaze/2", 5)
+
+
 def test_score_suite_accuracy_reads_the_meanflow_stage_logs(tmp_path, machine):
     """The world models' errors come from the MeanFlow stage's TensorBoard events (its own
     ``val/*`` and the diffusion model's ``val/diffusion/*``); the report means them over seeds."""
