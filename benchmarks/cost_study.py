@@ -11,12 +11,15 @@ and backward): backprop = grad - forward.
 
     OMP_NUM_THREADS=1 python benchmarks/cost_study.py [--run-dir runs/pipeline/embedded]
         [--episodes 5] [--steps 200] [--quick]
-    python benchmarks/cost_study.py --report
+    OMP_NUM_THREADS=1 python benchmarks/cost_study.py --cell halfcheetah-medium/s0
+    python benchmarks/cost_study.py --report [--cell ...]
 
-Uses the checkpoints of the main job (``lit-itpo pipeline``, the embedded dataset); it runs that
-job first when they are missing. Alpha per world model is the one the pipeline chose (the
-paper's grid; 5e-5 where the pipeline kept the base policy). Resumable: finished points are
-written to benchmarks/results/cost_study.json at once.
+Uses the checkpoints of the main job (``lit-itpo pipeline``, the embedded dataset; it runs that
+job first when they are missing), or with ``--cell`` those of a score-suite run on this machine
+(``runs/suite/<dataset>-s<seed>``; a policy trained to the suite's budget on a D4RL-style
+dataset, so the gain is also given in normalised points). Alpha per world model is the one the
+pipeline chose (the paper's grid; 5e-5 where the pipeline kept the base policy). Resumable:
+finished points are written to benchmarks/results/cost_study[_<dataset>-s<seed>].json at once.
 """
 
 from __future__ import annotations
@@ -118,6 +121,8 @@ def measure(setup: Setup, name: str, pt: dict, args, base: torch.Tensor) -> dict
         fwd = timeit(lambda: engine._value(params, obs, noise), min_time=args.min_time)
         full = timeit(lambda: engine._grad_value(params, obs, noise), min_time=args.min_time)
     gain = ret - base
+    ref = setup.dm.ref_scores  # gain in normalised points: 100 * return gain / (max - min)
+    scale = 100.0 / (ref[1] - ref[0]) if ref else None
     ms = 1e3 * spent["t"] / max(spent["n"], 1)
     return {
         "world_model": name,
@@ -127,6 +132,8 @@ def measure(setup: Setup, name: str, pt: dict, args, base: torch.Tensor) -> dict
         "steps": args.steps,
         "gain_mean": float(gain.mean()),
         "gain_std": float(gain.std(unbiased=False)),
+        "gain_normalized_mean": None if scale is None else scale * float(gain.mean()),
+        "gain_normalized_std": None if scale is None else scale * float(gain.std(unbiased=False)),
         "base_return": float(base.mean()),
         "itpo_return": float(ret.mean()),
         "ms_per_env_step": ms,
@@ -140,19 +147,32 @@ def measure(setup: Setup, name: str, pt: dict, args, base: torch.Tensor) -> dict
 
 
 def report(payload: dict) -> str:
-    lines = [
-        "| world model | M | H | E | net evals / step | ms / env step | gain (return, mean ± std) "
-        "| rollout : backprop |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
     cells = sorted(
         payload["cells"].values(), key=lambda c: (c["world_model"], c["M"], c["H"], c["E"])
     )
+    normalised = any(c.get("gain_normalized_mean") is not None for c in cells)
+    extra = " gain (normalised points) |" if normalised else ""
+    lines = [
+        "| world model | alpha | M | H | E | net evals / step | ms / env step | "
+        f"gain (return, mean ± std) |{extra} rollout : backprop |",
+        "| --- " * (9 + normalised) + "|",
+    ]
     for c in cells:
+        norm = ""
+        if normalised:
+            g, sd = c.get("gain_normalized_mean"), c.get("gain_normalized_std")
+            norm = " n/a |" if g is None else f" {g:+.2f} ± {sd:.2f} |"
         lines.append(
-            f"| {c['world_model']} | {c['M']} | {c['H']} | {c['E']} | {c['nfe_per_step']} | "
-            f"{c['ms_per_env_step']:.0f} | {c['gain_mean']:+.1f} ± {c['gain_std']:.1f} | "
+            f"| {c['world_model']} | {c['alpha']:g} | {c['M']} | {c['H']} | {c['E']} | "
+            f"{c['nfe_per_step']} | {c['ms_per_env_step']:.0f} | "
+            f"{c['gain_mean']:+.1f} ± {c['gain_std']:.1f} |{norm} "
             f"{100 * c['rollout_share']:.0f}% : {100 * c['backprop_share']:.0f}% |"
+        )
+    if cells:
+        c = cells[0]
+        lines.append(
+            f"\nBase policy: mean return {c['base_return']:.1f} over {c['episodes']} episodes of "
+            f"{c['steps']} steps (the same seeds for every point)."
         )
     return "\n".join(lines)
 
@@ -160,19 +180,35 @@ def report(payload: dict) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--run-dir", default="runs/pipeline/embedded")
+    p.add_argument(
+        "--cell",
+        help="a score-suite cell run on this machine (<dataset>/s<seed>) instead of --run-dir",
+    )
     p.add_argument("--episodes", type=int, default=5)
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--min-time", type=float, default=1.0)
     p.add_argument("--quick", action="store_true", help="2 episodes x 20 steps, M 16 only")
     p.add_argument("--report", action="store_true")
     args = p.parse_args()
-    if args.report:
-        print(report(load(NAME)))
-        return
     name = NAME
+    if args.cell:
+        ds, _, seed = args.cell.partition("/s")
+        if not seed.isdigit():
+            raise SystemExit(f"cost_study: --cell {args.cell}: use <dataset>/s<seed>.")
+        args.run_dir = f"runs/suite/{ds}-s{seed}"
+        name = f"{NAME}_{ds}-s{seed}"
+        if not args.report and not (REPO / args.run_dir / "results.json").is_file():
+            raise SystemExit(
+                f"cost_study: --cell {args.cell} needs a finished score-suite run in "
+                f"{args.run_dir}; run `python benchmarks/score_suite.py --datasets {ds} --seeds "
+                f"{seed}` (--rerun for a committed cell) first."
+            )
+    if args.report:
+        print(report(load(name)))
+        return
     pts = points()
     if args.quick:
-        args.episodes, args.steps, args.min_time, name = 2, 20, 0.1, NAME + "_quick"
+        args.episodes, args.steps, args.min_time, name = 2, 20, 0.1, name + "_quick"
         pts = [DEFAULT | {"M": 16}]
     torch.manual_seed(0)
     setup = Setup(REPO / args.run_dir)
@@ -187,8 +223,9 @@ def main() -> None:
         for pt in pts
     ]
     meta = {
-        "command": f"python benchmarks/cost_study.py --run-dir {args.run_dir} "
-        f"--episodes {args.episodes} --steps {args.steps}",
+        "command": "python benchmarks/cost_study.py "
+        + (f"--cell {args.cell}" if args.cell else f"--run-dir {args.run_dir}")
+        + f" --episodes {args.episodes} --steps {args.steps}",
         "torch_threads": torch.get_num_threads(),
     }
     payload = drain(name, cells, meta)
