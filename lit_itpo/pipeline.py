@@ -146,6 +146,25 @@ def _newest_checkpoint(stage_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
+def _canonical(made_by: dict | None) -> dict | None:
+    """``made_by`` with every argument and checkpoint key that names an existing path resolved,
+    so an ``out_dir`` given once relative and once absolute (same working directory) still
+    finds its finished runs."""
+
+    def resolve(a: str) -> str:
+        try:
+            return str(Path(a).resolve()) if Path(a).exists() else a
+        except OSError:  # not a path (e.g. too long for one)
+            return a
+
+    if made_by is None:
+        return None
+    return {
+        "args": [resolve(a) for a in made_by.get("args", [])],
+        "checkpoints": {resolve(k): v for k, v in made_by.get("checkpoints", {}).items()},
+    }
+
+
 def run_itpo(
     cfg: PipelineConfig,
     out: Path,
@@ -205,7 +224,7 @@ def run_itpo(
     }
     if done.is_file():
         kept = json.loads(done.read_text())
-        if kept.get("made_by") == made_by:
+        if _canonical(kept.get("made_by")) == _canonical(made_by):
             log.info("itpo/%s: done before (%s), reusing its metrics", tag, done)
             return kept["metrics"]
     cli = lightning_main(args)

@@ -245,6 +245,9 @@ def test_pipeline_end_to_end_and_resumes_per_stage(tiny_pipeline, capsys):
     main(args)  # resumes: the training stages and the finished ITPO runs are skipped
     assert {p: p.stat().st_mtime_ns for p in out.glob("*.ckpt")} == stamps
     assert {p: p.stat().st_mtime_ns for p in out.glob("itpo/*/metrics.json")} == runs
+    # the same out_dir given relative to the working directory: still nothing to redo
+    main([a if a != str(out) else os.path.relpath(out) for a in args])
+    assert {p: p.stat().st_mtime_ns for p in out.glob("itpo/*/metrics.json")} == runs
     again = json.loads((out / "results.json").read_text())
     assert {k: again[k] for k in ("alpha", "base")} == {k: res[k] for k in ("alpha", "base")}
     policy, st = out / "policy.ckpt", (out / "policy.ckpt").stat()
