@@ -248,7 +248,7 @@ def rerun_report(payload: dict) -> str:
             lambda c: (c.get("accuracy") or {}).get("meanflow/state_rmse"), ".3f"),
     }  # fmt: skip
     lines = [
-        "| cell | machine (committed → rerun) | dataset's behaviour score (rerun) | "
+        "| cell | machine (committed → rerun) | rerun's dataset: mean return (normalised) | "
         + " | ".join(f"{h} (committed → rerun)" for h in columns)
         + " |",
         "| --- | --- | --- |" + " --- |" * len(columns),
@@ -260,11 +260,14 @@ def rerun_report(payload: dict) -> str:
             continue
         for k, v in gaps.items():
             v.append(r[k] - c[k])
-        behaviour = (r.get("data") or {}).get("normalized_score_mean")
+        data = r.get("data") or {}
+        behaviour = f"{_fmt(data.get('return_mean'), '.1f')} "
+        behaviour += f"({_fmt(data.get('normalized_score_mean'), '.1f')})" if data else ""
         cols = [f"{_fmt(get(c), f)} → {_fmt(get(r), f)}" for get, f in columns.values()]
         lines.append(
-            f"| {key} | {c['machine']['cpu']} → {r['machine']['cpu']} | "
-            f"{_fmt(behaviour, '.1f')} | " + " | ".join(cols) + " |"
+            f"| {key} | {c['machine']['cpu']} → {r['machine']['cpu']} | {behaviour.strip()} | "
+            + " | ".join(cols)
+            + " |"
         )
     if len(lines) == 2:
         return "No cell rerun yet."
