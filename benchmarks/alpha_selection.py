@@ -81,6 +81,10 @@ def cell(key: str, episodes: int) -> dict:
         f"{lr:g}": {"base": m["eval/return_mean"]} | {n: m[f"itpo/{n}/return_mean"] for n in MODELS}
         for lr, m in sel.items()
     }
+    res["held_out_1"] = {  # the same grid on the run's one held-out episode
+        lr: {"base": m["base_return"]} | {n: m[f"itpo_{n}_return"] for n in MODELS}
+        for lr, m in sc["alpha_selection"].items()
+    }
     for n in MODELS:
         alpha, score_1 = choose_alpha(sel, n), sc[f"itpo_{n}"]["normalized_score"]
         if alpha == 0.0:
@@ -135,6 +139,27 @@ def report(payload: dict) -> str:
             gains.append(f"{n}: {ms(g1)} → {ms(gn)}")
         lines.append("")
         lines.append("Gain over ReBRAC on these cells, 1 held-out episode → N: " + "; ".join(gains))
+        lines += ["", held_out_report(payload)]
+    return "\n".join(lines)
+
+
+def held_out_report(payload: dict) -> str:
+    """Markdown: the held-out mean return at every grid point, on 1 episode and on N."""
+
+    def returns(d: dict | None) -> str:
+        if d is None:
+            return "n/a"
+        return " / ".join(f"{d[k]:.1f}" for k in ("base", *MODELS))
+
+    lines = [
+        "| cell | alpha | held-out return, 1 episode: base / diffusion / MeanFlow | "
+        "N episodes (mean): base / diffusion / MeanFlow |",
+        "| --- | --- | --- | --- |",
+    ]
+    for key, c in sorted(payload["cells"].items()):
+        one, many = c.get("held_out_1", {}), c["held_out"]
+        for lr in sorted(many, key=float):
+            lines.append(f"| {key} | {lr} | {returns(one.get(lr))} | {returns(many[lr])} |")
     return "\n".join(lines)
 
 

@@ -60,10 +60,12 @@ def test_alpha_selection_report_sets_one_episode_beside_several(machine):
     def wm(alpha_1, score_1, alpha, score):
         return {"alpha_1": alpha_1, "score_1": score_1, "alpha": alpha, "score": score}
 
+    held = {"5e-07": {"base": 10.0, "diffusion": 11.0, "meanflow": 9.0}}
     cells = {
-        "w/s1/x5": {"episodes": 5, "base": 60.0, "machine": machine,
+        "w/s1/x5": {"episodes": 5, "base": 60.0, "machine": machine, "held_out": held,
+                    "held_out_1": {"5e-07": {"base": 12.0, "diffusion": 14.0, "meanflow": 12.5}},
                     "diffusion": wm(5e-5, 40.0, 5e-7, 62.0), "meanflow": wm(5e-5, 20.0, 0.0, 60.0)},
-        "p/s2/x5": {"episodes": 5, "base": 50.0, "machine": machine,
+        "p/s2/x5": {"episodes": 5, "base": 50.0, "machine": machine, "held_out": held,
                     "diffusion": wm(5e-4, 45.0, 5e-4, 45.0), "meanflow": wm(0.0, 50.0, 0.0, 50.0)},
     }  # fmt: skip
     text = alpha_selection.report({"cells": cells})
@@ -71,6 +73,8 @@ def test_alpha_selection_report_sets_one_episode_beside_several(machine):
     assert row == "| w/s1/x5 | 5 | 60.0 | 5e-05 → 5e-07 | 40.0 → 62.0 | 5e-05 → 0 | 20.0 → 60.0 |"
     # gains over ReBRAC, paired: diffusion -20, -5 -> +2, -5; MeanFlow -40, 0 -> 0, 0
     assert "diffusion: -12.5 ± 7.5 → -1.5 ± 3.5; meanflow: -20.0 ± 20.0 → 0.0 ± 0.0" in text
+    assert "| w/s1/x5 | 5e-07 | 12.0 / 14.0 / 12.5 | 10.0 / 11.0 / 9.0 |" in text
+    assert "| p/s2/x5 | 5e-07 | n/a | 10.0 / 11.0 / 9.0 |" in text  # one-episode values absent
 
 
 def test_score_suite_rerun_report_sets_each_rerun_beside_its_committed_cell(machine, monkeypatch):
