@@ -7,8 +7,8 @@ suite leaves there; a fresh machine makes them with ``score_suite.py --rerun``),
 chosen alpha on the suite's 10 evaluation episodes. The one-episode choice is that run's own
 (its ``results.json``); where the new choice equals it, its recorded score is taken (same
 checkpoints, alpha and episodes); alpha = 0 is the base policy's score; only a new non-zero
-choice runs the 10 episodes again. The runs
-live under ``runs/suite/<cell>/alpha_x<episodes>/`` and resume like the pipeline's.
+choice runs the 10 episodes again. The runs live under ``runs/suite/<cell>/alpha_x<episodes>/``
+and resume like the pipeline's.
 
     OMP_NUM_THREADS=1 python benchmarks/alpha_selection.py [--cells walker2d-medium-replay/s1 ...]
         [--episodes 5]
