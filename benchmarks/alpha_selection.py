@@ -23,7 +23,7 @@ import time
 
 from cellqueue import drain, load
 from cellqueue import mean_std as ms
-from score_suite import DATASETS, run_dir
+from score_suite import DATASETS, parse_cell, run_dir
 
 from lit_itpo.pipeline import PipelineConfig, choose_alpha, run_itpo, select_alpha
 
@@ -54,10 +54,7 @@ def config(ds: str, seed: int, episodes: int, particles: int) -> PipelineConfig:
 
 
 def cell(key: str, episodes: int) -> dict:
-    ds, _, s = key.partition("/s")
-    if ds not in DATASETS or not s.isdigit():
-        raise SystemExit(f"alpha_selection: cell {key!r}: use <dataset>/s<seed>, e.g. {CELLS[0]}")
-    seed = int(s)
+    ds, seed = parse_cell(key, "alpha_selection")
     src = run_dir(ds, seed)
     ckpts = {"diffusion": src / "world_model.ckpt", "meanflow": src / "meanflow.ckpt"}
     needed = (src / "results.json", src / "policy.ckpt", *ckpts.values())

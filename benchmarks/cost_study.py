@@ -192,10 +192,10 @@ def main() -> None:
     args = p.parse_args()
     name = NAME
     if args.cell:
-        ds, _, seed = args.cell.partition("/s")
-        if not seed.isdigit():
-            raise SystemExit(f"cost_study: --cell {args.cell}: use <dataset>/s<seed>.")
-        args.run_dir = f"runs/suite/{ds}-s{seed}"
+        from score_suite import parse_cell, run_dir
+
+        ds, seed = parse_cell(args.cell, "cost_study")
+        args.run_dir = str(run_dir(ds, seed).relative_to(REPO))
         name = f"{NAME}_{ds}-s{seed}"
         if not args.report and not (REPO / args.run_dir / "results.json").is_file():
             raise SystemExit(

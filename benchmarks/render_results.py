@@ -139,10 +139,10 @@ SECTIONS = [
         "Cost study on a score-suite run: halfcheetah-medium seed 0",
         "cost_study_halfcheetah-medium-s0",
         cost_study.report,
-        "That cell's own checkpoints (its rerun on the Intel Xeon VM, see the reproduction table: "
-        "ReBRAC 38.5), alpha per world model as that run chose it on its held-out episode "
-        "(diffusion 5e-5, MeanFlow 5e-7); 5 episodes x 200 steps, the same seeds for base and "
-        "ITPO. Normalised gain = 100 x (return gain over those 200 steps) / (D4RL max - min).",
+        "That cell's own checkpoints (its rerun, see the reproduction table), alpha per world "
+        "model as that run chose it on its held-out episode; 5 episodes x 200 steps, the same "
+        "seeds for base and ITPO. Normalised gain = 100 x (return gain over those 200 steps) / "
+        "(D4RL max - min).",
     ),
     (
         "Offline policies (stage 2)",

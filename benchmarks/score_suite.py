@@ -62,6 +62,24 @@ def run_dir(ds: str, seed: int):
     return REPO / "runs" / "suite" / f"{ds}-s{seed}"
 
 
+def parse_cell(key: str, who: str) -> tuple[str, int]:
+    """``<dataset>/s<seed>`` -> (dataset, seed); a bad key stops ``who`` with the form to use."""
+    ds, _, seed = key.partition("/s")
+    if ds not in DATASETS or not seed.isdigit():
+        raise SystemExit(f"{who}: cell {key!r}: use <dataset>/s<seed>, e.g. pointmaze-umaze/s2")
+    return ds, int(seed)
+
+
+def budget(args) -> dict:
+    """A cell's training and ITPO budget as recorded (a rerun must match the committed one)."""
+    return {
+        "policy": f"{args.policy_steps} x {args.batch}",
+        "world_model": args.world_model_steps,
+        "meanflow": args.meanflow_steps,
+        "particles": args.particles,
+    }
+
+
 def accuracy(out) -> dict | None:
     """The MeanFlow stage's last validation: its own errors and the diffusion world model's on
     the same held-out transitions and policy episodes (``val/`` and ``val/diffusion/``), and the
@@ -109,12 +127,7 @@ def cell(ds: str, seed: int, args) -> dict:
     return {
         "dataset": ds,
         "seed": seed,
-        "budget": {
-            "policy": f"{args.policy_steps} x {args.batch}",
-            "world_model": args.world_model_steps,
-            "meanflow": args.meanflow_steps,
-            "particles": args.particles,
-        },
+        "budget": budget(args),
         "base_final": res["base"]["normalized_score"],
         "base_best": max((v for _, v in curve), default=None),
         "base_curve": curve,
@@ -289,17 +302,6 @@ def backfill_accuracy() -> None:
     update(NAME, fill)
 
 
-def cell_command_matches(committed: dict, args) -> bool:
-    """Whether a committed cell was run with the budgets in ``args`` (a rerun must match them)."""
-    b = committed["budget"]
-    return (
-        b["policy"] == f"{args.policy_steps} x {args.batch}"
-        and b["world_model"] == args.world_model_steps
-        and b["meanflow"] == args.meanflow_steps
-        and b["particles"] == args.particles
-    )
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--policy-steps", type=int, default=30_000)
@@ -347,7 +349,7 @@ def main() -> None:
     )
     if args.rerun:
         for key, _ in cells:
-            if not cell_command_matches(finished[key], args):
+            if finished[key]["budget"] != budget(args):
                 raise SystemExit(
                     f"score_suite --rerun: {key} was run with budget {finished[key]['budget']}, "
                     "not this command's; pass the committed cell's --policy-steps / "
