@@ -14,7 +14,7 @@ every dataset first.
     python benchmarks/score_suite.py --backfill-accuracy   # cells finished before it was recorded
     OMP_NUM_THREADS=1 python benchmarks/score_suite.py --rerun --datasets ... --seeds ...
         # finished cells again, on this machine: results/score_suite_rerun.json, set beside the
-        # committed cells (--report)
+        # committed cells (--report); it reuses runs/suite/<cell>/, so start from an empty one
 
 Needs the local datasets (``lit-itpo collect --config conf/collect/<env>.yaml``; walker2d and the
 PointMaze set included). Budgets are CPU-sized, far below the paper's 1M updates (README).
@@ -317,7 +317,8 @@ def main() -> None:
         "--rerun",
         action="store_true",
         help="run finished cells again on this machine (into results/score_suite_rerun.json, "
-        "reported beside the committed ones); their checkpoints replace runs/suite/<cell>/",
+        "reported beside the committed ones); it resumes from and reuses what runs/suite/<cell>/ "
+        "holds, so on the machine that made a cell move that directory away first",
     )
     p.add_argument(
         "--backfill-accuracy",
