@@ -126,7 +126,9 @@ SECTIONS = [
         "The suite's cells as above: per dataset and seed the diffusion world model (stage 1) and "
         "the tilted MeanFlow model (stage 3, eta calibrated to ESS 0.5) scored by the same code "
         "on the same held-out transitions (10% of the episodes) and on 5 real episodes of that "
-        "seed's ReBRAC policy; RMSE in normalised state units, mean ± std over seeds.",
+        "seed's ReBRAC policy; RMSE in raw env state units (the MeanFlow stage's `state_rmse`, "
+        "not normalised: large-range dimensions such as joint velocities dominate it), mean ± "
+        "std over seeds.",
     ),
     (
         "Cost study: score gain vs ms per env step",
@@ -165,7 +167,8 @@ SECTIONS = [
         "World-model accuracy: MeanFlow vs diffusion (stage 3)",
         "meanflow_quality",
         meanflow_quality.report,
-        "RMSE in normalised units on held-out episodes and on the policy's own state-actions.",
+        "RMSE in raw env state units (not normalised) on held-out episodes and on the policy's own "
+        "state-actions.",
     ),
     (
         "One-step MeanFlow on a known conditional Gaussian mixture (stage 3's test case)",

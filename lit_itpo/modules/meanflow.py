@@ -303,6 +303,7 @@ def _errors(prefix: str, wm, data: TensorDict) -> dict[str, torch.Tensor]:
     err = one_step_errors(wm, data)
     return {
         f"{prefix}state_rmse": err["state"].mean().sqrt(),
+        f"{prefix}state_rmse_normalised": err["state_normalised"].mean().sqrt(),
         f"{prefix}reward_rmse": err["reward"].mean().sqrt(),
     }
 

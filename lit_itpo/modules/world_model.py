@@ -1,10 +1,11 @@
 """``WorldModelModule``: stage 1, the paper's differentiable world model (arXiv 2603.22430).
 
 Trains the conditional diffusion transition model and the reward model on the offline data;
-validation reports one-step state and reward RMSE in raw units (comparable to the paper's
-"halfcheetah < 0.6") and the H-step open-loop error against real held-out trajectories, and
-draws imagined vs real trajectories to TensorBoard. :class:`WorldModelStage` holds what the
-diffusion and the MeanFlow stages share (losses, optimiser, validation, figure).
+validation reports one-step state and reward RMSE in raw env units (``val/state_rmse``) and in
+per-dimension normalised units (``val/state_rmse_normalised``: each dimension's error over the
+dataset's std of that dimension), the H-step open-loop error (raw units) against real held-out
+trajectories, and draws imagined vs real trajectories to TensorBoard. :class:`WorldModelStage`
+holds what the diffusion and the MeanFlow stages share (losses, optimiser, validation, figure).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class WorldModelStage(StageCheckpoint, pl.LightningModule):
     # --- setup -------------------------------------------------------------------------------
     def _init_metrics(self) -> None:
         self.val_state_mse = MeanMetric()
+        self.val_state_mse_n = MeanMetric()
         self.val_reward_mse = MeanMetric()
         self.val_transition = MeanMetric()
 
@@ -106,6 +108,7 @@ class WorldModelStage(StageCheckpoint, pl.LightningModule):
         wm = self.world_model
         err = one_step_errors(wm, batch, seed=1000 + batch_idx)
         self.val_state_mse.update(err["state"])
+        self.val_state_mse_n.update(err["state_normalised"])
         self.val_reward_mse.update(err["reward"])
         loss, _ = wm.transition.loss(
             batch["observation"], batch["action"], batch["next", "observation"]
@@ -114,9 +117,15 @@ class WorldModelStage(StageCheckpoint, pl.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self.log("val/state_rmse", self.val_state_mse.compute().sqrt(), prog_bar=True)
+        self.log("val/state_rmse_normalised", self.val_state_mse_n.compute().sqrt())
         self.log("val/reward_rmse", self.val_reward_mse.compute().sqrt())
         self.log(f"val/{self.transition_loss_name}", self.val_transition.compute())
-        for m in (self.val_state_mse, self.val_reward_mse, self.val_transition):
+        for m in (
+            self.val_state_mse,
+            self.val_state_mse_n,
+            self.val_reward_mse,
+            self.val_transition,
+        ):
             m.reset()
         dm = getattr(self.trainer, "datamodule", None)
         if dm is None or not hasattr(dm, "val_episodes"):
@@ -172,7 +181,8 @@ class WorldModelModule(WorldModelStage):
             (see benchmarks/world_model_k.py for the accuracy/cost curve behind the default).
         hidden: denoiser widths.
         reward_hidden: reward MLP widths (paper: 3 x 512).
-        prediction: ``"eps"`` or ``"x0"`` denoiser target.
+        prediction: denoiser target, ``"v"`` (default), ``"eps"`` or ``"x0"``
+            (:class:`~lit_itpo.world_models.DiffusionTransition` says why v).
         variance: reverse-step variance (``"beta"`` or ``"beta_tilde"``).
         lr: Adam learning rate of both models (paper: 3e-4).
         lr_schedule: ``"cosine"`` decays to 0 over ``max_steps`` (sharpens the fitted mean),
@@ -198,7 +208,7 @@ class WorldModelModule(WorldModelStage):
         sample_steps: int | None = None,
         hidden: list[int] = (512, 512, 512),
         reward_hidden: list[int] = (512, 512, 512),
-        prediction: str = "eps",
+        prediction: str = "v",
         variance: str = "beta",
         lr: float = 3e-4,
         lr_schedule: str = "cosine",

@@ -8,7 +8,15 @@ of the reverse chain held fixed, ``s' = f_theta(s, a, eps)`` is a deterministic 
 Deviations / choices (the paper does not report them): the model predicts the *normalised state
 change* ``x = (s' - s - mu_delta) / sigma_delta``; the denoiser is an MLP with a sinusoidal
 time embedding; the x0 estimate is clipped to +-``clip_x0`` standard deviations during sampling
-(zero gradient only outside that range, which held-out data essentially never reaches).
+(zero gradient only outside that range).
+
+Why the default target is v (Salimans & Ho 2022), not DDPM's eps: the cosine schedule ends at
+alpha_bar ~ 0 (6e-6 at the last of K = 20 steps), where x is pure noise. An eps model's x0
+estimate ``(x_t - sqrt(1 - abar) eps) / sqrt(abar)`` divides by sqrt(abar) there and amplifies
+the network's error ~400x, so the +-5 clip fires on most entries, the noisiest step contributes
+nothing and passes no gradient. A v model's estimate ``sqrt(abar) x_t - sqrt(1 - abar) v`` needs no
+division and is well posed at zero terminal SNR (Lin et al. 2024). ``"eps"`` stays for old
+checkpoints and comparisons.
 """
 
 from __future__ import annotations
@@ -21,6 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from lit_itpo.nets.diffusion import Denoiser
+
+PREDICTIONS = ("v", "eps", "x0")
 
 
 def cosine_betas(K: int, s: float = 0.008, max_beta: float = 0.999) -> torch.Tensor:
@@ -77,7 +87,9 @@ class DiffusionTransition(_Conditioning):
         obs_dim, action_dim, action_low, action_high: spaces.
         steps: K diffusion steps of training.
         hidden: denoiser widths.
-        prediction: ``"eps"`` (DDPM's noise prediction) or ``"x0"`` (predict the clean sample).
+        prediction: ``"v"`` (velocity ``sqrt(abar) eps - sqrt(1 - abar) x0``; well posed at the
+            noisiest step), ``"eps"`` (DDPM's noise prediction; ill posed there, see the module
+            docstring) or ``"x0"`` (the clean sample).
         clip_x0: clip the x0 estimate while sampling (in normalised units); ``None`` disables.
         variance: reverse-step variance, DDPM's two choices: ``"beta"`` (upper bound; with few
             steps it keeps the spread, measured in tests/test_world_model.py) or
@@ -94,14 +106,14 @@ class DiffusionTransition(_Conditioning):
         action_high: Sequence[float],
         steps: int = 10,
         hidden: Sequence[int] = (512, 512, 512),
-        prediction: str = "eps",
+        prediction: str = "v",
         clip_x0: float | None = 5.0,
         variance: str = "beta",
         sample_steps: int | None = None,
     ):
         super().__init__(obs_dim, action_dim, action_low, action_high)
-        if prediction not in ("eps", "x0"):
-            raise ValueError(f"prediction={prediction!r} must be 'eps' or 'x0'.")
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"prediction={prediction!r} must be one of {PREDICTIONS}.")
         if variance not in ("beta_tilde", "beta"):
             raise ValueError(f"variance={variance!r} must be 'beta_tilde' or 'beta'.")
         if steps < 1:
@@ -115,7 +127,8 @@ class DiffusionTransition(_Conditioning):
         self.set_sample_steps(sample_steps or steps)
 
     def set_sample_steps(self, k: int, variance: str | None = None) -> None:
-        """Sample with ``k`` reverse steps on evenly respaced trained timesteps (and optionally
+        """Sample with ``k`` reverse steps on evenly respaced trained timesteps, always starting
+        from the noisiest one (``K - 1``) and, for ``k >= 2``, ending at ``0`` (and optionally
         another reverse variance: with few, large steps ``"beta"`` is ~1 per step and adds a
         full unit of noise late in the chain, ``"beta_tilde"`` shrinks with the jump)."""
         if not 1 <= k <= self.train_steps:
@@ -126,7 +139,8 @@ class DiffusionTransition(_Conditioning):
             self.variance = variance
         self.steps = k
         abar_all = torch.cumprod(1 - cosine_betas(self.train_steps), 0)
-        ts = torch.linspace(0, self.train_steps - 1, k).round().long()
+        # spaced down from K - 1: with k = 1 the chain is the single noisiest step, not t = 0
+        ts = torch.linspace(self.train_steps - 1, 0, k).round().long().flip(0)
         abar = abar_all[ts]
         abar_prev = torch.cat([torch.ones(1, dtype=torch.float64), abar[:-1]])
         betas = 1 - abar / abar_prev
@@ -158,7 +172,11 @@ class DiffusionTransition(_Conditioning):
         eps = torch.randn_like(x0)
         xt = self.train_sqrt_abar[t, None] * x0 + self.train_sqrt_1m_abar[t, None] * eps
         out = self.denoiser(xt, t, cond)
-        per = (out - (eps if self.prediction == "eps" else x0)).pow(2).mean(-1)
+        if self.prediction == "v":
+            target = self.train_sqrt_abar[t, None] * eps - self.train_sqrt_1m_abar[t, None] * x0
+        else:
+            target = eps if self.prediction == "eps" else x0
+        per = (out - target).pow(2).mean(-1)
         loss = per.mean() if weight is None else (per * weight).mean()
         return loss, {"transition/denoise_mse": per.detach().mean()}
 
@@ -167,6 +185,8 @@ class DiffusionTransition(_Conditioning):
         out = self.denoiser(xt, self.ts[i].expand(xt.shape[:-1]), cond)
         if self.prediction == "eps":
             out = (xt - self.sqrt_1m_abar[i] * out) / self.sqrt_abar[i]
+        elif self.prediction == "v":
+            out = self.sqrt_abar[i] * xt - self.sqrt_1m_abar[i] * out
         if self.clip_x0 is not None:
             out = out.clamp(-self.clip_x0, self.clip_x0)
         return out

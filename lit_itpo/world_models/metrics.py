@@ -16,21 +16,40 @@ def step_noise(wm: WorldModel, n: int, generator: torch.Generator | None = None)
     return torch.randn((n, *shape), generator=generator, device=device)
 
 
+def state_scale(wm: WorldModel) -> torch.Tensor | None:
+    """The dataset's per-dimension state std ``[obs_dim]`` a world model normalises with (its
+    transition's ``obs_std`` buffer), or ``None`` for a model without one."""
+    return getattr(getattr(wm, "transition", None), "obs_std", None)
+
+
 @torch.no_grad()
 def one_step_errors(
     wm: WorldModel, data: TensorDict, seed: int = 1000, chunk: int = 4096
 ) -> dict[str, torch.Tensor]:
     """Per-transition squared errors (mean over state dims) of the sampled next state and of
-    the predicted reward, raw units: ``{"state": [N], "reward": [N]}``."""
+    the predicted reward.
+
+    Returns:
+        ``{"state": [N], "reward": [N]}`` in raw env units and, where the model has the
+        dataset's state std (:func:`state_scale`), ``"state_normalised": [N]``: each state
+        dimension's error divided by that dimension's std over the training data (raw units
+        let large-range dimensions, e.g. joint velocities, dominate).
+    """
     g = torch.Generator(device=data.device).manual_seed(seed)
-    state, reward = [], []
+    scale = state_scale(wm)
+    state, state_n, reward = [], [], []
     for i in range(0, data.shape[0], chunk):
         b = data[i : i + chunk]
         obs, act = b["observation"], b["action"]
-        pred = wm.next(obs, act, step_noise(wm, obs.shape[0], g))
-        state.append((pred - b["next", "observation"]).pow(2).mean(-1))
+        diff = wm.next(obs, act, step_noise(wm, obs.shape[0], g)) - b["next", "observation"]
+        state.append(diff.pow(2).mean(-1))
+        if scale is not None:
+            state_n.append((diff / scale).pow(2).mean(-1))
         reward.append((wm.reward(obs, act) - b["next", "reward"]).pow(2).reshape(-1))
-    return {"state": torch.cat(state), "reward": torch.cat(reward)}
+    out = {"state": torch.cat(state), "reward": torch.cat(reward)}
+    if state_n:
+        out["state_normalised"] = torch.cat(state_n)
+    return out
 
 
 def open_loop_windows(
