@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -46,29 +46,63 @@ def split_episodes(
 class TransitionSampler:
     """Endless uniform minibatches ``TensorDict [batch_size]`` drawn on the data's device.
 
+    Resumable: Lightning saves :meth:`state_dict` in every checkpoint and hands it back to
+    :meth:`load_state_dict` before iterating, so a resumed run draws the batches the
+    uninterrupted run would have drawn (Lightning prefetches a batch ahead, so the state kept is
+    the one before the first batch training has not consumed yet).
+
     Args:
         data: transitions ``[N]`` (already on the training device).
         batch_size: transitions per batch.
         epoch_steps: batches per "epoch" (only for ``len`` and progress bars).
         seed: sampler seed; each DDP rank adds its rank so ranks draw different batches.
+        consumed: how many batches training has taken so far (the trainer's count); None
+            outside a Trainer (then :meth:`state_dict` assumes every drawn batch was used).
     """
 
-    def __init__(self, data: TensorDict, batch_size: int, epoch_steps: int, seed: int):
+    def __init__(
+        self,
+        data: TensorDict,
+        batch_size: int,
+        epoch_steps: int,
+        seed: int,
+        consumed: Callable[[], int] | None = None,
+    ):
         self.data = data
         self.batch_size = batch_size
         self.epoch_steps = epoch_steps
         self.generator = torch.Generator(device=data.device).manual_seed(seed)
+        self.consumed = consumed
+        self.drawn = 0  # batches drawn over all epochs
+        self._states: dict[int, torch.Tensor] = {}  # generator state before draw i (a few)
 
     def __len__(self) -> int:
         return self.epoch_steps
 
     def __iter__(self) -> Iterator[TensorDict]:
         n = self.data.shape[0]
-        for _ in range(self.epoch_steps):
+        # a resumed epoch yields only its remaining batches, so the next epoch starts where
+        # the uninterrupted run's did
+        for _ in range(self.epoch_steps - self.drawn % self.epoch_steps):
+            self._states[self.drawn] = self.generator.get_state()
+            self._states.pop(self.drawn - 8, None)
+            self.drawn += 1
             idx = torch.randint(
                 n, (self.batch_size,), device=self.data.device, generator=self.generator
             )
             yield self.data[idx]
+
+    def state_dict(self) -> dict:
+        used = self.drawn if self.consumed is None else self.consumed()
+        state = self.generator.get_state() if used == self.drawn else self._states.get(used)
+        if state is None:
+            raise RuntimeError(f"TransitionSampler has no state for batch {used}.")
+        return {"drawn": used, "generator": state}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.drawn = int(state["drawn"])
+        self.generator.set_state(state["generator"])
+        self._states.clear()
 
 
 class SequentialBatches:
@@ -212,7 +246,12 @@ class MinariDataModule(pl.LightningDataModule):
             self.hparams.batch_size,
             self.hparams.epoch_steps,
             seed=self.hparams.seed + 7919 * rank,
+            consumed=self._batches_consumed,
         )
+
+    def _batches_consumed(self) -> int:
+        """Training batches the trainer has taken (restored with the loops on a resume)."""
+        return int(self.trainer.fit_loop.epoch_loop.batch_progress.total.ready)
 
     def val_dataloader(self) -> SequentialBatches:
         data = self.val_data if self.val_data.shape[0] > 0 else self.train_data
