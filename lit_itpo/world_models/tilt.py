@@ -1,6 +1,6 @@
 """Per-sample loss weights that *tilt* a world model toward where a policy goes.
 
-Our reading of the paper's "tilted" sampler (its exact form is not public, ../shared/METHOD.md):
+Our reading of the paper's "tilted" sampler (its exact form is not public, docs/METHOD.md):
 the MeanFlow dynamics is fitted with weights ``w_i ∝ pi(a_i | s_i)^eta`` over a minibatch, so
 model capacity goes to the transitions the policy's imagined rollouts visit. For a deterministic
 actor, ``pi(a | s) = N(a; mu(s), sigma^2 I)`` in normalised action units, so
