@@ -122,6 +122,25 @@ def check_config_files(args: Sequence[str]) -> None:
             ) from None
 
 
+def check_trainer_values(cfg: dict) -> None:
+    """Trainer values Lightning accepts at construction but fails on later (a division by
+    zero mid-run, or a silent no-op)."""
+    at_least = {
+        "accumulate_grad_batches": 1,
+        "check_val_every_n_epoch": 1,
+        "log_every_n_steps": 1,
+        "num_sanity_val_steps": -1,
+        "gradient_clip_val": 0,
+    }
+    for key, low in at_least.items():
+        val = cfg.get(key)
+        if isinstance(val, int | float) and not isinstance(val, bool) and val < low:
+            raise ConfigError(
+                f"--trainer.{key}={val} must be >= {low}; fix it on the command line or in the "
+                "config's trainer section."
+            )
+
+
 # --- checkpoints -----------------------------------------------------------------------------
 def read_checkpoint(path: str | Path, what: str = "--ckpt_path") -> dict:
     """A stage checkpoint (``weights_only``), or :class:`CheckpointError` naming what is wrong."""
@@ -333,15 +352,23 @@ class LitItpoCLI(LightningCLI):
             callbacks.append(RunCheckpoint())
         callbacks.append(RNGState())
         cfg["callbacks"] = callbacks
+        check_trainer_values(cfg)
         try:
             return super().instantiate_trainer(**kwargs)
-        except (MisconfigurationException, ValueError, TypeError, ImportError) as exc:
-            msg = " ".join(str(exc).split())
-            key = re.search(r"`(\w+)`", msg)
-            name = f"--trainer.{key.group(1)}" if key else "a trainer value"
+        except ImportError as exc:
             raise ConfigError(
-                f"{name} is rejected by Lightning: {msg.rstrip('.')}; fix it on the command line "
-                "or in the config's trainer section."
+                f"--trainer.accelerator={cfg.get('accelerator')!r} / --trainer.strategy="
+                f"{cfg.get('strategy')!r} needs a package that is not installed ({exc}); "
+                "install it or use accelerator auto."
+            ) from None
+        except (MisconfigurationException, ValueError, TypeError) as exc:
+            msg = " ".join(str(exc).split()).rstrip(".")
+            keys = [k for k in cfg.keys() if "." not in k]  # nested keys are dotted
+            key = next((k for k in keys if re.search(rf"\b{k}\b", msg)), None)
+            name = f"--trainer.{key}={cfg[key]!r}" if key else "a trainer value"
+            raise ConfigError(
+                f"{name} is rejected by Lightning: {msg}; fix it on the command line or in the "
+                "config's trainer section."
             ) from None
 
     def _resolve_checkpoint(self) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import math
 import shutil
 import sys
 from dataclasses import asdict, dataclass, field
@@ -107,13 +108,16 @@ def _fit_stage(
     extra: list[str],
     val_every: int = 1000,
 ) -> Path:
+    """Fit (or resume: ``--ckpt_path last``) one stage to ``steps`` updates and copy its final
+    checkpoint to ``out/<stage>.ckpt``; a stage whose file exists is skipped. Either way the
+    checkpoint must hold exactly ``steps`` updates."""
     from lit_itpo.cli import lightning_main
 
     final = out / f"{stage}.ckpt"
     if final.exists():
+        check_budget(final, stage, steps)
         log.info("%s: %s exists, skipping (delete it to retrain)", stage, final)
         return final
-    resume = _newest_checkpoint(out / stage)
     args = [
         "fit",
         "--config",
@@ -125,24 +129,39 @@ def _fit_stage(
         "--trainer.val_check_interval",
         str(max(1, min(steps, val_every))),
         *extra,
-        *(["--ckpt_path", str(resume)] if resume is not None else []),
+        "--ckpt_path",
+        "last",  # the newest checkpoint of this stage's logs, if any (cli.find_last_checkpoint)
     ]
-    if resume is not None:
-        log.info("%s: resuming from %s", stage, resume)
     lightning_main(args)
     newest = _newest_checkpoint(out / stage)
     if newest is None:
         raise ConfigError(f"Stage {stage} wrote no checkpoint under {out / stage}.")
+    check_budget(newest, stage, steps)
     tmp = final.with_suffix(".ckpt.tmp")
     shutil.copyfile(newest, tmp)
     tmp.replace(final)
     return final
 
 
+def check_budget(path: Path, stage: str, steps: int) -> None:
+    """A stage checkpoint holds the ``steps`` updates asked for (not an earlier validation's)."""
+    import torch
+
+    got = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("global_step")
+    if got != steps:
+        raise ConfigError(
+            f"{stage} checkpoint {path} holds step {got}, not the {stage}_steps={steps} asked; "
+            f"delete it (and {path.with_suffix('')}/ to start over) or ask for {got} steps."
+        )
+
+
 def _newest_checkpoint(stage_dir: Path) -> Path | None:
-    """The newest checkpoint Lightning wrote for a stage (any logger version), for resuming
-    an interrupted stage; ``*.ckpt.tmp`` files are never picked."""
-    found = sorted(stage_dir.glob("**/checkpoints/*.ckpt"), key=lambda p: p.stat().st_mtime)
+    """The newest checkpoint Lightning wrote for a stage (any logger version; ``last.ckpt``
+    first among files of the same time); ``*.ckpt.tmp`` files are never picked."""
+    found = sorted(
+        stage_dir.glob("**/checkpoints/*.ckpt"),
+        key=lambda p: (p.stat().st_mtime, p.name == "last.ckpt"),
+    )
     return found[-1] if found else None
 
 
@@ -255,18 +274,71 @@ def choose_alpha(sel: dict[float, dict], name: str) -> float:
     return best if sel[best][key] > next(iter(sel.values()))["eval/return_mean"] else 0.0
 
 
+def check_config(cfg: PipelineConfig) -> None:
+    """Every argument checked before any stage trains (one :class:`ConfigError` each)."""
+    from lit_itpo.cli import check_config_files
+    from lit_itpo.data.minari_io import open_dataset
+
+    counts = {
+        "world_model_steps": cfg.world_model_steps,
+        "policy_steps": cfg.policy_steps,
+        "meanflow_steps": cfg.meanflow_steps,
+        "policy_eval_every": cfg.policy_eval_every,
+        "policy_eval_episodes": cfg.policy_eval_episodes,
+        "alpha_episodes": cfg.alpha_episodes,
+        "num_episodes": cfg.num_episodes,
+        "policy_batch_size": cfg.policy_batch_size,
+        "sample_steps": cfg.sample_steps,
+        "max_episode_steps": cfg.max_episode_steps,
+        "particles": cfg.particles,
+        "horizon": cfg.horizon,
+        "inner_steps": cfg.inner_steps,
+    }
+    for name, val in counts.items():
+        if val is not None and val < 1:
+            raise ConfigError(f"--pipeline.{name}={val} must be >= 1; pass a positive count.")
+    if not cfg.alpha_grid:
+        raise ConfigError(
+            "--pipeline.alpha_grid=[] is empty; give candidate step sizes, e.g. "
+            "[5e-7, 5e-6, 5e-5, 5e-4]."
+        )
+    for lr in cfg.alpha_grid:
+        if not (math.isfinite(lr) and lr > 0):
+            raise ConfigError(
+                f"--pipeline.alpha_grid has {lr}; every step size must be finite and > 0 (the "
+                "base policy, alpha 0, is always compared)."
+            )
+    if cfg.sample_variance not in (None, "beta", "beta_tilde"):
+        raise ConfigError(
+            f"--pipeline.sample_variance={cfg.sample_variance!r} must be 'beta', 'beta_tilde' "
+            "or null (the checkpoint's)."
+        )
+    alpha = range(cfg.alpha_seed, cfg.alpha_seed + cfg.alpha_episodes)
+    evals = range(cfg.eval_seed, cfg.eval_seed + max(cfg.num_episodes, cfg.policy_eval_episodes))
+    if alpha.start < evals.stop and evals.start < alpha.stop:
+        raise ConfigError(
+            f"--pipeline.alpha_seed={cfg.alpha_seed} (+{cfg.alpha_episodes} episodes) overlaps "
+            f"the evaluation seeds eval_seed={cfg.eval_seed} (+{cfg.num_episodes}); alpha is "
+            "chosen on held-out seeds: move one of them."
+        )
+    for name in ("world_model_config", "policy_config", "meanflow_config", "itpo_config"):
+        path = getattr(cfg, name)
+        if not Path(path).is_file():
+            raise ConfigError(
+                f"--pipeline.{name}={path} does not exist; pass a stage config, e.g. "
+                f"{getattr(PipelineConfig, name)}."
+            )
+        check_config_files(["--config", path])
+    if Path(cfg.out_dir).exists() and not Path(cfg.out_dir).is_dir():
+        raise ConfigError(
+            f"--pipeline.out_dir={cfg.out_dir} is a file; pass a directory for the stages' logs."
+        )
+    open_dataset(cfg.dataset_id, cfg.data_dir)  # DatasetNotFoundError / DatasetFormatError
+
+
 def run_pipeline(cfg: PipelineConfig) -> dict:
     """Run (or resume) every stage; returns the results dict also written to results.json."""
-    budgets = (cfg.world_model_steps, cfg.policy_steps, cfg.meanflow_steps)
-    counts = (cfg.policy_eval_every, cfg.policy_eval_episodes, cfg.alpha_episodes)
-    if min(*budgets, *counts) < 1 or not cfg.alpha_grid:
-        raise ConfigError(
-            f"pipeline world_model_steps={cfg.world_model_steps}, policy_steps="
-            f"{cfg.policy_steps}, meanflow_steps={cfg.meanflow_steps}, policy_eval_every="
-            f"{cfg.policy_eval_every}, policy_eval_episodes={cfg.policy_eval_episodes} and "
-            f"alpha_episodes={cfg.alpha_episodes} must be >= 1 and alpha_grid={cfg.alpha_grid} "
-            "non-empty."
-        )
+    check_config(cfg)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     wm = _fit_stage(cfg, out, "world_model", cfg.world_model_config, cfg.world_model_steps, [])

@@ -1,9 +1,10 @@
-"""Small shared helpers: atomic writes and JSON."""
+"""Small shared helpers: atomic writes, JSON, and cleaning what a killed writer left."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -58,3 +59,35 @@ def replace_dir(src: str | Path, dst: str | Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(src, dst)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def temp_prefix() -> str:
+    """Prefix of a temp file or dir this process writes beside its target (``.tmp-<pid>-``),
+    so a later run can tell a crashed writer's leftovers from a live writer's."""
+    return f".tmp-{os.getpid()}-"
+
+
+def remove_stale_temps(folder: str | Path, pattern: str = ".tmp-*") -> list[Path]:
+    """Delete ``pattern`` entries in ``folder`` left by writers that are no longer running
+    (a kill -9 mid-write); a live process's are kept. Returns what was removed."""
+    removed = []
+    for p in Path(folder).glob(pattern):
+        m = re.match(r"\.tmp-(\d+)-", p.name)
+        if m and _pid_alive(int(m.group(1))):
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed

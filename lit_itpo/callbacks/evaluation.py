@@ -95,6 +95,17 @@ class EpisodeEvalCallback(Callback):
             out[key] = full.cpu()
         return out
 
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(prefix=self.prefix)
+
+    def state_dict(self) -> dict:
+        """The validation count (``every_n_validations``) travels in checkpoints."""
+        return {"count": self._count}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._count = int(state.get("count", 0))
+
     def due(self, trainer: pl.Trainer) -> bool:
         """Count this validation; True when it is one to evaluate at (never the sanity check)."""
         if trainer.sanity_checking:

@@ -3,7 +3,8 @@
 ``minari.DataCollector`` needs jax (``minari[create]``, ~500 MB); building ``EpisodeBuffer``s from
 whole-episode arrays and calling ``minari.create_dataset_from_buffers`` needs none
 (../shared/STACK.md). The dataset is created under a temp root beside the target and renamed into
-place, so an interrupted run leaves no partial dataset.
+place, so an interrupted run leaves no partial dataset; the temp root a killed run leaves
+(``.tmp-<pid>-*``) is removed by the next write to that Minari root.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 from lit_itpo.collect.rollout import Episode
 from lit_itpo.data.minari_io import datasets_root, minari_root
 from lit_itpo.errors import DatasetFormatError
-from lit_itpo.utils import atomic_write_json, replace_dir
+from lit_itpo.utils import atomic_write_json, remove_stale_temps, replace_dir, temp_prefix
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,9 @@ def write_dataset(
             f"Dataset '{dataset_id}' already exists at {final}; pass overwrite=true to replace it."
         )
     root.mkdir(parents=True, exist_ok=True)
-    tmp_root = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
+    for stale in remove_stale_temps(root):
+        log.info("removed %s (left by an interrupted write)", stale)
+    tmp_root = Path(tempfile.mkdtemp(dir=root, prefix=temp_prefix()))
     try:
         buffers = [
             EpisodeBuffer(

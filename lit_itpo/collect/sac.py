@@ -36,7 +36,8 @@ from torchrl.objectives import SACLoss, SoftUpdate
 
 from lit_itpo.collect.rollout import rollout_episodes
 from lit_itpo.data.scores import normalized_score, reference_scores
-from lit_itpo.utils import atomic_torch_save, atomic_write_json
+from lit_itpo.errors import ConfigError
+from lit_itpo.utils import atomic_torch_save, atomic_write_json, remove_stale_temps, temp_prefix
 
 log = logging.getLogger(__name__)
 
@@ -162,11 +163,14 @@ def train_sac(cfg: SACConfig, run_dir: str | Path, progress: bool = True) -> lis
     buffer = ReplayBuffer(storage=LazyTensorStorage(cfg.total_frames), batch_size=cfg.batch_size)
 
     frames, evals = 0, []
+    for folder in (run_dir, run_dir / "stream", run_dir / "actors"):  # a killed run's temps
+        remove_stale_temps(folder)
+        remove_stale_temps(folder, ".*.tmp")  # atomic_torch_save's (one writer per run dir)
     state_path = run_dir / "state.pt"
     if state_path.exists():
         st = torch.load(state_path, map_location="cpu", weights_only=False)
         if st["config"] != asdict(cfg) | {"total_frames": st["config"]["total_frames"]}:
-            raise ValueError(
+            raise ConfigError(
                 f"Run directory {run_dir} was made with config {st['config']}, not {asdict(cfg)}; "
                 "use a fresh --run_dir or the same settings to resume."
             )
@@ -178,10 +182,12 @@ def train_sac(cfg: SACConfig, run_dir: str | Path, progress: bool = True) -> lis
         torch.set_rng_state(st["torch_rng"])
         np.random.set_state(st["np_rng"])
         # Drop anything written after the resume point, then refill the buffer from the stream.
-        for p in list((run_dir / "stream").glob("*.npz")) + list((run_dir / "actors").glob("*.pt")):
+        for p in list((run_dir / "stream").glob("[0-9]*.npz")) + list(
+            (run_dir / "actors").glob("[0-9]*.pt")
+        ):
             if int(p.stem) > frames:
                 p.unlink()
-        for chunk in sorted((run_dir / "stream").glob("*.npz")):
+        for chunk in sorted((run_dir / "stream").glob("[0-9]*.npz")):
             buffer.extend(_chunk_to_td(np.load(chunk)))
         log.info("resumed %s at %d frames", run_dir, frames)
     if frames >= cfg.total_frames:
@@ -292,7 +298,7 @@ def _save_chunk(path: Path, parts: list[dict[str, np.ndarray]]) -> None:
     import tempfile
 
     arrays = {k: np.concatenate([p[k] for p in parts]) for k in _STREAM_KEYS}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(), suffix=".npz")
     os.close(fd)
     np.savez(tmp, **arrays)
     os.replace(tmp, path)
@@ -321,7 +327,7 @@ def _chunk_to_td(chunk):
 
 def load_stream(run_dir: str | Path, up_to_frames: int | None = None) -> dict[str, np.ndarray]:
     """The behaviour agent's online transitions in order, up to ``up_to_frames`` (medium-replay)."""
-    chunks = sorted(Path(run_dir, "stream").glob("*.npz"))
+    chunks = sorted(Path(run_dir, "stream").glob("[0-9]*.npz"))
     parts = [
         dict(np.load(c)) for c in chunks if up_to_frames is None or int(c.stem) <= up_to_frames
     ]

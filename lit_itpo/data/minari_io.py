@@ -67,6 +67,12 @@ def open_dataset(
 
     root = datasets_root(data_dir)
     path = root / dataset_id
+    if data_dir is not None and not root.is_dir() and not download:
+        raise DatasetNotFoundError(
+            f"Minari root data_dir={data_dir} does not exist ({root}); point `--data.data_dir` at "
+            "the folder that holds your Minari datasets (the one with <namespace>/<name>-vN "
+            "inside), or leave it unset for $MINARI_DATASETS_PATH or ~/.minari/datasets."
+        )
     if not (path / "data").exists():
         if not download:
             raise DatasetNotFoundError(
@@ -127,6 +133,14 @@ def dataset_info(dataset, dataset_id: str, obs_keys: list[str] | None = None) ->
         raise EnvSpecError(
             f"Dataset '{dataset_id}' has action space {act_space}; lit_itpo needs a 1-D Box "
             "(continuous control)."
+        )
+    bad = ~(np.isfinite(act_space.low) & np.isfinite(act_space.high))
+    if bad.any():
+        raise EnvSpecError(
+            f"Dataset '{dataset_id}' has an action space with infinite bounds (low="
+            f"{act_space.low.tolist()}, high={act_space.high.tolist()}, dims "
+            f"{np.flatnonzero(bad).tolist()}); lit_itpo's tanh policies need finite bounds: "
+            "write the dataset with the env's real action limits (e.g. a Box(-1, 1))."
         )
     obs_space = dataset.observation_space
     if isinstance(obs_space, gym.spaces.Dict):

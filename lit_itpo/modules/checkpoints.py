@@ -46,9 +46,13 @@ def read_hparams(path: str | Path) -> dict:
         raise CheckpointError(f"Checkpoint {path} does not exist; pass the path of a .ckpt file.")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"Checkpoint {path} cannot be read ({exc}); re-save it.") from exc
-    hp = blob.get("hyper_parameters")
+    except Exception as exc:  # zip/pickle errors; torch's own advice (weights_only=False) is unsafe
+        reason = "truncated or damaged" if "zip" in str(exc).lower() else "not a torch checkpoint"
+        raise CheckpointError(
+            f"Checkpoint {path} cannot be read ({reason}, {type(exc).__name__}); pass a "
+            "complete .ckpt written by `lit-itpo fit`."
+        ) from None
+    hp = blob.get("hyper_parameters") if isinstance(blob, dict) else None
     if not isinstance(hp, dict):
         raise CheckpointError(f"Checkpoint {path} has no hyper_parameters; is it from lit_itpo?")
     return {**hp, **blob.get("lit_itpo", {})}

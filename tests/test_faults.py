@@ -1,0 +1,527 @@
+"""Fault injection: bad inputs and interruptions, each ending in one clear line.
+
+Every bad input must end with exit status 2 and exactly one ``lit-itpo: error:`` line naming the
+thing, the value and the fix, with no traceback and no run directory left behind; a SIGTERM ends
+with 143 and the command that resumes; after SIGTERM or kill -9 that command reaches the same
+final step and bit-identical weights as an uninterrupted run.
+
+Tiny real Minari datasets and checkpoints are made in tmp dirs (module fixtures below).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from lit_itpo.cli import main
+from lit_itpo.collect.minari_writer import write_dataset
+from lit_itpo.collect.rollout import rollout_episodes
+from tests.conftest import REPO, make_dataset
+
+DID = "test/hopper/random-v0"
+OTHER = "test/hopper/other-v0"  # same env and dims, another dataset
+PENDULUM = "test/pendulum/random-v0"  # other dims
+INF = "test/infbox/random-v0"  # action space with infinite bounds
+FIX_WORDS = (
+    "must", "pass", "fix", "use", "run", "delete", "point", "give", "set", "list", "see",
+    "move", "install", "write", "get", "ask", "resume",
+)  # fmt: skip
+LIT_ITPO = str(REPO / ".venv" / "bin" / "lit-itpo")
+
+
+class InfBoxEnv(gym.Env):
+    """A 2-D action space without bounds (some third-party envs declare one)."""
+
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (3,), np.float64)
+    action_space = gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self._t = 0
+        return self.np_random.normal(size=3), {}
+
+    def step(self, action):
+        self._t += 1
+        return self.np_random.normal(size=3), 0.0, False, self._t >= 50, {}
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    """A Minari root with the four datasets above."""
+    root = tmp_path_factory.mktemp("faults_minari")
+    make_dataset(root, DID)
+    make_dataset(root, OTHER, n_steps=300, seed=1)
+    make_dataset(root, PENDULUM, env_id="Pendulum-v1", n_steps=300)
+    gym.register(
+        "LitItpoInfBox-v0", entry_point="tests.test_faults:InfBoxEnv", max_episode_steps=50
+    )
+    rng = np.random.default_rng(0)
+    eps = rollout_episodes(
+        lambda: gym.make("LitItpoInfBox-v0"),
+        lambda obs: rng.normal(size=(len(obs), 2)).astype(np.float32),
+        n_steps=100,
+        n_envs=2,
+    )
+    write_dataset(INF, eps, "LitItpoInfBox-v0", data_dir=root, ref_min_score=0, ref_max_score=1)
+    return root
+
+
+def args_for(sub: str, config: str, root, out, *extra: str, dataset: str = DID, steps=5):
+    """A committed config shrunk: tiny dataset and nets, a few steps, logs under ``out``."""
+    return [
+        sub,
+        "--config",
+        str(REPO / config),
+        "--data.dataset_id",
+        dataset,
+        "--data.data_dir",
+        str(root),
+        "--data.batch_size",
+        "32",
+        "--trainer.max_steps",
+        str(steps),
+        "--trainer.val_check_interval",
+        "4",
+        "--trainer.log_every_n_steps",
+        "2",
+        "--trainer.default_root_dir",
+        str(out),
+        "--trainer.logger.init_args.save_dir",
+        str(out),
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.enable_model_summary",
+        "false",
+        "--model.init_args.hidden",
+        "[16, 16]",
+        *extra,
+    ]
+
+
+WM = (
+    "--model.init_args.reward_hidden", "[16, 16]", "--model.init_args.diffusion_steps", "2",
+    "--model.init_args.sample_steps", "2", "--model.init_args.eval_windows", "16",
+)  # fmt: skip
+EVAL = (
+    "--trainer.callbacks.init_args.num_episodes", "1",
+    "--trainer.callbacks.init_args.max_episode_steps", "3",
+)  # fmt: skip
+
+
+def _ckpt(out: Path) -> Path:
+    return next(out.glob("tb/version_0/checkpoints/last.ckpt"))
+
+
+@pytest.fixture(scope="module")
+def ckpts(root, tmp_path_factory):
+    """Tiny stage checkpoints: BC (policy), world model, BC on another dataset, BC on Pendulum."""
+    base = tmp_path_factory.mktemp("faults_ckpts")
+    made = {}
+    for name, config, extra, dataset in (
+        ("bc", "conf/embedded/bc.yaml", (), DID),
+        ("wm", "conf/embedded/world_model.yaml", WM, DID),
+        ("bc_other", "conf/embedded/bc.yaml", (), OTHER),
+        ("bc_pendulum", "conf/embedded/bc.yaml", (), PENDULUM),
+    ):
+        main(args_for("fit", config, root, base / name, *extra, dataset=dataset))
+        made[name] = _ckpt(base / name)
+    text = base / "notes.ckpt"
+    text.write_text("not a checkpoint\n")
+    made["text"] = text
+    trunc = base / "truncated.ckpt"
+    trunc.write_bytes(made["bc"].read_bytes()[:2000])
+    made["truncated"] = trunc
+    empty = base / "empty.ckpt"
+    empty.write_bytes(b"")
+    made["empty"] = empty
+    plain = base / "plain.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(2)}}, plain)  # a torch file, not a stage's
+    made["plain"] = plain
+    bad_yaml = base / "bad.yaml"
+    bad_yaml.write_text("trainer:\n  max_steps: 5\n  logger: [1, 2\nmodel: {\n")
+    made["bad_yaml"] = bad_yaml
+    return made
+
+
+def expect_error(capsys, argv, *names: str, out: Path | None = None, code: int = 2) -> str:
+    """Run ``lit-itpo argv`` in-process; the one error line it printed."""
+    cwd_before = set(os.listdir("."))
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == code
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [ln for ln in err.splitlines() if ln.startswith("lit-itpo:")]
+    assert len(lines) == 1, err
+    line = lines[0]
+    assert line.startswith("lit-itpo: error: ")
+    for name in names:
+        assert name in line, (name, line)
+    assert any(w in line for w in FIX_WORDS), line
+    if out is not None:  # failed its checks: no run directory made
+        assert not out.exists() or not any(out.rglob("*")), list(out.rglob("*"))
+    assert not (set(os.listdir(".")) - cwd_before) & {"lightning_logs", "checkpoints", "tb"}
+    return line
+
+
+# --- checkpoints -----------------------------------------------------------------------------
+@pytest.mark.parametrize("sub", ["fit", "validate", "test"])
+def test_missing_ckpt_path(sub, root, tmp_path, capsys):
+    cfg = "conf/embedded/bc.yaml"
+    missing = tmp_path / "nope.ckpt"
+    out = tmp_path / "run"
+    line = expect_error(
+        capsys, args_for(sub, cfg, root, out, "--ckpt_path", str(missing)), str(missing), out=out
+    )
+    assert "does not exist" in line
+
+
+@pytest.mark.parametrize("bad", ["text", "truncated", "empty", "plain"])
+@pytest.mark.parametrize("sub", ["fit", "validate"])
+def test_unreadable_ckpt_path(bad, sub, root, ckpts, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = args_for(sub, "conf/embedded/bc.yaml", root, out, "--ckpt_path", str(ckpts[bad]))
+    line = expect_error(capsys, argv, str(ckpts[bad]), out=out)
+    assert "weights_only" not in line
+
+
+def test_fit_refuses_another_stages_checkpoint(root, ckpts, tmp_path, capsys):
+    """LightningCLI would swap in the checkpoint's class and train a world model."""
+    out = tmp_path / "run"
+    argv = args_for("fit", "conf/embedded/rebrac.yaml", root, out, "--ckpt_path", str(ckpts["wm"]))
+    expect_error(capsys, argv, "WorldModelModule", "ReBRACModule", out=out)
+
+
+def test_validate_refuses_world_model_for_policy_config(root, ckpts, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = args_for(
+        "validate", "conf/embedded/rebrac.yaml", root, out, *EVAL, "--ckpt_path", str(ckpts["wm"])
+    )
+    expect_error(capsys, argv, "WorldModelModule", "ReBRACModule", out=out)
+
+
+def test_policy_class_mismatch(root, ckpts, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = args_for(
+        "validate", "conf/embedded/rebrac.yaml", root, out, *EVAL, "--ckpt_path", str(ckpts["bc"])
+    )
+    expect_error(capsys, argv, "BCModule", "ReBRACModule", out=out)
+
+
+def test_world_model_config_refuses_policy(root, ckpts, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = args_for(
+        "fit", "conf/embedded/world_model.yaml", root, out, *WM, "--ckpt_path", str(ckpts["bc"])
+    )
+    expect_error(capsys, argv, "BCModule", "WorldModelModule", out=out)
+
+
+@pytest.mark.parametrize("sub", ["fit", "validate"])
+def test_checkpoint_of_another_dataset(sub, root, ckpts, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = args_for(sub, "conf/embedded/bc.yaml", root, out, "--ckpt_path", str(ckpts["bc_other"]))
+    expect_error(capsys, argv, OTHER, DID, "--data.dataset_id", out=out)
+
+
+@pytest.mark.parametrize("sub", ["fit", "test"])
+def test_checkpoint_of_another_shape(sub, root, ckpts, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = args_for(
+        sub, "conf/embedded/bc.yaml", root, out, "--ckpt_path", str(ckpts["bc_pendulum"])
+    )
+    expect_error(capsys, argv, "obs_dim=3", "obs_dim=11", out=out)
+
+
+def test_validate_last_without_a_run(root, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = args_for("validate", "conf/embedded/bc.yaml", root, out, "--ckpt_path", "last")
+    expect_error(capsys, argv, "--ckpt_path last", out=out)
+
+
+# --- trainer values, config files, arguments -------------------------------------------------
+@pytest.mark.parametrize(
+    "key,value,named",
+    [
+        ("max_steps", "-5", "-5"),
+        ("max_steps", "abc", "abc"),
+        ("val_check_interval", "-3", "-3"),
+        ("val_check_interval", "1.5", "1.5"),
+        ("accelerator", "tpu", "tpu"),
+        ("strategy", "nope", "nope"),
+        ("precision", "13", "13"),
+        ("max_epochs", "-2", "-2"),
+        ("limit_train_batches", "-1", "-1"),
+        ("log_every_n_steps", "-1", "-1"),
+        ("check_val_every_n_epoch", "0", "check_val_every_n_epoch=0"),
+        ("accumulate_grad_batches", "0", "accumulate_grad_batches=0"),
+        ("gradient_clip_val", "-1", "gradient_clip_val=-1"),
+        ("devices", "0", "devices"),
+    ],
+)
+def test_trainer_values_lightning_rejects(key, value, named, root, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = args_for("fit", "conf/embedded/bc.yaml", root, out, f"--trainer.{key}", value)
+    expect_error(capsys, argv, named, out=out)
+
+
+def test_yaml_syntax_error_names_file_and_line(root, ckpts, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = args_for("fit", "conf/embedded/bc.yaml", root, out, "--config", str(ckpts["bad_yaml"]))
+    expect_error(capsys, argv, str(ckpts["bad_yaml"]), "line 4", out=out)
+
+
+def test_missing_config_file(root, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = args_for("fit", "conf/embedded/bc.yaml", root, out, "--config", "conf/nope.yaml")
+    expect_error(capsys, argv, "conf/nope.yaml", "does not exist", out=out)
+
+
+def test_unknown_model_argument_is_one_line(root, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = args_for("fit", "conf/embedded/bc.yaml", root, out, "--model.init_args.lrr", "0.1")
+    expect_error(capsys, argv, "--model.init_args.lrr", "BCModule", "--model.help", out=out)
+
+
+def test_unknown_top_level_argument(root, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = args_for("fit", "conf/embedded/bc.yaml", root, out, "--nonsense", "3")
+    expect_error(capsys, argv, "--nonsense", "--help", out=out)
+
+
+def test_unknown_model_class(root, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = args_for(
+        "fit", "conf/embedded/bc.yaml", root, out, "--model.class_path", "lit_itpo.modules.Nope"
+    )
+    expect_error(capsys, argv, "lit_itpo.modules.Nope", out=out)
+
+
+@pytest.mark.parametrize(
+    "extra,named",
+    [
+        (("--data.batch_size", "0"), "batch_size=0"),
+        (("--data.val_fraction", "1.5"), "val_fraction=1.5"),
+        (("--model.init_args.lr", "-1"), "lr=-1"),
+    ],
+)
+def test_bad_model_and_data_values(extra, named, root, tmp_path, capsys):
+    out = tmp_path / "run"
+    expect_error(
+        capsys, args_for("fit", "conf/embedded/bc.yaml", root, out, *extra), named, out=out
+    )
+
+
+def test_bad_eval_callback_value(root, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = args_for(
+        "fit",
+        "conf/embedded/rebrac.yaml",
+        root,
+        out,
+        "--trainer.callbacks.init_args.num_episodes",
+        "0",
+    )
+    expect_error(capsys, argv, "num_episodes=0", out=out)
+
+
+# --- datasets ----------------------------------------------------------------------------------
+def test_minari_root_that_does_not_exist(tmp_path, capsys):
+    out, missing = tmp_path / "run", tmp_path / "no_such_root"
+    argv = args_for("fit", "conf/embedded/bc.yaml", missing, out)
+    expect_error(capsys, argv, "data_dir", str(missing), "does not exist", out=out)
+
+
+def test_dataset_not_in_root(root, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = args_for("fit", "conf/embedded/bc.yaml", root, out, dataset="test/hopper/nope-v0")
+    expect_error(capsys, argv, "test/hopper/nope-v0", out=out)
+
+
+def test_action_space_with_infinite_bounds(root, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = args_for("fit", "conf/embedded/bc.yaml", root, out, dataset=INF)
+    expect_error(capsys, argv, INF, "infinite bounds", "inf", out=out)
+
+
+# --- pipeline: every argument checked before anything trains ---------------------------------
+def pipeline_args(root, out, *extra):
+    return [
+        "pipeline",
+        "--pipeline.dataset_id",
+        DID,
+        "--pipeline.data_dir",
+        str(root),
+        "--pipeline.out_dir",
+        str(out),
+        *extra,
+    ]
+
+
+@pytest.mark.parametrize(
+    "extra,named",
+    [
+        (("--pipeline.particles", "0"), "particles=0"),
+        (("--pipeline.horizon", "0"), "horizon=0"),
+        (("--pipeline.inner_steps", "0"), "inner_steps=0"),
+        (("--pipeline.alpha_grid", "[]"), "alpha_grid"),
+        (("--pipeline.alpha_grid", "[0.001, -1e-5]"), "-1e-05"),
+        (("--pipeline.num_episodes", "0"), "num_episodes=0"),
+        (("--pipeline.world_model_steps", "-3"), "world_model_steps=-3"),
+        (("--pipeline.sample_variance", "gamma"), "gamma"),
+        (("--pipeline.alpha_seed", "1000000"), "alpha_seed=1000000"),
+        (("--pipeline.policy_config", "conf/nope.yaml"), "conf/nope.yaml"),
+        (("--pipeline.dataset_id", "test/hopper/nope-v0"), "test/hopper/nope-v0"),
+        (("--pipeline.particles", "many"), "many"),
+        (("--pipeline.foo", "1"), "--pipeline.foo"),
+    ],
+)
+def test_pipeline_arguments(extra, named, root, tmp_path, capsys):
+    out = tmp_path / "pipe"
+    expect_error(capsys, pipeline_args(root, out, *extra), named, out=out)
+
+
+def test_pipeline_stage_config_with_yaml_error(root, ckpts, tmp_path, capsys):
+    out = tmp_path / "pipe"
+    argv = pipeline_args(root, out, "--pipeline.itpo_config", str(ckpts["bad_yaml"]))
+    expect_error(capsys, argv, str(ckpts["bad_yaml"]), "line 4", out=out)
+
+
+def test_pipeline_out_dir_is_a_file(root, tmp_path, capsys):
+    out = tmp_path / "pipe"
+    out.write_text("x")
+    expect_error(capsys, pipeline_args(root, out), str(out))
+
+
+def test_pipeline_refuses_a_stage_checkpoint_short_of_its_budget(root, ckpts, tmp_path, capsys):
+    """A stage result that holds fewer updates than asked (the old step-20-of-30 bug)."""
+    out = tmp_path / "pipe"
+    out.mkdir()
+    (out / "world_model.ckpt").write_bytes(ckpts["wm"].read_bytes())  # step 5
+    argv = pipeline_args(root, out, "--pipeline.world_model_steps", "7")
+    expect_error(capsys, argv, "world_model", "step 5", "world_model_steps=7")
+
+
+def test_collect_bad_arguments(tmp_path, capsys):
+    expect_error(capsys, ["collect", "--config", str(tmp_path / "c.yaml")], "c.yaml")
+    expect_error(capsys, ["collect", "--collect.nope", "1"], "--collect.nope")
+
+
+# --- collect: what a killed writer leaves is cleaned by the next write -----------------------
+def test_collect_cleans_a_killed_writers_temp_dir(root, tmp_path):
+    from lit_itpo.collect.recipes import uniform_policy
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = tmp_path / f".tmp-{dead.pid}-abc" / "test" / "x-v0" / "data"
+    stale.mkdir(parents=True)
+    (stale / "main_data.hdf5").write_bytes(b"partial")
+    old_style = tmp_path / ".tmp-k2j3h4"  # before temp names carried the writer's pid
+    old_style.mkdir()
+    live = tmp_path / f".tmp-{os.getpid()}-live"  # a writer still running: kept
+    live.mkdir()
+    eps = rollout_episodes(
+        lambda: gym.make("Pendulum-v1"), uniform_policy("Pendulum-v1", 0), n_steps=40, n_envs=1
+    )
+    write_dataset("test/pendulum/tiny-v0", eps, "Pendulum-v1", data_dir=tmp_path)
+    left = sorted(p.name for p in tmp_path.glob(".tmp-*"))
+    assert left == [live.name]
+    assert (tmp_path / "test/pendulum/tiny-v0/data").is_dir()
+
+
+# --- interruptions: SIGTERM and kill -9, then the resume command -----------------------------
+def _env() -> dict:
+    return os.environ | {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "MUJOCO_GL": "disable"}
+
+
+def run_cli(argv: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [LIT_ITPO, *argv], capture_output=True, text=True, env=_env(), cwd=REPO, timeout=300
+    )
+
+
+INJECT = "--trainer.callbacks+=tests.fault_helpers.SignalAt"
+STAGE = ("conf/embedded/rebrac.yaml", *EVAL)
+
+
+def _weights(ckpt: Path) -> dict:
+    blob = torch.load(ckpt, map_location="cpu", weights_only=True)
+    return {"step": blob["global_step"], **blob["state_dict"]}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(root, tmp_path_factory):
+    """The reference: a 13-step ReBRAC run (validations at 4, 8, 12; final step 13)."""
+    out = tmp_path_factory.mktemp("faults_ref")
+    main(args_for("fit", STAGE[0], root, out, *STAGE[1:], steps=13))
+    return _weights(_ckpt(out))
+
+
+def _assert_same_run(ckpt: Path, ref: dict) -> None:
+    got = _weights(ckpt)
+    assert got["step"] == ref["step"] == 13
+    for k, v in ref.items():
+        if k != "step":
+            assert torch.equal(got[k], v), k
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        ("--trainer.callbacks.init_args.step", "6"),  # SIGTERM between validations
+        ("--trainer.callbacks.init_args.validation", "2"),  # SIGTERM during a validation
+        ("--trainer.callbacks.init_args.step", "10", "--trainer.callbacks.init_args.sig", "KILL"),
+    ],
+    ids=["sigterm", "sigterm-in-validation", "kill-9"],
+)
+def test_interrupted_fit_resumes_to_the_same_run(how, root, uninterrupted, tmp_path):
+    out = tmp_path / "run"
+    argv = args_for("fit", STAGE[0], root, out, *STAGE[1:], steps=13)
+    stopped = run_cli([*argv, INJECT, *how])
+    kill = "KILL" in how
+    assert stopped.returncode == (-signal.SIGKILL if kill else 128 + signal.SIGTERM)
+    resume = [*argv, INJECT, *how, "--ckpt_path", "last"]
+    if not kill:  # the one line names the saved checkpoint and exactly the command to resume
+        assert "Traceback" not in stopped.stderr
+        lines = [ln for ln in stopped.stderr.splitlines() if ln.startswith("lit-itpo:")]
+        assert len(lines) == 1 and "stopped by SIGTERM at step" in lines[0], stopped.stderr
+        assert str(out / "tb/version_0/checkpoints/last.ckpt") in lines[0]
+        assert lines[0].split("resume with: ", 1)[1] == shlex.join(["lit-itpo", *resume])
+    resume = [*argv, "--ckpt_path", "last"]  # that command without the test's signal
+    done = run_cli(resume)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "resuming from" in done.stderr
+    assert sorted(p.name for p in (out / "tb").iterdir()) == ["version_0"]  # same run dir
+    _assert_same_run(_ckpt(out), uninterrupted)
+
+
+def test_every_fit_saves_its_final_step(uninterrupted):
+    """13 steps with validation every 4: the run's checkpoint is step 13, not 12."""
+    assert uninterrupted["step"] == 13
+
+
+def test_resume_of_a_finished_run_changes_nothing(root, uninterrupted, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = args_for("fit", STAGE[0], root, out, *STAGE[1:], steps=13)
+    main(argv)
+    main([*argv, "--ckpt_path", "last"])
+    assert sorted(p.name for p in (out / "tb").iterdir()) == ["version_0"]
+    _assert_same_run(_ckpt(out), uninterrupted)
+
+
+def test_sigterm_message_for_pipeline_names_the_same_command():
+    from lit_itpo.cli import resume_command
+
+    assert resume_command(["pipeline", "--pipeline.out_dir", "a b"]) == (
+        "lit-itpo pipeline --pipeline.out_dir 'a b'"
+    )
+    assert resume_command(["fit", "--config", "c.yaml", "--ckpt_path", "x.ckpt"]) == (
+        "lit-itpo fit --config c.yaml --ckpt_path last"
+    )
