@@ -5,6 +5,11 @@ together in a ``SerialEnv`` with ``env.rollout(break_when_any_done=False,
 break_when_all_done=True)`` (TorchRL's partial steps: a finished episode is not stepped again).
 ``DoubleToFloat`` sits inside each sub-env: outside the ``SerialEnv`` TorchRL 0.14.1's partial
 steps fail on the float64 -> float32 write.
+
+Seeds: the episode of seed ``s`` starts from the state gymnasium gives on the *second* reset,
+``env.reset(seed=s); env.reset()``, not from ``env.reset(seed=s)`` itself: TorchRL's
+``set_seed(s)`` seeds the env with a reset of its own, and the rollout then resets again. Kept
+so because every committed result used these episodes; tests/test_determinism.py checks it.
 """
 
 from __future__ import annotations

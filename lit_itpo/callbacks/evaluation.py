@@ -1,8 +1,9 @@
 """``EpisodeEvalCallback``: policy evaluation episodes at the end of each validation.
 
-Episodes use fixed seeds (``seed + i``), so two policies are compared on the same episodes; each
-DDP rank runs episodes ``rank, rank + world, ...`` and the results are gathered, so every episode
-is run exactly once. Works inside ``fit`` and under ``lit-itpo validate --ckpt_path``.
+Episodes use fixed seeds (``seed + i``), so two policies are compared on the same episodes (env
+seed ``s`` is gymnasium's ``env.reset(seed=s); env.reset()`` episode: see
+:mod:`lit_itpo.evaluation`); each DDP rank runs episodes ``rank, rank + world, ...`` and the
+results are gathered, so every episode is run exactly once. Works inside ``fit`` and under ``lit-itpo validate --ckpt_path``.
 
 A SIGTERM (a scheduler's stop or preemption) ends the evaluation at the next env step: Lightning
 only notes the signal and acts on it between batches, and one validation "batch" here can hold
@@ -27,7 +28,8 @@ class EpisodeEvalCallback(Callback):
 
     Args:
         num_episodes: episodes per evaluation (all stepped together).
-        seed: episode ``i`` uses env seed ``seed + i``.
+        seed: episode ``i`` uses env seed ``seed + i`` (gymnasium's second reset after
+            ``reset(seed=seed + i)``, as TorchRL seeds with a reset of its own).
         max_episode_steps: cut episodes there (default: the env's own limit).
         every_n_validations: evaluate at every n-th validation.
         prefix: metric namespace (``eval/``).
