@@ -34,7 +34,6 @@ from torch.utils.flop_counter import FlopCounterMode
 from lit_itpo.data.datamodule import MinariDataModule, TransitionSampler
 from lit_itpo.evaluation import run_episodes
 from lit_itpo.modules import IQLModule, ReBRACModule, TD3BCModule
-from lit_itpo.policies import rebrac_actor_loss, rebrac_critic_loss
 
 DID = "lit_itpo/halfcheetah/medium-small-v0"
 PRECISIONS = ("32-true", "bf16-mixed")
@@ -93,50 +92,29 @@ def plain_update(cls, kwargs: dict, dm: MinariDataModule, steps: int):
     hp = m.hparams
 
     def step(i: int, batch) -> None:
-        if cls is ReBRACModule:
-            c, _ = rebrac_critic_loss(
-                m.critic,
-                m.critic_target,
-                m.actor_target,
-                batch,
-                gamma=hp.gamma,
-                beta_critic=hp.beta_critic,
-                policy_noise=hp.policy_noise,
-                noise_clip=hp.noise_clip,
-                action_low=m.action_low,
-                action_high=m.action_high,
-            )
-            opts[1].zero_grad(set_to_none=True)
-            c.backward()
-            opts[1].step()
-            if i % hp.policy_freq == 0:
-                m.critic.requires_grad_(False)
-                a, _ = rebrac_actor_loss(m.actor, m.critic, batch, beta_actor=hp.beta_actor)
-                m.critic.requires_grad_(True)
-                opts[0].zero_grad(set_to_none=True)
-                a.backward()
-                opts[0].step()
-                m.update_targets()
-        elif cls is TD3BCModule:
-            td = m._normalised(batch)
-            c, _ = m.loss_module.qvalue_loss(td)
-            opts[1].zero_grad(set_to_none=True)
-            c.backward()
-            opts[1].step()
-            if i % hp.policy_freq == 0:
-                a, _ = m.loss_module.actor_loss(td)
-                opts[0].zero_grad(set_to_none=True)
-                a.backward()
-                opts[0].step()
-                m.updater.step()
-        else:
-            out = m.loss_module(m._normalised(batch))
+        if cls is IQLModule:
             for o in opts:
                 o.zero_grad(set_to_none=True)
-            (out["loss_actor"] + out["loss_qvalue"] + out["loss_value"]).backward()
+            m.loss(batch)[0].backward()
             for o in opts:
                 o.step()
-            m.updater.step()
+            with torch.no_grad():
+                torch._foreach_lerp_(
+                    list(m.critic_target.parameters()), list(m.critic.parameters()), hp.tau
+                )
+            return
+        c, _ = m.critic_loss(batch)
+        opts[1].zero_grad(set_to_none=True)
+        c.backward()
+        opts[1].step()
+        if i % hp.policy_freq == 0:
+            m.critic.requires_grad_(False)
+            a, _ = m.actor_loss(batch)
+            m.critic.requires_grad_(True)
+            opts[0].zero_grad(set_to_none=True)
+            a.backward()
+            opts[0].step()
+            m.update_targets()
 
     return lambda i: step(i, next(sampler))
 

@@ -1,9 +1,10 @@
 """LightningModules: wiring, optimisers, logging. The math lives in ``nets`` and loss functions."""
 
 from lit_itpo.modules.bc import BCModule
+from lit_itpo.modules.iql import IQLModule
 from lit_itpo.modules.meanflow import MeanFlowModule, load_meanflow
 from lit_itpo.modules.rebrac import ReBRACModule, load_policy
-from lit_itpo.modules.torchrl_offline import IQLModule, TD3BCModule
+from lit_itpo.modules.td3bc import TD3BCModule
 from lit_itpo.modules.world_model import WorldModelModule, load_world_model
 
 __all__ = [

@@ -1,6 +1,14 @@
 """Plain ``nn.Module`` building blocks (no Lightning)."""
 
 from lit_itpo.nets.ensemble import EnsembleLinear, EnsembleMLP, TwinCritic
-from lit_itpo.nets.mlp import MLP, TanhActor
+from lit_itpo.nets.mlp import MLP, GaussianActor, TanhActor, ValueNet
 
-__all__ = ["MLP", "EnsembleLinear", "EnsembleMLP", "TanhActor", "TwinCritic"]
+__all__ = [
+    "MLP",
+    "EnsembleLinear",
+    "EnsembleMLP",
+    "GaussianActor",
+    "TanhActor",
+    "TwinCritic",
+    "ValueNet",
+]

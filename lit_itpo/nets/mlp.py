@@ -82,3 +82,32 @@ class TanhActor(nn.Module):
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         z = self.net(self.obs_norm(obs))
         return torch.tanh(z) * self.action_scale + self.action_bias
+
+
+class GaussianActor(nn.Module):
+    """``obs [..., obs_dim] -> (loc, scale) [..., act_dim]`` of a Tanh-Gaussian policy (IQL's),
+    on standardised observations (raw units in). The scale mapping is TorchRL's
+    ``NormalParamExtractor("biased_softplus_1.0")``, as TorchRL's IQL examples use."""
+
+    def __init__(self, obs_dim: int, action_dim: int, hidden: Sequence[int] = (256, 256)):
+        super().__init__()
+        from torchrl.modules import NormalParamExtractor
+
+        self.net = MLP(obs_dim, 2 * action_dim, hidden)
+        self.params = NormalParamExtractor(scale_mapping="biased_softplus_1.0")
+        self.obs_norm = Normalizer(obs_dim)
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.params(self.net(self.obs_norm(obs)))
+
+
+class ValueNet(nn.Module):
+    """``V(s) [..., 1]`` on standardised observations (raw units in)."""
+
+    def __init__(self, obs_dim: int, hidden: Sequence[int] = (256, 256)):
+        super().__init__()
+        self.net = MLP(obs_dim, 1, hidden)
+        self.obs_norm = Normalizer(obs_dim)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.net(self.obs_norm(obs))
