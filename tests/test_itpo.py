@@ -350,8 +350,10 @@ def test_pipeline_stage_resumes_from_its_last_checkpoint(tiny_root, tmp_path):
     _fit_stage(cfg, tmp_path, "world_model", conf, 20, small)
     assert torch.load(final, weights_only=False)["global_step"] == 20
     versions = sorted((tmp_path / "world_model").glob("tb/version_*"))
-    assert len(versions) == 2
-    ev = EventAccumulator(str(versions[1]))
+    assert len(versions) == 1  # the resumed run logs on in its own version
+    events = sorted(versions[0].glob("events.out.tfevents.*"))
+    assert len(events) == 2
+    ev = EventAccumulator(str(events[1]))
     ev.Reload()
     steps = [e.step for e in ev.Scalars("train/loss")]
     assert steps and min(steps) >= 9  # it went on from update 10 (a fresh run logs from 1)
