@@ -525,3 +525,43 @@ def test_sigterm_message_for_pipeline_names_the_same_command():
     assert resume_command(["fit", "--config", "c.yaml", "--ckpt_path", "x.ckpt"]) == (
         "lit-itpo fit --config c.yaml --ckpt_path last"
     )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "kill-9"])
+def test_interrupted_pipeline_resumes_to_the_same_results(sig, tiny_pipeline, tmp_path):
+    """Stopped while its policy stage trains, the same pipeline command finishes with the
+    uninterrupted run's checkpoints (same steps and weights) and results."""
+    import json
+    import time
+
+    ref_out, ref_args = tiny_pipeline
+    out = tmp_path / "pipe"
+    i = ref_args.index("--pipeline.out_dir")
+    argv = [*ref_args[:i], "--pipeline.out_dir", str(out), *ref_args[i + 2 :]]
+    proc = subprocess.Popen(
+        [LIT_ITPO, *argv], env=_env(), cwd=REPO, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.time() + 300
+    while not (out / "policy" / "tb").exists() and proc.poll() is None:
+        assert time.time() < deadline
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.send_signal(sig)
+    err = proc.communicate(timeout=300)[1]
+    if sig == signal.SIGTERM and proc.returncode == 128 + signal.SIGTERM:
+        line = [ln for ln in err.splitlines() if ln.startswith("lit-itpo:")][-1]
+        assert line.endswith(shlex.join(["lit-itpo", *argv]))
+    done = run_cli(argv)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for stage in ("world_model", "policy", "meanflow"):
+        a, b = _weights(out / f"{stage}.ckpt"), _weights(ref_out / f"{stage}.ckpt")
+        assert a.keys() == b.keys()
+        for k in a:
+            assert torch.equal(torch.as_tensor(a[k]), torch.as_tensor(b[k])), (stage, k)
+    got = json.loads((out / "results.json").read_text())
+    ref = json.loads((ref_out / "results.json").read_text())
+    for key in ("base", "itpo_diffusion", "itpo_meanflow"):
+        for metric in ("return_mean", "normalized_score"):
+            assert got[key][metric] == pytest.approx(ref[key][metric], rel=1e-6, abs=1e-6)
+    assert got["alpha"] == ref["alpha"]
