@@ -13,12 +13,14 @@ import sys
 
 import alpha_selection
 import cost_study
+import diffusion_target
 import itpo_options
 import meanflow_mixture
 import meanflow_quality
 import policy_quality
 import policy_speed
 import score_suite
+import stage_speed
 from cellqueue import REPO
 from common import RESULTS
 
@@ -179,6 +181,17 @@ SECTIONS = [
         "(seed 0, batch 1024, Adam 3e-3 with cosine decay, plain MSE).",
     ),
     (
+        "Diffusion world model: eps vs v target, and the noisiest reverse step",
+        "diffusion_target",
+        diffusion_target.report,
+        "Stage 1 trained twice per dataset as its shipped config (same seed, data and budget), "
+        "once per denoiser target, then sampled with K respaced steps (K = 1 starts at the "
+        "noisiest trained step). Held-out transitions (10% of the episodes). Raw units: the "
+        "env's state units; normalised: each dimension's error over the dataset's std of that "
+        "dimension. Clipped: share of the first reverse step's x0-estimate entries beyond the "
+        "+-5 clip (those carry no signal and no gradient).",
+    ),
+    (
         "ITPO step cost (CPU)",
         "itpo_speed_cpu",
         speed_table,
@@ -199,6 +212,17 @@ SECTIONS = [
 ]
 
 
+STAGE_SPEED_NOTE = (
+    "Each stage as a user runs it: `lit-itpo fit --config conf/embedded/<stage>.yaml` (embedded "
+    "halfcheetah sample, shipped configs, TensorBoard on) with the batch and precision shown, "
+    "updates/s from the 50th to the last batch, one fresh process per cell. CORL-style update: "
+    "`benchmarks/corl_reference.py` (CORL's single-file TD3+BC / IQL, and ReBRAC's update "
+    "written the same way), float32 as CORL runs it. The earlier checkout is the same command "
+    "on that commit's code and configs, in the same run. FLOPs: matmuls of two training "
+    "batches (torch.utils.flop_counter); peak: an n x n matmul in the precision used."
+)
+
+
 def render() -> str:
     parts = [
         "# Results",
@@ -214,13 +238,24 @@ def render() -> str:
             parts.append(f"Not run yet (`benchmarks/results/{name}.json` is absent).")
             if name == "itpo_speed_cuda":
                 parts.append(
-                    "No GPU was lent to the sessions that built this project so far; on a GPU "
-                    "machine run `python benchmarks/itpo_speed.py --device cuda`."
+                    "No GPU run is recorded yet; on a GPU machine run "
+                    "`python benchmarks/itpo_speed.py --device cuda`."
                 )
             continue
         if note:
             parts += [note, ""]
         parts += [fn(payload), "", provenance(payload)]
+    for path in sorted(RESULTS.glob("stage_speed_*.json")):
+        payload = json.loads(path.read_text())
+        m = payload["machine"]
+        parts += [
+            "",
+            f"## Training speed of every stage: {m['cpu']}, {m['torch_threads']} thread(s)",
+            "",
+            STAGE_SPEED_NOTE,
+            "",
+            stage_speed.report(payload),
+        ]
     parts += [
         "",
         "## Multi-process (DDP) checks",
