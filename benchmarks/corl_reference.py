@@ -81,6 +81,70 @@ def corl_td3bc(
     return actor, step
 
 
+def mlp_ln(i: int, o: int, h: int = 256, n: int = 3) -> nn.Sequential:
+    """CORL ReBRAC's critic: ``n`` hidden ``Linear -> LayerNorm -> ReLU`` blocks."""
+    layers: list[nn.Module] = []
+    for d in [i] + [h] * (n - 1):
+        layers += [nn.Linear(d, h), nn.LayerNorm(h), nn.ReLU()]
+    return nn.Sequential(*layers, nn.Linear(h, o))
+
+
+def corl_rebrac(
+    data: TensorDict, mean, std, batch: int = 1024, seed: int = 0
+) -> tuple[nn.Module, Callable[[int], None]]:
+    """``(actor, step)`` for CORL's ReBRAC update (its JAX ``rebrac.py`` in plain PyTorch, as a
+    CORL-style single-file peer): 3 x 256 actor, two 3 x 256 LayerNorm critics, Adam 1e-3,
+    actor BC 0.001 / critic BC 0.01 (halfcheetah-medium), target noise 0.2 clipped 0.5, actor
+    and targets every 2nd update, Q term scaled by 1 / mean|Q|. Needs ``("next", "action")``."""
+    o, a = data["observation"].shape[-1], data["action"].shape[-1]
+    actor = nn.Sequential(
+        nn.Linear(o, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(),
+        nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, a), nn.Tanh(),
+    )  # fmt: skip
+    q1, q2 = mlp_ln(o + a, 1), mlp_ln(o + a, 1)
+    actor_t, q1_t, q2_t = (copy.deepcopy(m).requires_grad_(False) for m in (actor, q1, q2))
+    opt_a = torch.optim.Adam(actor.parameters(), 1e-3)
+    opt_q = torch.optim.Adam([*q1.parameters(), *q2.parameters()], 1e-3)
+    gamma, tau, beta1, beta2, noise, clip = 0.99, 0.005, 0.001, 0.01, 0.2, 0.5
+    g = torch.Generator().manual_seed(seed)
+
+    def step(i: int) -> None:
+        b = data[torch.randint(0, data.shape[0], (batch,), generator=g)]
+        s, act, s2 = (
+            (b["observation"] - mean) / std,
+            b["action"],
+            (b["next", "observation"] - mean) / std,
+        )
+        r, term, a2_data = b["next", "reward"], b["next", "terminated"].float(), b["next", "action"]
+        with torch.no_grad():
+            eps = (torch.randn_like(act) * noise).clamp(-clip, clip)
+            a2 = (actor_t(s2) + eps).clamp(-1, 1)
+            sa2 = torch.cat([s2, a2], -1)
+            bc2 = (a2 - a2_data).pow(2).sum(-1, keepdim=True)
+            q_next = torch.min(q1_t(sa2), q2_t(sa2)) - beta2 * bc2
+            target = r + gamma * (1 - term) * q_next
+        sa = torch.cat([s, act], -1)
+        q_loss = F.mse_loss(q1(sa), target) + F.mse_loss(q2(sa), target)
+        opt_q.zero_grad()
+        q_loss.backward()
+        opt_q.step()
+        if i % 2 == 0:
+            pi = actor(s)
+            spi = torch.cat([s, pi], -1)
+            q = torch.min(q1(spi), q2(spi))
+            lmbda = 1 / q.abs().mean().detach()
+            a_loss = (beta1 * (pi - act).pow(2).sum(-1, keepdim=True) - lmbda * q).mean()
+            opt_a.zero_grad()
+            a_loss.backward()
+            opt_a.step()
+            with torch.no_grad():
+                for net, tgt in ((actor, actor_t), (q1, q1_t), (q2, q2_t)):
+                    for p, tp in zip(net.parameters(), tgt.parameters(), strict=True):
+                        tp.lerp_(p, tau)
+
+    return actor, step
+
+
 def corl_iql(
     data: TensorDict, mean, std, batch: int = 256, seed: int = 0, max_steps: int = 1_000_000
 ) -> tuple[nn.Module, Callable[[int], None]]:

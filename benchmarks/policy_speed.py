@@ -27,7 +27,7 @@ import time
 
 import lightning.pytorch as pl
 import torch
-from common import RESULTS, machine, matmul_peak, save
+from common import RESULTS, GlobalOnly, machine, matmul_peak, save
 from corl_reference import corl_iql, corl_td3bc
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -129,18 +129,6 @@ def corl_update(make, dm: MinariDataModule):
     return lambda i: update(i + 1)
 
 
-class _GlobalOnly:
-    """Stands in for ``FlopCounterMode``'s module tracker: every FLOP counts as "Global"."""
-
-    parents = ("Global",)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *args) -> None:
-        return None
-
-
 def update_flops(update, warmup: int = 4, count: int = 4) -> float:
     """Matmul FLOPs (forward and backward, as ``torch.utils.flop_counter`` counts them) per
     update, averaged over ``count`` updates (an even number: the delayed actor moves every
@@ -148,7 +136,7 @@ def update_flops(update, warmup: int = 4, count: int = 4) -> float:
     for i in range(warmup):
         update(i)
     fc = FlopCounterMode(display=False)
-    fc.mod_tracker = _GlobalOnly()  # its per-module tracker tests TensorDicts for truth
+    fc.mod_tracker = GlobalOnly()
     with fc:
         for i in range(warmup, warmup + count):
             update(i)

@@ -17,6 +17,7 @@ from tensordict import TensorDict
 
 from lit_itpo.errors import DatasetFormatError
 from lit_itpo.modules.checkpoints import StageCheckpoint
+from lit_itpo.modules.optim import adam
 from lit_itpo.nets import TanhActor, TwinCritic
 
 
@@ -25,11 +26,6 @@ def frozen_copy(module: torch.nn.Module) -> torch.nn.Module:
     target = copy.deepcopy(module)
     target.requires_grad_(False)
     return target
-
-
-def adam(params, lr: float) -> torch.optim.Adam:
-    """Adam with the fused kernel (one op for all parameters instead of ~10 per tensor)."""
-    return torch.optim.Adam(params, lr=lr, fused=True)
 
 
 class ActorCriticModule(StageCheckpoint, pl.LightningModule):

@@ -14,6 +14,7 @@ from tensordict import TensorDict
 
 from lit_itpo.errors import ConfigError
 from lit_itpo.modules.checkpoints import StageCheckpoint
+from lit_itpo.modules.optim import adam
 from lit_itpo.nets import TanhActor
 
 FORMAT_VERSION = 1
@@ -82,4 +83,4 @@ class BCModule(StageCheckpoint, pl.LightningModule):
         )
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.actor.parameters(), lr=self.hparams.lr)
+        return adam(self.actor.parameters(), self.hparams.lr)

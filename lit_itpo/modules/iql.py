@@ -15,8 +15,9 @@ import torch
 from tensordict import TensorDict
 
 from lit_itpo.errors import ConfigError, DatasetFormatError
-from lit_itpo.modules.actor_critic import adam, frozen_copy
+from lit_itpo.modules.actor_critic import frozen_copy
 from lit_itpo.modules.checkpoints import StageCheckpoint
+from lit_itpo.modules.optim import adam
 from lit_itpo.nets import GaussianActor, TwinCritic, ValueNet
 from lit_itpo.policies import iql_losses, tanh_normal
 

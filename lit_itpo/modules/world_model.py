@@ -19,6 +19,7 @@ from torchmetrics import MeanMetric
 
 from lit_itpo.errors import ConfigError, DatasetFormatError
 from lit_itpo.modules.checkpoints import StageCheckpoint, load_stage
+from lit_itpo.modules.optim import adam
 from lit_itpo.world_models import (
     DiffusionTransition,
     DiffusionWorldModel,
@@ -97,7 +98,7 @@ class WorldModelStage(StageCheckpoint, pl.LightningModule):
 
     def configure_optimizers(self):
         params = [p for part in self.trained_parts() for p in part.parameters()]
-        opt = torch.optim.Adam(params, lr=self.hparams.lr)
+        opt = adam(params, self.hparams.lr, fused=False)  # the configs clip gradients
         if self.hparams.lr_schedule == "constant" or not self.trainer or self.trainer.max_steps < 1:
             return opt
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.trainer.max_steps)

@@ -1,0 +1,277 @@
+"""Training speed of every stage as a user runs it (``lit-itpo fit --config conf/embedded/<stage>
+.yaml``, the shipped configs, TensorBoard logger on), beside CORL-style single-file PyTorch
+updates of the same algorithm and, optionally, another checkout of the project (today's main).
+
+    OMP_NUM_THREADS=1 python benchmarks/stage_speed.py [--threads 1] [--steps 400] \\
+        [--baseline-src /tmp/main-base --baseline-label "main 0289f5f"]
+
+Each cell is a fresh process (``python -m lit_itpo.cli fit ...`` with ``--data.batch_size``,
+``--trainer.precision`` and ``--trainer.max_steps`` overridden, validation off), timed from
+its 50th to its last training batch by :class:`StepTimer`, which also counts the matmul FLOPs
+of two training batches (``torch.utils.flop_counter``: forward, backward and the delayed
+actor) so each rate is also a share of the machine's measured matmul peak in the precision
+used. Cells of one run alternate between the checkouts and the peers, so a drift of the VM's
+speed shows in all of them alike. ``--baseline-src`` is a checkout of an earlier commit
+(``git worktree add /tmp/main-base <commit>``); it runs with that tree first on PYTHONPATH.
+Writes benchmarks/results/stage_speed_<machine>.json (one file per CPU model and thread count).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from common import GlobalOnly, cpu_flags, machine, matmul_peak, save
+from torch.utils.flop_counter import FlopCounterMode
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+POLICIES = ("rebrac", "td3bc", "iql")
+WORLD_MODELS = ("world_model", "meanflow")
+PRECISIONS = ("32-true", "bf16-mixed")
+CORL = {"td3bc": "corl_td3bc", "iql": "corl_iql", "rebrac": "corl_rebrac"}
+
+
+class StepTimer(pl.Callback):
+    """Times training batches ``[skip, end)`` and counts the FLOPs of batches
+    ``[flops_at, flops_at + 2)``; writes ``{"updates_per_s", "flops_per_update"}`` as JSON to
+    ``$STAGE_SPEED_OUT`` when training ends."""
+
+    def __init__(self, skip: int = 50, flops_at: int = 10):
+        self.skip, self.flops_at = skip, flops_at
+        self.t0 = self.t1 = None
+        self.n, self.flops, self.fc = 0, None, None
+
+    def on_train_batch_start(self, trainer, *args) -> None:
+        step = trainer.global_step
+        if step == self.flops_at:
+            self.fc = FlopCounterMode(display=False)
+            self.fc.mod_tracker = GlobalOnly()
+            self.fc.__enter__()
+        if step == self.skip:
+            self.t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        step = trainer.global_step  # already advanced by this batch's counted step
+        if self.fc is not None and step == self.flops_at + 2:
+            self.fc.__exit__(None, None, None)
+            self.flops, self.fc = self.fc.get_total_flops() / 2, None
+        if self.t0 is not None:
+            self.t1, self.n = time.perf_counter(), step - self.skip
+
+    def on_train_end(self, trainer, *args) -> None:
+        out = {"updates_per_s": self.n / (self.t1 - self.t0), "flops_per_update": self.flops}
+        Path(os.environ["STAGE_SPEED_OUT"]).write_text(json.dumps(out))
+
+
+def _run(cmd: list[str], env: dict, out: Path) -> dict:
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0 or not out.exists():
+        raise SystemExit(f"stage_speed: {' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(out.read_text())
+
+
+def fit_cell(src: Path, stage: str, batch: int, precision: str, steps: int, threads: int,
+             work: Path, extra: list[str]) -> dict:  # fmt: skip
+    """One ``lit-itpo fit`` of ``src``'s ``conf/embedded/<stage>.yaml`` in a fresh process."""
+    run = Path(tempfile.mkdtemp(dir=work))
+    out = run / "rate.json"
+    env = os.environ | {
+        "OMP_NUM_THREADS": str(threads),
+        "PYTHONPATH": os.pathsep.join([str(src), str(HERE)]),
+        "STAGE_SPEED_OUT": str(out),
+    }
+    cmd = [
+        sys.executable, "-m", "lit_itpo.cli", "fit",
+        "--config", str(src / "conf" / "embedded" / f"{stage}.yaml"),
+        "--data.batch_size", str(batch),
+        "--trainer.precision", precision,
+        "--trainer.max_steps", str(steps),
+        "--trainer.val_check_interval", str(steps),
+        "--trainer.limit_val_batches", "0",
+        "--trainer.enable_progress_bar", "false",
+        "--trainer.default_root_dir", str(run),
+        "--trainer.logger.init_args.save_dir", str(run),
+        "--trainer.callbacks+=stage_speed.StepTimer",
+        *extra,
+    ]  # fmt: skip
+    return _run(cmd, env, out)
+
+
+def corl_cell(algo: str, batch: int, precision: str, steps: int, threads: int, work: Path):
+    """CORL-style update of ``algo`` in a fresh process (``--corl`` mode of this script)."""
+    out = Path(tempfile.mkdtemp(dir=work)) / "rate.json"
+    env = os.environ | {"OMP_NUM_THREADS": str(threads), "STAGE_SPEED_OUT": str(out)}
+    cmd = [sys.executable, __file__, "--corl", algo, "--batch", str(batch),
+           "--precision", precision, "--steps", str(steps)]  # fmt: skip
+    return _run(cmd, env, out)
+
+
+def corl_main(algo: str, batch: int, precision: str, steps: int) -> None:
+    """Updates/s and FLOPs per update of ``corl_reference.<CORL[algo]>`` on the embedded
+    data, each update in its own autocast region (as Lightning's ``bf16-mixed``)."""
+    import corl_reference
+
+    from lit_itpo.data.datamodule import MinariDataModule
+
+    dm = MinariDataModule("lit_itpo/halfcheetah/medium-small-v0", data_dir="embedded")
+    dm.setup()
+    make = getattr(corl_reference, CORL[algo])
+    _, update = make(dm.train_data, dm.stats["obs_mean"], dm.stats["obs_std"], batch=batch)
+    bf16 = precision == "bf16-mixed"
+
+    def one(i: int) -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            update(i + 1)
+
+    for i in range(10):
+        one(i)
+    fc = FlopCounterMode(display=False)
+    fc.mod_tracker = GlobalOnly()
+    with fc:
+        for i in range(10, 12):
+            one(i)
+    t0 = time.perf_counter()
+    for i in range(50, steps):
+        one(i)
+    rate = (steps - 50) / (time.perf_counter() - t0)
+    out = {"updates_per_s": rate, "flops_per_update": fc.get_total_flops() / 2}
+    Path(os.environ["STAGE_SPEED_OUT"]).write_text(json.dumps(out))
+
+
+def stage_inputs(work: Path, threads: int) -> list[str]:
+    """Stage 3 (MeanFlow) reads a world-model and a policy checkpoint: make small ones."""
+    made = []
+    for stage, flag in (("world_model", "world_model_ckpt"), ("rebrac", "policy_ckpt")):
+        run = work / f"input-{stage}"
+        env = os.environ | {"OMP_NUM_THREADS": str(threads)}
+        cmd = [
+            sys.executable, "-m", "lit_itpo.cli", "fit",
+            "--config", str(REPO / "conf" / "embedded" / f"{stage}.yaml"),
+            "--trainer.max_steps", "20", "--trainer.val_check_interval", "20",
+            "--trainer.limit_val_batches", "0", "--trainer.enable_progress_bar", "false",
+            "--trainer.default_root_dir", str(run), "--trainer.logger", "false",
+        ]  # fmt: skip
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        ckpts = sorted(run.rglob("*.ckpt"), key=lambda p: p.stat().st_mtime)
+        if proc.returncode != 0 or not ckpts:
+            raise SystemExit(f"stage_speed: {' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+        made += [f"--model.init_args.{flag}", str(ckpts[-1])]
+    return made
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", 1)))
+    ap.add_argument("--steps", type=int, default=400)
+    ap.add_argument("--stages", default=",".join(POLICIES + WORLD_MODELS))
+    ap.add_argument("--baseline-src", default=None)
+    ap.add_argument("--baseline-label", default="baseline")
+    ap.add_argument("--corl", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--batch", type=int, default=256, help=argparse.SUPPRESS)
+    ap.add_argument("--precision", default="32-true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.corl:
+        return corl_main(args.corl, args.batch, args.precision, args.steps)
+    torch.set_num_threads(args.threads)
+    peaks = {  # string keys: as the JSON file reads back
+        p: {str(n): matmul_peak(n, dtype=dt) for n in (256, 1024)}
+        for p, dt in (("32-true", torch.float32), ("bf16-mixed", torch.bfloat16))
+    }
+    trees = [("this commit", REPO)]
+    if args.baseline_src:
+        trees.append((args.baseline_label, Path(args.baseline_src).resolve()))
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        extra = {"meanflow": stage_inputs(work, args.threads)} if "meanflow" in args.stages else {}
+        for stage in args.stages.split(","):
+            batches = (256, 1024) if stage in POLICIES else (256,)
+            for batch in batches:
+                for precision in PRECISIONS:
+                    row = {"stage": stage, "batch": batch, "precision": precision}
+                    for label, src in trees:
+                        row[label] = fit_cell(src, stage, batch, precision, args.steps,
+                                              args.threads, work, extra.get(stage, []))  # fmt: skip
+                    if stage in CORL:
+                        row["corl"] = corl_cell(stage, batch, precision, args.steps,
+                                                args.threads, work)  # fmt: skip
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+    m = machine() | {"torch_threads": args.threads, "cpu_flags": cpu_flags()}
+    slug = re.sub(r"[^a-z0-9]+", "-", m["cpu"].lower()).strip("-")[:40]
+    name = f"stage_speed_{slug}_t{args.threads}"
+    payload = {
+        "machine": m,
+        "matmul_peak_flops": peaks,
+        "steps": args.steps,
+        "trees": [label for label, _ in trees],
+        "rows": rows,
+        "command": f"OMP_NUM_THREADS={args.threads} python benchmarks/stage_speed.py "
+        f"--threads {args.threads} --steps {args.steps}"
+        + (f" --baseline-src <checkout of {args.baseline_label}>" if args.baseline_src else ""),
+    }
+    print("wrote", save(name, payload))
+
+
+def report(payload: dict) -> str:
+    """Markdown: per stage, batch and precision, CORL's update, the baseline checkout and this
+    one in the same run; the share of the matmul peak of the precision used."""
+    trees = payload["trees"]
+    base = trees[1] if len(trees) > 1 else None
+    peaks = payload["matmul_peak_flops"]
+    head = ["stage", "batch", "precision", "CORL-style update, float32"]
+    head += [f"{base} (updates/s)"] if base else []
+    head += ["this commit (updates/s)", "vs CORL float32"]
+    head += [f"vs {base}"] if base else []
+    head += ["GFLOP/s", "share of the matmul peak"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    corl32 = {
+        (r["stage"], r["batch"]): r["corl"]["updates_per_s"]
+        for r in payload["rows"]
+        if "corl" in r and r["precision"] == "32-true"
+    }
+    for r in payload["rows"]:
+        new = r["this commit"]
+        c = corl32.get((r["stage"], r["batch"]))
+        cells = [r["stage"], str(r["batch"]), r["precision"], f"{c:.0f}" if c else "-"]
+        if base:
+            cells.append(f"{r[base]['updates_per_s']:.0f}")
+        cells += [f"{new['updates_per_s']:.0f}", f"{new['updates_per_s'] / c:.2f}x" if c else "-"]
+        if base:
+            cells.append(f"{new['updates_per_s'] / r[base]['updates_per_s']:.2f}x")
+        f = new.get("flops_per_update")
+        if f:
+            gflops = f * new["updates_per_s"] / 1e9
+            cells += [f"{gflops:.0f}", f"{100 * gflops * 1e9 / peaks[r['precision']]['1024']:.0f}%"]
+        else:
+            cells += ["-", "-"]
+        lines.append("| " + " | ".join(cells) + " |")
+    m = payload["machine"]
+    pk = ", ".join(
+        f"{p}: {peaks[p]['1024'] / 1e9:.0f} GFLOP/s at 1024^3, {peaks[p]['256'] / 1e9:.0f} at 256^3"
+        for p in peaks
+    )
+    lines += [
+        "",
+        f"Matmul peak measured in the run ({m['torch_threads']} thread(s)): {pk}.",
+        f"Command: `{payload['command']}`  ",
+        f"Machine: {m['cpu']} ({m['cores']} cores, {m['torch_threads']} torch thread(s), CPU "
+        f"flags: {', '.join(m['cpu_flags']) or 'none of note'}), load average "
+        f"{m['load_avg_1min']}  ",
+        f"Date: {m['date']}; commit {m['commit']}",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
