@@ -346,8 +346,10 @@ class LitItpoCLI(LightningCLI):
         cfg = self._get(self.config_init, "trainer", default={})
         callbacks = cfg.get("callbacks") or []
         callbacks = list(callbacks) if isinstance(callbacks, list) else [callbacks]
-        if cfg.get("enable_checkpointing") is not False and not any(
-            isinstance(c, ModelCheckpoint) for c in callbacks
+        if (
+            self.subcommand in (None, "fit")
+            and cfg.get("enable_checkpointing") is not False
+            and not any(isinstance(c, ModelCheckpoint) for c in callbacks)
         ):
             callbacks.append(RunCheckpoint())
         callbacks.append(RNGState())
@@ -530,8 +532,13 @@ def main(argv: Sequence[str] | None = None) -> None:
             if _STOPPED.get("ckpt")
             else ""
         )
+        how = (
+            "rerun the same command to evaluate again"
+            if argv and argv[0] in ("validate", "test")
+            else "resume with"
+        )
         sys.stderr.write(
-            f"lit-itpo: error: stopped by SIGTERM{saved}; resume with: {resume_command(argv)}\n"
+            f"lit-itpo: error: stopped by SIGTERM{saved}; {how}: {resume_command(argv)}\n"
         )
         raise SystemExit(128 + signal.SIGTERM) from None
 

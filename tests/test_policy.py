@@ -262,7 +262,7 @@ def test_sigterm_stops_the_evaluation_at_the_next_env_step(rebrac_run, tiny_root
         main([*args, "--trainer.callbacks+=tests.test_policy.SigtermAtThirdStep"])
     assert exc.value.code == 143
     assert len(SigtermAtThirdStep.calls) == 3  # the 4th env step never ran (30-step episodes)
-    assert "stopped by SIGTERM; rerun the same command to resume" in capsys.readouterr().err
+    assert "stopped by SIGTERM; rerun the same command to evaluate again" in capsys.readouterr().err
 
 
 def _td(B=16, o=4, a=2):
