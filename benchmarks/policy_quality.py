@@ -4,8 +4,20 @@ cell is written to benchmarks/results/policy_quality.json at once; rerun to cont
 
     OMP_NUM_THREADS=1 python benchmarks/policy_quality.py [--steps 20000] [--batch 256]
         [--datasets halfcheetah-medium ...] [--algos rebrac iql td3bc] [--seeds 0 1 2]
-        [--precision 32-true|bf16-mixed]
+        [--precision 32-true bf16-mixed] [--out policy_quality]
     python benchmarks/policy_quality.py --report      # the markdown table from the JSON
+
+The precision study (is bfloat16 autocast free of score cost?), its protocol fixed before its
+runs: halfcheetah-, hopper- and walker2d-medium x ReBRAC, TD3+BC, IQL x seeds 0, 1, 2, each
+cell trained in float32 and in bf16-mixed (same seed, data, budget 20k x 256 and evaluation
+episodes), final score compared in pairs; seeds run in order (all cells of seed 0 first) and
+no cell is rerun. bf16-mixed becomes the configs' default if the mean paired difference
+(bf16 - float32) over all cells has a 95% bootstrap CI with its lower end above -2 points and
+no dataset x algorithm mean difference is below -5:
+
+    OMP_NUM_THREADS=1 python benchmarks/policy_quality.py --out precision_study \
+        --datasets halfcheetah-medium hopper-medium walker2d-medium \
+        --precision 32-true bf16-mixed
 
 Each cell is ``lit-itpo fit --config conf/<dataset>/<algo>.yaml`` with the budget overridden
 (the configs' own budget is the paper-like 100k x 1024); evaluation every ``--eval-every``
@@ -28,6 +40,7 @@ DATASETS = {
     "halfcheetah-medium": "lit_itpo/halfcheetah/medium-v0",
     "halfcheetah-medium-replay": "lit_itpo/halfcheetah/medium-replay-v0",
     "hopper-medium": "lit_itpo/hopper/medium-v0",
+    "walker2d-medium": "lit_itpo/walker2d/medium-v0",
 }
 ALGOS = {"rebrac": "ReBRAC", "iql": "IQL", "td3bc": "TD3+BC"}
 
@@ -40,9 +53,9 @@ def behaviour_score(dataset_id: str) -> float | None:
     return json.loads(prov.read_text()).get("normalized_score_mean")
 
 
-def cell(ds: str, algo: str, seed: int, args) -> dict:
-    tag = "" if args.precision == "32-true" else f"-{args.precision}"
-    run_dir = REPO / "runs" / "quality" / f"{ds}-{algo}-s{seed}{tag}"
+def cell(ds: str, algo: str, seed: int, precision: str, args) -> dict:
+    tag = "" if precision == "32-true" else f"-{precision}"
+    run_dir = REPO / "runs" / args.out / f"{ds}-{algo}-s{seed}{tag}"
     run_dir.mkdir(parents=True, exist_ok=True)
     argv = [
         "fit",
@@ -54,7 +67,7 @@ def cell(ds: str, algo: str, seed: int, args) -> dict:
         "--trainer.logger.init_args.save_dir", str(run_dir),
         "--trainer.enable_progress_bar", "false",
         "--data.batch_size", str(args.batch),
-        "--trainer.precision", args.precision,
+        "--trainer.precision", precision,
     ]  # fmt: skip
     wall = run_cell(argv, run_dir, run_dir / "log.txt")
     curve = scalars(run_dir, "eval/normalized_score")
@@ -67,7 +80,7 @@ def cell(ds: str, algo: str, seed: int, args) -> dict:
         "seed": seed,
         "updates": args.steps,
         "batch": args.batch,
-        "precision": args.precision,
+        "precision": precision,
         "final": scores[-1],
         "best": max(scores),
         "curve": curve,
@@ -100,6 +113,52 @@ def report(payload: dict) -> str:
     return "\n".join(lines)
 
 
+def paired_precision_report(payload: dict) -> str:
+    """Markdown: bf16-mixed vs float32 final scores paired by (dataset, algorithm, seed), per
+    dataset x algorithm and over all pairs (mean difference with a 95% percentile bootstrap
+    CI over the pairs, 10,000 resamples, fixed seed)."""
+    import random
+    import statistics
+
+    cells = payload["cells"].values()
+    by = {
+        (c["dataset"], c["algorithm"], c["seed"], c.get("precision", "32-true")): c for c in cells
+    }
+    pairs = {}
+    for (ds, algo, seed, prec), c in by.items():
+        other = by.get((ds, algo, seed, "32-true"))
+        if prec == "bf16-mixed" and other is not None:
+            pairs.setdefault((ds, algo), []).append((other["final"], c["final"]))
+    if not pairs:
+        return "No finished pair yet."
+
+    def ci(diffs):
+        rng = random.Random(0)
+        means = sorted(statistics.mean(rng.choices(diffs, k=len(diffs))) for _ in range(10_000))
+        return means[249], means[9749]
+
+    lines = [
+        "| dataset | algorithm | pairs (seeds) | float32 final | bf16-mixed final | "
+        "bf16 - float32 (mean, 95% CI) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    everything = []
+    for (ds, algo), ps in sorted(pairs.items()):
+        diffs = [b - f for f, b in ps]
+        everything += diffs
+        lo, hi = ci(diffs)
+        lines.append(
+            f"| {ds} | {algo} | {len(ps)} | {ms([f for f, _ in ps])} | "
+            f"{ms([b for _, b in ps])} | {statistics.mean(diffs):+.1f} [{lo:+.1f}, {hi:+.1f}] |"
+        )
+    lo, hi = ci(everything)
+    lines.append(
+        f"| all | all | {len(everything)} | | | {statistics.mean(everything):+.1f} "
+        f"[{lo:+.1f}, {hi:+.1f}] |"
+    )
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--steps", type=int, default=20_000)
@@ -110,31 +169,34 @@ def main() -> None:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument(
         "--precision",
-        default="32-true",
+        nargs="+",
+        default=["32-true"],
         choices=["32-true", "bf16-mixed"],
-        help="Lightning precision of the training runs (cells of bf16-mixed are kept apart)",
+        help="Lightning precision(s) of the training runs (bf16-mixed cells are kept apart)",
     )
+    p.add_argument("--out", default=NAME, help="results name (benchmarks/results/<out>.json)")
     p.add_argument("--report", action="store_true", help="print the table and exit")
     args = p.parse_args()
     if args.report:
-        print(report(load(NAME)))
+        print(report(load(args.out)))
         return
-    suffix = "" if args.precision == "32-true" else f"@{args.precision}"
     cells = [
         (
-            f"{ds}/{algo}/s{seed}{suffix}",
-            lambda ds=ds, algo=algo, seed=seed: cell(ds, algo, seed, args),
+            f"{ds}/{algo}/s{seed}" + ("" if prec == "32-true" else f"@{prec}"),
+            lambda ds=ds, algo=algo, seed=seed, prec=prec: cell(ds, algo, seed, prec, args),
         )
         for seed in args.seeds  # seed-major: one seed of every cell first
         for ds in args.datasets
         for algo in args.algos
+        for prec in args.precision  # both precisions of a pair one after the other
     ]
     meta = {
-        "command": "python benchmarks/policy_quality.py "
-        f"--steps {args.steps} --batch {args.batch} --eval-every {args.eval_every}",
+        "command": f"python benchmarks/policy_quality.py --out {args.out} --steps {args.steps} "
+        f"--batch {args.batch} --eval-every {args.eval_every} --datasets "
+        f"{' '.join(args.datasets)} --precision {' '.join(args.precision)}",
         "behaviour": {ds: behaviour_score(did) for ds, did in DATASETS.items()},
     }
-    payload = drain(NAME, cells, meta)
+    payload = drain(args.out, cells, meta)
     print(report(payload))
 
 

@@ -156,6 +156,16 @@ SECTIONS = [
         "return.",
     ),
     (
+        "Precision: bfloat16 autocast vs float32 for the offline policies",
+        "precision_study",
+        policy_quality.paired_precision_report,
+        "The protocol in `benchmarks/policy_quality.py` (fixed before the runs): each cell "
+        "trained in float32 and in bf16-mixed with the same seed, data, budget (20k x 256) and "
+        "evaluation episodes (10 x 1000 steps); final normalised score; pairs by seed. "
+        "bf16-mixed becomes the default if the CI over all pairs stays above -2 points and no "
+        "row's mean is below -5.",
+    ),
+    (
         "Offline-policy training speed (stage 2)",
         "policy_speed",
         policy_speed.report,
