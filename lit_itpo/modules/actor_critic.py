@@ -19,6 +19,7 @@ from lit_itpo.errors import DatasetFormatError
 from lit_itpo.modules.checkpoints import StageCheckpoint
 from lit_itpo.modules.optim import adam
 from lit_itpo.nets import TanhActor, TwinCritic
+from lit_itpo.policies import rebrac_critic_loss
 
 
 def frozen_copy(module: torch.nn.Module) -> torch.nn.Module:
@@ -29,10 +30,11 @@ def frozen_copy(module: torch.nn.Module) -> torch.nn.Module:
 
 
 class ActorCriticModule(StageCheckpoint, pl.LightningModule):
-    """Actor, twin critics and their targets; subclasses define :meth:`critic_loss` and
-    :meth:`actor_loss` (``batch -> (loss, info)``) and call :meth:`build` in ``__init__``
-    after ``save_hyperparameters()`` (hparams ``tau``, ``policy_freq``, ``actor_lr``,
-    ``critic_lr``)."""
+    """Actor, twin critics and their targets; subclasses define :meth:`actor_loss`
+    (``batch -> (loss, info)``) and call :meth:`build` in ``__init__`` after
+    ``save_hyperparameters()`` (hparams ``gamma``, ``tau``, ``policy_noise``, ``noise_clip``,
+    ``policy_freq``, ``actor_lr``, ``critic_lr``; optional ``beta_critic``, ``reward_scale``,
+    ``reward_bias``)."""
 
     stage = "policy"
 
@@ -79,7 +81,23 @@ class ActorCriticModule(StageCheckpoint, pl.LightningModule):
         torch._foreach_lerp_(dst, src, self.hparams.tau)
 
     def critic_loss(self, batch: TensorDict) -> tuple[torch.Tensor, dict]:
-        raise NotImplementedError
+        """TD3's critic loss with target policy smoothing; with ``beta_critic`` > 0, ReBRAC's
+        next-action penalty (TD3's is ReBRAC's at ``beta_critic = 0``)."""
+        hp = self.hparams
+        return rebrac_critic_loss(
+            self.critic,
+            self.critic_target,
+            self.actor_target,
+            batch,
+            gamma=hp.gamma,
+            beta_critic=hp.get("beta_critic", 0.0),
+            policy_noise=hp.policy_noise,
+            noise_clip=hp.noise_clip,
+            action_low=self.action_low,
+            action_high=self.action_high,
+            reward_scale=hp.get("reward_scale", 1.0),
+            reward_bias=hp.get("reward_bias", 0.0),
+        )
 
     def actor_loss(self, batch: TensorDict) -> tuple[torch.Tensor, dict]:
         raise NotImplementedError

@@ -22,7 +22,7 @@ from tensordict import TensorDict
 from lit_itpo.errors import ConfigError
 from lit_itpo.modules.actor_critic import ActorCriticModule
 from lit_itpo.modules.checkpoints import check_compatible, load_stage, read_hparams
-from lit_itpo.policies import rebrac_actor_loss, rebrac_critic_loss
+from lit_itpo.policies import rebrac_actor_loss
 
 FORMAT_VERSION = 1
 STAGE = "policy"
@@ -83,23 +83,6 @@ class ReBRACModule(ActorCriticModule):
             )
         self.save_hyperparameters()
         self.build(obs_dim, action_dim, action_low, action_high, hidden, critic_layer_norm)
-
-    def critic_loss(self, batch: TensorDict) -> tuple[torch.Tensor, dict]:
-        hp = self.hparams
-        return rebrac_critic_loss(
-            self.critic,
-            self.critic_target,
-            self.actor_target,
-            batch,
-            gamma=hp.gamma,
-            beta_critic=hp.beta_critic,
-            policy_noise=hp.policy_noise,
-            noise_clip=hp.noise_clip,
-            action_low=self.action_low,
-            action_high=self.action_high,
-            reward_scale=hp.reward_scale,
-            reward_bias=hp.reward_bias,
-        )
 
     def actor_loss(self, batch: TensorDict) -> tuple[torch.Tensor, dict]:
         hp = self.hparams

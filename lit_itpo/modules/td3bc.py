@@ -3,7 +3,7 @@
 TD3 (twin critics without LayerNorm, target policy smoothing 0.2 clipped at 0.5, actor and
 targets every 2nd critic step) with the behaviour-cloning actor loss, on standardised states
 (the normaliser is a buffer inside actor and critics: raw states in). The update loop is
-:class:`~lit_itpo.modules.actor_critic.ActorCriticModule`'s; the critic loss is ReBRAC's with
+:class:`~lit_itpo.modules.actor_critic.ActorCriticModule`'s, whose critic loss is ReBRAC's with
 ``beta_critic = 0`` (TD3's), the actor loss :func:`lit_itpo.policies.td3bc_actor_loss`. Both
 match TorchRL's ``TD3BCLoss`` on the same weights (tests/test_policy.py), without its
 TensorDict machinery in the update.
@@ -16,7 +16,7 @@ from tensordict import TensorDict
 
 from lit_itpo.errors import ConfigError
 from lit_itpo.modules.actor_critic import ActorCriticModule
-from lit_itpo.policies import rebrac_critic_loss, td3bc_actor_loss
+from lit_itpo.policies import td3bc_actor_loss
 
 # 2: plain actor / critic modules (1 kept them inside TorchRL's loss)
 FORMAT_VERSION = 2
@@ -59,21 +59,6 @@ class TD3BCModule(ActorCriticModule):
             )
         self.save_hyperparameters()
         self.build(obs_dim, action_dim, action_low, action_high, hidden, critic_layer_norm=False)
-
-    def critic_loss(self, batch: TensorDict) -> tuple[torch.Tensor, dict]:
-        hp = self.hparams
-        return rebrac_critic_loss(
-            self.critic,
-            self.critic_target,
-            self.actor_target,
-            batch,
-            gamma=hp.gamma,
-            beta_critic=0.0,
-            policy_noise=hp.policy_noise,
-            noise_clip=hp.noise_clip,
-            action_low=self.action_low,
-            action_high=self.action_high,
-        )
 
     def actor_loss(self, batch: TensorDict) -> tuple[torch.Tensor, dict]:
         return td3bc_actor_loss(self.actor, self.critic, batch, alpha=self.hparams.alpha)
