@@ -73,8 +73,9 @@ class StepTimer(pl.Callback):
         Path(os.environ["STAGE_SPEED_OUT"]).write_text(json.dumps(out))
 
 
-def _run(cmd: list[str], env: dict, out: Path) -> dict:
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+def _run(cmd: list[str], env: dict, out: Path, cwd: Path = REPO) -> dict:
+    # ``python -m`` puts the working directory first on sys.path: run in the tree measured
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=cwd)
     if proc.returncode != 0 or not out.exists():
         raise SystemExit(f"stage_speed: {' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
     return json.loads(out.read_text())
@@ -104,7 +105,7 @@ def fit_cell(src: Path, stage: str, batch: int, precision: str, steps: int, thre
         "--trainer.callbacks+=stage_speed.StepTimer",
         *extra,
     ]  # fmt: skip
-    return _run(cmd, env, out)
+    return _run(cmd, env, out, cwd=src)
 
 
 def corl_cell(algo: str, batch: int, precision: str, steps: int, threads: int, work: Path):
@@ -149,9 +150,13 @@ def corl_main(algo: str, batch: int, precision: str, steps: int) -> None:
 
 
 def stage_inputs(work: Path, threads: int) -> list[str]:
-    """Stage 3 (MeanFlow) reads a world-model and a policy checkpoint: make small ones."""
+    """Stage 3 (MeanFlow) reads a world-model and a policy checkpoint: make small ones (the
+    world model with the eps target, which earlier checkouts can load too)."""
     made = []
-    for stage, flag in (("world_model", "world_model_ckpt"), ("rebrac", "policy_ckpt")):
+    for stage, flag, more in (
+        ("world_model", "world_model_ckpt", ["--model.init_args.prediction", "eps"]),
+        ("rebrac", "policy_ckpt", []),
+    ):
         run = work / f"input-{stage}"
         env = os.environ | {"OMP_NUM_THREADS": str(threads)}
         cmd = [
@@ -159,7 +164,7 @@ def stage_inputs(work: Path, threads: int) -> list[str]:
             "--config", str(REPO / "conf" / "embedded" / f"{stage}.yaml"),
             "--trainer.max_steps", "20", "--trainer.val_check_interval", "20",
             "--trainer.limit_val_batches", "0", "--trainer.enable_progress_bar", "false",
-            "--trainer.default_root_dir", str(run), "--trainer.logger", "false",
+            "--trainer.default_root_dir", str(run), "--trainer.logger", "false", *more,
         ]  # fmt: skip
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
         ckpts = sorted(run.rglob("*.ckpt"), key=lambda p: p.stat().st_mtime)
