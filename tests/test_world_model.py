@@ -286,3 +286,25 @@ def test_respaced_chain_starts_from_the_noisiest_step(k):
     assert tr.ts[-1].item() == 7  # the chain's first reverse step is the noisiest trained one
     assert len(tr.ts) == k and (k == 1 or tr.ts[0].item() == 0)
     assert (tr.ts.diff() > 0).all()
+
+
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_fused_adam_with_gradient_clipping_under_each_precision(
+    precision, tiny_root, tmp_path, monkeypatch
+):
+    """The world-model stages clip gradients (configs: 1.0) with the fused Adam, also under
+    bf16-mixed, where Lightning's own clipping refuses fused optimisers."""
+    norms = []
+    clip = torch.nn.utils.clip_grad_norm_
+
+    def spy(params, max_norm, *args, **kwargs):
+        norms.append(float(clip(params, max_norm, *args, **kwargs)))
+        return norms[-1]
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", spy)
+    args = cli_args("fit", "conf/embedded/world_model.yaml", tiny_root[0], tmp_path, 6)
+    args += ["--trainer.precision", precision, "--trainer.limit_val_batches", "0"]
+    args += ["--model.init_args.hidden", "[16, 16]", "--model.init_args.reward_hidden", "[16]"]
+    cli = lightning_main(args)
+    assert cli.trainer.optimizers[0].defaults["fused"]
+    assert len(norms) == 6 and all(n > 0 for n in norms)

@@ -9,10 +9,8 @@ def adam(params, lr: float, fused: bool = True) -> torch.optim.Adam:
     """Adam with the fused kernel: one op per step for all parameters (CPU and CUDA) instead
     of about ten per tensor; same math as the default implementation.
 
-    ``fused=False`` takes the multi-tensor (``foreach``) kernels instead: Lightning refuses
-    ``gradient_clip_val`` with a fused optimiser under mixed precision (it assumes the
-    optimiser unscales gradients itself), so stages that clip use that.
+    ``fused=False`` takes the per-tensor loop (on CPU faster than the ``foreach`` kernels:
+    3.5 vs 6.0 ms a step for the world model's parameters, fused 0.8 ms): for fp16 with a
+    gradient scaler, where Lightning refuses to clip a fused optimiser's gradients.
     """
-    if fused:
-        return torch.optim.Adam(params, lr=lr, fused=True)
-    return torch.optim.Adam(params, lr=lr, foreach=True)
+    return torch.optim.Adam(params, lr=lr, fused=True if fused else None, foreach=False)

@@ -98,11 +98,31 @@ class WorldModelStage(StageCheckpoint, pl.LightningModule):
 
     def configure_optimizers(self):
         params = [p for part in self.trained_parts() for p in part.parameters()]
-        opt = adam(params, self.hparams.lr, fused=False)  # the configs clip gradients
+        # fp16's gradient scaler needs Lightning's own clipping, which refuses a fused optimiser
+        fp16 = self._trainer is not None and str(self.trainer.precision).startswith("16")
+        opt = adam(params, self.hparams.lr, fused=not fp16)
         if self.hparams.lr_schedule == "constant" or not self.trainer or self.trainer.max_steps < 1:
             return opt
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.trainer.max_steps)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def configure_gradient_clipping(
+        self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None
+    ) -> None:
+        """Clip here rather than in Lightning's precision plugin, which refuses any fused
+        optimiser under mixed precision (it assumes the optimiser unscales fp16 gradients
+        itself). Without a gradient scaler (float32, bfloat16) gradients are in their own
+        units, so clipping them directly is what Lightning would do."""
+        raw = getattr(optimizer, "optimizer", optimizer)  # a LightningOptimizer or the optimiser
+        if not gradient_clip_val or not raw.defaults.get("fused"):
+            return super().configure_gradient_clipping(
+                optimizer, gradient_clip_val, gradient_clip_algorithm
+            )
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        if gradient_clip_algorithm in (None, "norm"):
+            torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
+        else:
+            torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
 
     # --- validation --------------------------------------------------------------------------
     def validation_step(self, batch: TensorDict, batch_idx: int) -> None:
