@@ -15,6 +15,11 @@ class DatasetFormatError(LitItpoError, ValueError):
     """A dataset is unreadable, empty, non-finite or disagrees with its own metadata."""
 
 
+class DivergenceError(LitItpoError, FloatingPointError):
+    """Training produced a non-finite loss (a learning rate or reward scale too large for the
+    data, or extreme values in it)."""
+
+
 class EnvSpecError(LitItpoError, ValueError):
     """An environment cannot be made or has spaces lit_itpo cannot use."""
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lit_itpo.cli import lightning_main
-from lit_itpo.errors import CheckpointError, DatasetFormatError
+from lit_itpo.errors import CheckpointError, DivergenceError
 from lit_itpo.modules import WorldModelModule, load_world_model
 from lit_itpo.world_models import DiffusionTransition, DiffusionWorldModel, RewardModel
 from tests.conftest import DID, cli_args
@@ -119,7 +119,7 @@ def test_non_finite_loss_is_a_clear_error(tiny_root):
     dm.setup()
     batch = dm.train_data[:16].clone()
     batch["next", "observation"][3, 0] = float("nan")
-    with pytest.raises(DatasetFormatError, match="loss became nan"):
+    with pytest.raises(DivergenceError, match="loss became nan"):
         m.training_step(batch, 0)
 
 

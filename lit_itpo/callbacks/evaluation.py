@@ -3,7 +3,8 @@
 Episodes use fixed seeds (``seed + i``), so two policies are compared on the same episodes (env
 seed ``s`` is gymnasium's ``env.reset(seed=s); env.reset()`` episode: see
 :mod:`lit_itpo.evaluation`); each DDP rank runs episodes ``rank, rank + world, ...`` and the
-results are gathered, so every episode is run exactly once. Works inside ``fit`` and under ``lit-itpo validate --ckpt_path``.
+results are gathered, so every episode is run exactly once. Works inside ``fit`` and under
+``lit-itpo validate --ckpt_path``.
 
 A SIGTERM (a scheduler's stop or preemption) ends the evaluation at the next env step: Lightning
 only notes the signal and acts on it between batches, and one validation "batch" here can hold

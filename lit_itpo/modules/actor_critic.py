@@ -15,7 +15,7 @@ import lightning.pytorch as pl
 import torch
 from tensordict import TensorDict
 
-from lit_itpo.errors import DatasetFormatError
+from lit_itpo.errors import DivergenceError
 from lit_itpo.modules.checkpoints import StageCheckpoint
 from lit_itpo.modules.optim import adam
 from lit_itpo.nets import TanhActor, TwinCritic
@@ -106,7 +106,7 @@ class ActorCriticModule(StageCheckpoint, pl.LightningModule):
         opt_actor, opt_critic = self.optimizers()
         c_loss, info = self.critic_loss(batch)
         if not torch.isfinite(c_loss):
-            raise DatasetFormatError(
+            raise DivergenceError(
                 f"{type(self).__name__} critic loss became {c_loss.item()} at step "
                 f"{self.global_step}; lower model.critic_lr or check the dataset's rewards."
             )

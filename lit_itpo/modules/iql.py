@@ -14,7 +14,7 @@ import lightning.pytorch as pl
 import torch
 from tensordict import TensorDict
 
-from lit_itpo.errors import ConfigError, DatasetFormatError
+from lit_itpo.errors import ConfigError, DivergenceError
 from lit_itpo.modules.actor_critic import frozen_copy
 from lit_itpo.modules.checkpoints import StageCheckpoint
 from lit_itpo.modules.optim import adam
@@ -106,7 +106,7 @@ class IQLModule(StageCheckpoint, pl.LightningModule):
         opt_actor, opt_q, opt_v = self.optimizers()
         total, info = self.loss(batch)
         if not torch.isfinite(total):
-            raise DatasetFormatError(
+            raise DivergenceError(
                 f"IQLModule loss became {total.item()} at step {self.global_step}; lower "
                 "model.lr or check the dataset's rewards."
             )

@@ -17,7 +17,7 @@ import torch
 from tensordict import TensorDict
 from torchmetrics import MeanMetric
 
-from lit_itpo.errors import ConfigError, DatasetFormatError
+from lit_itpo.errors import ConfigError, DivergenceError
 from lit_itpo.modules.checkpoints import StageCheckpoint, load_stage
 from lit_itpo.modules.optim import adam
 from lit_itpo.world_models import (
@@ -89,7 +89,7 @@ class WorldModelStage(StageCheckpoint, pl.LightningModule):
     def training_step(self, batch: TensorDict, batch_idx: int) -> torch.Tensor:
         loss, info = self._losses(batch)
         if not torch.isfinite(loss):
-            raise DatasetFormatError(
+            raise DivergenceError(
                 f"World-model loss became {loss.item()} at step {self.global_step}; check the "
                 "dataset for extreme values or lower model.lr."
             )
