@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lit_itpo.data.normalizer import Normalizer
+from lit_itpo.nets.normalizer import Normalizer
 
 
 class EnsembleLinear(nn.Module):

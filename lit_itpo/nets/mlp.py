@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lit_itpo.data.normalizer import Normalizer
+from lit_itpo.nets.normalizer import Normalizer
 
 
 class Float32Linear(nn.Linear):

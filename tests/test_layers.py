@@ -1,0 +1,72 @@
+"""The import direction docs/ARCHITECTURE.md documents, checked on the source (every import,
+function-level ones included): a change that imports against it fails here."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PKG = Path(__file__).resolve().parent.parent / "lit_itpo"
+# layer -> the lit_itpo layers it may import (besides itself). cli, pipeline and __main__ are
+# the top and may import anything.
+ALLOWED = {
+    "errors": set(),
+    "utils": {"errors"},
+    "nets": set(),
+    "world_models": {"nets"},
+    "policies": {"nets"},
+    "itpo": {"nets", "world_models", "errors"},
+    "data": {"errors", "utils"},
+    "envs": {"errors"},
+    "evaluation": {"envs", "errors"},
+    "collect": {"data", "envs", "errors", "utils", "evaluation"},
+    "modules": {"nets", "world_models", "policies", "itpo", "data", "evaluation", "errors"},
+    "callbacks": {
+        "nets",
+        "world_models",
+        "policies",
+        "itpo",
+        "modules",
+        "data",
+        "evaluation",
+        "envs",
+        "errors",
+        "utils",
+    },  # fmt: skip
+}
+LIGHTNING = {"modules", "callbacks", "cli", "data"}  # data: the LightningDataModule only
+
+
+def imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+def layer(path: Path) -> str:
+    return path.relative_to(PKG).with_suffix("").parts[0]
+
+
+SOURCES = sorted(p for p in PKG.rglob("*.py") if layer(p) in ALLOWED or layer(p) == "__init__")
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(PKG)))
+def test_imports_follow_the_documented_direction(path):
+    own = layer(path)
+    allowed = ALLOWED.get(own, set()) | {own}
+    for mod in imports(path):
+        if mod.startswith("lit_itpo."):
+            assert mod.split(".")[1] in allowed, f"{path.relative_to(PKG)} imports {mod}"
+        if mod.split(".")[0] in ("lightning", "pytorch_lightning"):
+            assert own in LIGHTNING, f"{path.relative_to(PKG)} imports {mod}"
+
+
+def test_the_check_sees_imports():
+    assert "lit_itpo.nets.normalizer" in imports(PKG / "nets" / "mlp.py")
+    assert len(SOURCES) > 30
