@@ -26,16 +26,38 @@ from lit_itpo.utils import atomic_write_json
 
 log = logging.getLogger(__name__)
 
+AUTO = "auto"  # a PipelineConfig value decided from the dataset in __post_init__
+STAGE_CONFIGS = {
+    "world_model_config": "world_model.yaml",
+    "policy_config": "rebrac.yaml",
+    "meanflow_config": "meanflow.yaml",
+    "itpo_config": "itpo.yaml",
+}
+
+
+def conf_folder(dataset_id: str) -> str:
+    """``<env>-<name>`` of a Minari id ``<namespace>/<env>/<name>-v<N>`` (the conf/ folder a
+    dataset's tuned stage configs live in), e.g. ``hopper-medium``."""
+    parts = dataset_id.split("/")
+    name = parts[-1].rsplit("-v", 1)[0]
+    return f"{parts[-2]}-{name}" if len(parts) >= 2 else name
+
 
 @dataclass
 class PipelineConfig:
     """One dataset end to end.
 
     Attributes:
-        dataset_id, data_dir: the dataset (default: the embedded sample).
-        out_dir: where every stage writes (checkpoints, TensorBoard, results.json).
-        world_model_config, policy_config, meanflow_config, itpo_config: committed stage
-            configs to run.
+        dataset_id, data_dir: the dataset (default: the embedded sample). ``data_dir`` "auto":
+            the package's embedded root when the id is there, otherwise Minari's own root
+            (``$MINARI_DATASETS_PATH``, else ``~/.minari/datasets``).
+        out_dir: where every stage writes (checkpoints, TensorBoard, results.json); "auto":
+            ``runs/pipeline/embedded`` for the embedded sample, else ``runs/pipeline/<id>``.
+        world_model_config, policy_config, meanflow_config, itpo_config: stage configs to run;
+            "auto": ``conf/<env>-<dataset>/`` (e.g. ``conf/hopper-medium/`` for
+            ``*/hopper/medium-v0``) where it has the stage's file, else the generic
+            ``conf/embedded/`` one (budgets come from this config's ``*_steps``; dims, bounds and
+            the evaluation env from the dataset).
         world_model_steps, policy_steps, meanflow_steps: training budgets (updates).
         policy_eval_every, policy_eval_episodes: the policy stage's evaluation episodes while
             it trains (its best score is read from them).
@@ -53,12 +75,12 @@ class PipelineConfig:
     """
 
     dataset_id: str = "lit_itpo/halfcheetah/medium-small-v0"
-    data_dir: str | None = "embedded"
-    out_dir: str = "runs/pipeline/embedded"
-    world_model_config: str = "conf/embedded/world_model.yaml"
-    policy_config: str = "conf/embedded/rebrac.yaml"
-    meanflow_config: str = "conf/embedded/meanflow.yaml"
-    itpo_config: str = "conf/embedded/itpo.yaml"
+    data_dir: str | None = AUTO
+    out_dir: str = AUTO
+    world_model_config: str = AUTO
+    policy_config: str = AUTO
+    meanflow_config: str = AUTO
+    itpo_config: str = AUTO
     world_model_steps: int = 3000
     policy_steps: int = 5000
     meanflow_steps: int = 3000
@@ -77,6 +99,26 @@ class PipelineConfig:
     eval_seed: int = 1_000_000
     max_episode_steps: int | None = 200
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        """Every "auto" value decided from the dataset (logged, one line each)."""
+        from lit_itpo.data.minari_io import EMBEDDED, EMBEDDED_ROOT
+
+        embedded = (EMBEDDED_ROOT / self.dataset_id).is_dir()
+        folder = EMBEDDED if embedded else conf_folder(self.dataset_id)
+        if self.data_dir == AUTO:
+            self.data_dir = EMBEDDED if embedded else None
+            log.info("pipeline: data_dir = %s", self.data_dir or "Minari's root")
+        if self.out_dir == AUTO:
+            self.out_dir = f"runs/pipeline/{EMBEDDED if embedded else self.dataset_id}"
+            log.info("pipeline: out_dir = %s", self.out_dir)
+        for name, file in STAGE_CONFIGS.items():
+            if getattr(self, name) == AUTO:
+                tuned = Path("conf") / folder / file
+                path = tuned if tuned.is_file() else Path("conf") / EMBEDDED / file
+                setattr(self, name, str(path))
+                why = "" if path == tuned else f" (no {tuned}: the generic config)"
+                log.info("pipeline: %s = %s%s", name, path, why)
 
 
 def _data_args(cfg: PipelineConfig) -> list[str]:
@@ -326,7 +368,7 @@ def check_config(cfg: PipelineConfig) -> None:
         if not Path(path).is_file():
             raise ConfigError(
                 f"--pipeline.{name}={path} does not exist; pass a stage config, e.g. "
-                f"{getattr(PipelineConfig, name)}."
+                f"conf/embedded/{STAGE_CONFIGS[name]}, or auto."
             )
         check_config_files(["--config", path])
     if Path(cfg.out_dir).exists() and not Path(cfg.out_dir).is_dir():

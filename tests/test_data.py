@@ -18,9 +18,9 @@ from lit_itpo.data.minari_io import (
     minari_root,
     open_dataset,
 )
-from lit_itpo.nets.normalizer import Normalizer
 from lit_itpo.data.scores import D4RL_REF_SCORES, normalized_score, reference_scores
 from lit_itpo.errors import DatasetFormatError, DatasetNotFoundError, EnvSpecError
+from lit_itpo.nets.normalizer import Normalizer
 from tests.conftest import DID
 
 

@@ -12,6 +12,7 @@ from lit_itpo.errors import ConfigError
 from lit_itpo.itpo import ITPOConfig, ITPOEngine
 from lit_itpo.nets import TanhActor, TwinCritic
 from lit_itpo.world_models import DiffusionTransition, DiffusionWorldModel, RewardModel, WorldModel
+from tests.conftest import DID, REPO
 
 
 class _Reward(nn.Module):
@@ -400,3 +401,27 @@ def test_pipeline_passes_its_data_dir_to_every_stage(tmp_path):
     p.add_argument("--data.data_dir", type=str | None, default="embedded")
     p.add_argument("--data.dataset_id", type=str)
     assert p.parse_args(args).data.data_dir is None  # "null" parses to None
+
+
+def test_pipeline_follows_a_dataset_given_only_by_id(tiny_root, monkeypatch, capsys):
+    """Data root, output directory and stage configs follow the dataset id: Minari's root
+    (``$MINARI_DATASETS_PATH``) outside the embedded one, ``runs/pipeline/<id>``, and
+    ``conf/<env>-<dataset>/`` where it has the stage's file (else the generic one)."""
+    from lit_itpo.pipeline import PipelineConfig, check_config, conf_folder
+
+    root, _ = tiny_root
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(root))
+    monkeypatch.chdir(REPO)  # stage configs are found under conf/ of the working directory
+    cfg = PipelineConfig(dataset_id=DID)
+    assert cfg.data_dir is None and cfg.out_dir == f"runs/pipeline/{DID}"
+    assert cfg.policy_config == "conf/embedded/rebrac.yaml"  # there is no conf/hopper-random/
+    check_config(cfg)  # the dataset is found under $MINARI_DATASETS_PATH alone
+    tuned = PipelineConfig(dataset_id="lit_itpo/hopper/medium-v0")
+    assert tuned.world_model_config == "conf/hopper-medium/world_model.yaml"
+    assert tuned.itpo_config == "conf/embedded/itpo.yaml"  # no per-dataset ITPO config
+    embedded = PipelineConfig()
+    assert (embedded.data_dir, embedded.out_dir) == ("embedded", "runs/pipeline/embedded")
+    assert embedded.meanflow_config == "conf/embedded/meanflow.yaml"
+    given = PipelineConfig(dataset_id=DID, data_dir=str(root), out_dir="x", policy_config="p.y")
+    assert (given.data_dir, given.out_dir, given.policy_config) == (str(root), "x", "p.y")
+    assert conf_folder("mujoco/halfcheetah/medium-v0") == "halfcheetah-medium"
