@@ -12,6 +12,7 @@ import json
 import sys
 
 import alpha_selection
+import ascent_rate
 import cost_study
 import diffusion_target
 import itpo_options
@@ -189,6 +190,17 @@ SECTIONS = [
         "The issue's tolerance: weights within 0.1, means within 0.1, spreads within 20%. EM fit "
         "of 4000 one-step samples per c; training as tests/test_meanflow.py's `_fit_mixture` "
         "(seed 0, batch 1024, Adam 3e-3 with cosine decay, plain MSE).",
+    ),
+    (
+        "Ascent rate: does ITPO's gradient raise the real objective?",
+        "ascent_rate",
+        ascent_rate.report,
+        "Held-out real states; per state, ITPO's gradient g of the imagined objective (M "
+        "particles, H = 5, fixed noise) and the directional derivative of J_true (the same "
+        "objective with MuJoCo set to the state) along g by central differences: the ascent "
+        "rate is the share of states where it is positive (chance 50%). Sign agreement: how "
+        "often g . d has the sign of J_true's slope along random unit directions d (50% = no "
+        "information).",
     ),
     (
         "Diffusion world model: eps vs v target, and the noisiest reverse step",

@@ -307,3 +307,37 @@ def test_meanflow_quality_report_groups_by_dataset_and_names_each_variant(machin
     assert "target velocity u(z, t, t)" in rows[2] and "0.900" in rows[2]
     assert rows[3].endswith("20k x 256, seed 1 |") and rows[1].endswith("20k x 256 |")
     assert set(meanflow_quality.VARIANTS) >= {"eta0", "tilted", "eta0_model_velocity"}
+
+
+def test_ascent_rate_true_objective_is_the_simulator_from_the_observed_state():
+    """J_true sets MuJoCo to a real observation (x position 0) and rolls the policy H steps
+    there: it equals a plain gymnasium rollout from the same state, and the state set from an
+    observation reproduces it."""
+    import gymnasium as gym
+    import numpy as np
+    import torch
+    from ascent_rate import TrueObjective
+
+    from lit_itpo.itpo import ITPOConfig
+    from lit_itpo.nets import TanhActor, TwinCritic
+
+    torch.manual_seed(0)
+    actor, critic = TanhActor(17, 6, [-1.0] * 6, [1.0] * 6, [16]), TwinCritic(17, 6, [16])
+    cfg = ITPOConfig(horizon=4, gamma=0.9)
+    j = TrueObjective(gym.spec("HalfCheetah-v5").to_json(), actor, critic, cfg)
+    env = gym.make("HalfCheetah-v5").unwrapped
+    obs, _ = env.reset(seed=3)
+    for _ in range(5):
+        obs, *_ = env.step(env.action_space.sample())
+    assert j.set_state(obs) < 1e-12
+    params = {k: v.detach() for k, v in j.actor.named_parameters()}
+    total, q_part = j(params, obs)
+    s, manual = obs, 0.0
+    with torch.no_grad():
+        for i in range(cfg.horizon):
+            a = j.actor(torch.as_tensor(s)[None])[0].numpy()
+            s, r, *_ = env.step(a)
+            manual += cfg.gamma**i * r
+        o = torch.as_tensor(s)[None]
+        q = cfg.gamma**cfg.horizon * float(j.critic(o, j.actor(o)).min(0).values)
+    assert np.isclose(total, manual + q, rtol=1e-9) and np.isclose(q_part, q, rtol=1e-9)
