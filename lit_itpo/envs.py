@@ -6,9 +6,25 @@ env goes through here so that import is never forgotten.
 
 from __future__ import annotations
 
+import logging
+
 import gymnasium as gym
+import mujoco
 
 from lit_itpo.errors import EnvSpecError
+
+log = logging.getLogger(__name__)
+
+
+def _mujoco_warning(message: str) -> None:
+    """MuJoCo's warnings through logging instead of raw stderr. Its deprecation of the
+    ``settotalmass`` compiler attribute, which gymnasium's HalfCheetah XML still uses, is
+    harmless and came once per env made (155 lines in one pipeline run): debug level."""
+    level = logging.DEBUG if "settotalmass" in message else logging.WARNING
+    log.log(level, "MuJoCo: %s", message)
+
+
+mujoco.set_mju_user_warning(_mujoco_warning)
 
 
 def is_maze(env_id: str) -> bool:

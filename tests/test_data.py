@@ -202,3 +202,18 @@ def test_embedded_dataset_ships_and_loads():
     assert 31 < prov["normalized_score_mean"] < 51
     size = sum(f.stat().st_size for f in (dm.root / dm.dataset_id).rglob("*") if f.is_file())
     assert size < 15 * 2**20
+
+
+def test_mujoco_deprecation_warning_goes_to_logging_not_stderr(capfd, caplog):
+    """gymnasium's HalfCheetah XML uses MuJoCo's deprecated ``settotalmass``: once per env made,
+    MuJoCo printed a two-line warning to stderr; lit_itpo routes it to debug logging."""
+    import logging
+
+    import gymnasium as gym
+
+    import lit_itpo.envs  # noqa: F401  (installs the handler)
+
+    with caplog.at_level(logging.DEBUG, logger="lit_itpo.envs"):
+        gym.make("HalfCheetah-v5").reset(seed=0)
+    assert "settotalmass" not in capfd.readouterr().err
+    assert any("settotalmass" in r.getMessage() for r in caplog.records)
