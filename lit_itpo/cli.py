@@ -506,9 +506,17 @@ def resume_command(argv: Sequence[str]) -> str:
     return shlex.join(["lit-itpo", *argv])
 
 
+def _no_advert(record: logging.LogRecord) -> bool:
+    """Drops Lightning's "Tip: ... try installing litlogger" line (printed at every fit)."""
+    return not str(record.msg).startswith("💡 Tip")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger("lightning.pytorch").handlers:  # its own, not the root's
+        if _no_advert not in handler.filters:
+            handler.addFilter(_no_advert)
     _STOPPED.clear()
     try:
         if argv and argv[0] == "collect":

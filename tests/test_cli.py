@@ -122,3 +122,14 @@ def test_every_committed_stage_config_parses(config, tiny_root, capsys):
     assert e.value.code == 0
     cfg = yaml.safe_load(capsys.readouterr().out)
     assert cfg["seed_everything"] == 0 and cfg["trainer"]["check_val_every_n_epoch"] is None
+
+
+def test_fit_prints_no_lightning_advert(tiny_root, tmp_path):
+    """``lit-itpo fit`` drops Lightning's "Tip: ... litlogger" line (the rest of its log stays)."""
+    args = cli_args("fit", "conf/embedded/bc.yaml", tiny_root[0], tmp_path, 2)
+    proc = subprocess.run(
+        [sys.executable, "-m", "lit_itpo", *args], cwd=REPO, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "litlogger" not in proc.stderr
+    assert "max_steps=2" in proc.stderr  # Lightning's own messages still reach stderr
