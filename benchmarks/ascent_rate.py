@@ -176,7 +176,7 @@ def main() -> None:
         print(name, json.dumps(rows[name]), flush=True)
     path = RESULTS / f"{NAME}.json"
     payload = json.loads(path.read_text()) if path.exists() else {"cells": {}}
-    key = f"{args.dataset_id}|{args.policy}"
+    key = f"{args.dataset_id}|{args.policy}|K{args.sample_steps}|M{args.particles}|h{args.h}"
     payload["command"] = (
         "python benchmarks/ascent_rate.py --policy <policy.ckpt> --world-model <world_model.ckpt> "
         "[--meanflow <meanflow.ckpt>] --dataset_id <id>"
@@ -197,15 +197,21 @@ def main() -> None:
 def report(payload: dict) -> str:
     """Markdown: per run and world model, the ascent rate and its companions."""
     lines = [
-        "| dataset | policy (updates) | world model | states | ascent rate | sign agreement, "
+        "| dataset | policy (updates) | world model | M | states | ascent rate (95% CI) | "
+        "sign agreement, "
         "random directions | predicted / true slope (median) | terminal value share of J_true |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for c in payload["cells"].values():
+        st = c["settings"]
         for name, r in c["rows"].items():
+            p = r["ascent_rate"]
+            ci = 1.96 * (p * (1 - p) / r["states"]) ** 0.5  # normal approximation
+            model = f"diffusion (K = {st['sample_steps']})" if name == "diffusion" else name
             lines.append(
-                f"| {c['dataset_id']} | {c.get('policy_updates', '?')} | {name} | {r['states']} | "
-                f"{100 * r['ascent_rate']:.0f}% | "
+                f"| {c['dataset_id']} | {c.get('policy_updates', '?')} | {model} | "
+                f"{st['particles']} | {r['states']} | "
+                f"{100 * p:.0f}% ({100 * (p - ci):.0f}-{100 * (p + ci):.0f}%) | "
                 f"{100 * r['random_direction_sign_agreement']:.0f}% | "
                 f"{r['predicted_over_true_slope_median']:.2f} | "
                 f"{100 * r['terminal_value_share_of_j_true']:.0f}% |"

@@ -132,10 +132,12 @@ def paired_precision_report(payload: dict) -> str:
     if not pairs:
         return "No finished pair yet."
 
-    def ci(diffs):
+    def ci(diffs) -> str:
+        if len(diffs) < 2:
+            return "no CI from one pair"
         rng = random.Random(0)
         means = sorted(statistics.mean(rng.choices(diffs, k=len(diffs))) for _ in range(10_000))
-        return means[249], means[9749]
+        return f"[{means[249]:+.1f}, {means[9749]:+.1f}]"
 
     lines = [
         "| dataset | algorithm | pairs (seeds) | float32 final | bf16-mixed final | "
@@ -146,15 +148,13 @@ def paired_precision_report(payload: dict) -> str:
     for (ds, algo), ps in sorted(pairs.items()):
         diffs = [b - f for f, b in ps]
         everything += diffs
-        lo, hi = ci(diffs)
         lines.append(
             f"| {ds} | {algo} | {len(ps)} | {ms([f for f, _ in ps])} | "
-            f"{ms([b for _, b in ps])} | {statistics.mean(diffs):+.1f} [{lo:+.1f}, {hi:+.1f}] |"
+            f"{ms([b for _, b in ps])} | {statistics.mean(diffs):+.1f} {ci(diffs)} |"
         )
-    lo, hi = ci(everything)
     lines.append(
         f"| all | all | {len(everything)} | | | {statistics.mean(everything):+.1f} "
-        f"[{lo:+.1f}, {hi:+.1f}] |"
+        f"{ci(everything)} |"
     )
     return "\n".join(lines)
 

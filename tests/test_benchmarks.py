@@ -341,3 +341,18 @@ def test_ascent_rate_true_objective_is_the_simulator_from_the_observed_state():
         o = torch.as_tensor(s)[None]
         q = cfg.gamma**cfg.horizon * float(j.critic(o, j.actor(o)).min(0).values)
     assert np.isclose(total, manual + q, rtol=1e-9) and np.isclose(q_part, q, rtol=1e-9)
+
+
+def test_precision_report_pairs_by_seed():
+    import policy_quality
+
+    def cell(seed, prec, final):
+        return {"dataset": "d", "algorithm": "A", "seed": seed, "precision": prec, "final": final}
+
+    cells = [cell(0, "32-true", 40.0), cell(0, "bf16-mixed", 38.0), cell(1, "32-true", 50.0),
+             cell(1, "bf16-mixed", 54.0), cell(2, "bf16-mixed", 1.0)]  # fmt: skip
+    text = policy_quality.paired_precision_report({"cells": dict(enumerate(cells))})
+    row = next(ln for ln in text.splitlines() if ln.startswith("| d | A |"))
+    assert "| 2 |" in row and "+1.0 [-2.0, +4.0]" in row  # seed 2 has no float32 partner
+    one = policy_quality.paired_precision_report({"cells": dict(enumerate(cells[:2]))})
+    assert "-2.0 no CI from one pair" in one
