@@ -25,6 +25,23 @@ def mlp(i: int, o: int, h: int = 256) -> nn.Sequential:
     return nn.Sequential(nn.Linear(i, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU(), nn.Linear(h, o))
 
 
+@torch.no_grad()
+def soft_update(pairs, tau: float) -> None:
+    """CORL's soft target update, parameter by parameter: ``target <- target + tau (net -
+    target)`` for each ``(net, target)``."""
+    for net, tgt in pairs:
+        for p, tp in zip(net.parameters(), tgt.parameters(), strict=True):
+            tp.lerp_(p, tau)
+
+
+def twin_critic_step(q1, q2, opt: torch.optim.Optimizer, sa, target) -> None:
+    """TD3's critic update: both critics regress to the shared ``target``."""
+    q_loss = F.mse_loss(q1(sa), target) + F.mse_loss(q2(sa), target)
+    opt.zero_grad()
+    q_loss.backward()
+    opt.step()
+
+
 def _batches(data: TensorDict, mean, std, batch: int, seed: int):
     """CORL's uniform sampling from a device-resident buffer; states standardised."""
     g = torch.Generator().manual_seed(seed)
@@ -60,11 +77,7 @@ def corl_td3bc(
             a2 = (actor_t(s2) + eps).clamp(-1, 1)
             sa2 = torch.cat([s2, a2], -1)
             target = r + gamma * (1 - term) * torch.min(q1_t(sa2), q2_t(sa2))
-        sa = torch.cat([s, act], -1)
-        q_loss = F.mse_loss(q1(sa), target) + F.mse_loss(q2(sa), target)
-        opt_q.zero_grad()
-        q_loss.backward()
-        opt_q.step()
+        twin_critic_step(q1, q2, opt_q, torch.cat([s, act], -1), target)
         if i % 2 == 0:
             pi = actor(s)
             q = q1(torch.cat([s, pi], -1))
@@ -73,10 +86,7 @@ def corl_td3bc(
             opt_a.zero_grad()
             a_loss.backward()
             opt_a.step()
-            with torch.no_grad():
-                for net, tgt in ((actor, actor_t), (q1, q1_t), (q2, q2_t)):
-                    for p, tp in zip(net.parameters(), tgt.parameters(), strict=True):
-                        tp.lerp_(p, tau)
+            soft_update(((actor, actor_t), (q1, q1_t), (q2, q2_t)), tau)
 
     return actor, step
 
@@ -123,11 +133,7 @@ def corl_rebrac(
             bc2 = (a2 - a2_data).pow(2).sum(-1, keepdim=True)
             q_next = torch.min(q1_t(sa2), q2_t(sa2)) - beta2 * bc2
             target = r + gamma * (1 - term) * q_next
-        sa = torch.cat([s, act], -1)
-        q_loss = F.mse_loss(q1(sa), target) + F.mse_loss(q2(sa), target)
-        opt_q.zero_grad()
-        q_loss.backward()
-        opt_q.step()
+        twin_critic_step(q1, q2, opt_q, torch.cat([s, act], -1), target)
         if i % 2 == 0:
             pi = actor(s)
             spi = torch.cat([s, pi], -1)
@@ -137,10 +143,7 @@ def corl_rebrac(
             opt_a.zero_grad()
             a_loss.backward()
             opt_a.step()
-            with torch.no_grad():
-                for net, tgt in ((actor, actor_t), (q1, q1_t), (q2, q2_t)):
-                    for p, tp in zip(net.parameters(), tgt.parameters(), strict=True):
-                        tp.lerp_(p, tau)
+            soft_update(((actor, actor_t), (q1, q1_t), (q2, q2_t)), tau)
 
     return actor, step
 
@@ -177,10 +180,7 @@ def corl_iql(
         opt_q.zero_grad()
         q_loss.backward()
         opt_q.step()
-        with torch.no_grad():
-            for net, tgt in ((q1, q1_t), (q2, q2_t)):
-                for p, tp in zip(net.parameters(), tgt.parameters(), strict=True):
-                    tp.lerp_(p, tau)
+        soft_update(((q1, q1_t), (q2, q2_t)), tau)
         exp_adv = torch.exp(beta * adv.detach()).clamp(max=100.0)
         dist = torch.distributions.Normal(actor(s), log_std.clamp(-5.0, 2.0).exp())
         a_loss = (exp_adv * -dist.log_prob(act).sum(-1, keepdim=True)).mean()

@@ -150,7 +150,7 @@ def test_cost_study_points_change_one_factor_at_a_time():
         assert sum(p[k] != v for k, v in cost_study.DEFAULT.items()) <= 1
 
 
-@pytest.mark.parametrize("name", ["corl_td3bc", "corl_iql"])
+@pytest.mark.parametrize("name", ["corl_td3bc", "corl_iql", "corl_rebrac"])
 def test_corl_reference_updates_train_their_actor(name):
     """The CORL peer of policy_speed.py is a working update, not an empty loop: on a toy
     dataset whose best action is known (a = -s[0], reward -(a + s[0])^2) its actor moves
@@ -171,6 +171,7 @@ def test_corl_reference_updates_train_their_actor(name):
                 "observation": torch.randn(n, 3),
                 "reward": -((a + s[:, :1]) ** 2),
                 "terminated": torch.ones(n, 1, dtype=torch.bool),  # one-step problem
+                "action": torch.rand(n, 1) * 2 - 1,  # ReBRAC's critic penalty reads it
             },
         },
         [n],
