@@ -27,6 +27,7 @@ from lit_itpo.utils import atomic_write_json
 log = logging.getLogger(__name__)
 
 AUTO = "auto"  # a PipelineConfig value decided from the dataset in __post_init__
+STAGES = ("world_model", "policy", "meanflow")  # the order run_pipeline trains them in
 STAGE_CONFIGS = {
     "world_model_config": "world_model.yaml",
     "policy_config": "rebrac.yaml",
@@ -156,6 +157,8 @@ def _fit_stage(
     from lit_itpo.cli import lightning_main
 
     final = out / f"{stage}.ckpt"
+    n = list(STAGES).index(stage) + 1
+    log.info("pipeline: stage %d/3, %s (%s): %d updates -> %s", n, stage, config, steps, final)
     if final.exists():
         check_budget(final, stage, steps)
         log.info("%s: %s exists, skipping (delete it to retrain)", stage, final)

@@ -331,7 +331,7 @@ def test_options_beyond_the_paper_adam_proximity_uncertainty():
         ITPOConfig(optimizer="rmsprop")
 
 
-def test_pipeline_stage_resumes_from_its_last_checkpoint(tiny_root, tmp_path):
+def test_pipeline_stage_resumes_from_its_last_checkpoint(tiny_root, tmp_path, caplog):
     """An interrupted stage (checkpoint written, final copy missing) continues from its newest
     checkpoint instead of starting over."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -340,6 +340,7 @@ def test_pipeline_stage_resumes_from_its_last_checkpoint(tiny_root, tmp_path):
     from tests.conftest import DID
 
     root, _ = tiny_root
+    caplog.set_level("INFO", logger="lit_itpo.pipeline")
     cfg = PipelineConfig(dataset_id=DID, data_dir=str(root), out_dir=str(tmp_path))
     small = ["--model.init_args.hidden", "[32, 32]", "--model.init_args.reward_hidden", "[16]",
              "--data.batch_size", "64", "--trainer.log_every_n_steps", "2",
@@ -358,6 +359,7 @@ def test_pipeline_stage_resumes_from_its_last_checkpoint(tiny_root, tmp_path):
     ev.Reload()
     steps = [e.step for e in ev.Scalars("train/loss")]
     assert steps and min(steps) >= 9  # it went on from update 10 (a fresh run logs from 1)
+    assert "stage 1/3, world_model (conf/embedded/world_model.yaml): 20 updates" in caplog.text
 
 
 def test_alpha_choice_takes_the_best_grid_point_or_falls_back():

@@ -207,6 +207,12 @@ def test_rebrac_fit_smoke_with_evaluation(rebrac_run):
     assert not torch.allclose(policy.actor.obs_norm.std, torch.ones(11))
     with pytest.raises(CheckpointError, match="stage 'policy', not 'world_model'"):
         load_world_model(ckpt)
+    # the line the evaluation prints after each evaluation
+    from lit_itpo.callbacks.evaluation import summary_line
+
+    line = summary_line("eval", 20, m)
+    assert line.startswith("eval at step 20: return ")
+    assert f"normalised score {float(m['eval/normalized_score']):.1f}" in line
 
 
 def test_targets_move_slowly_toward_online_nets(rebrac_run):

@@ -18,10 +18,25 @@ import time
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lit_itpo.errors import ConfigError
 from lit_itpo.evaluation import run_episodes
+
+
+def summary_line(prefix: str, step: int, metrics: dict[str, torch.Tensor]) -> str:
+    """One line a person reads in the log: the evaluation's episodes and scores at ``step``."""
+    line = (
+        f"{prefix} at step {step}: return {float(metrics[f'{prefix}/return_mean']):.1f} +- "
+        f"{float(metrics[f'{prefix}/return_std']):.1f}, "
+        f"episode length {float(metrics[f'{prefix}/length_mean']):.0f}"
+    )
+    if f"{prefix}/normalized_score" in metrics:
+        line += f", normalised score {float(metrics[f'{prefix}/normalized_score']):.1f}"
+    if f"{prefix}/success_rate" in metrics:
+        line += f", success rate {float(metrics[f'{prefix}/success_rate']):.2f}"
+    return line
 
 
 class EpisodeEvalCallback(Callback):
@@ -145,3 +160,4 @@ class EpisodeEvalCallback(Callback):
         )
         # identical on every rank after the gather: no further sync needed
         pl_module.log_dict({k: v.float() for k, v in metrics.items()}, rank_zero_only=False)
+        rank_zero_info(summary_line(self.prefix, trainer.global_step, metrics))
