@@ -16,7 +16,7 @@ import torch
 from tensordict import TensorDict
 
 from lit_itpo.errors import DivergenceError
-from lit_itpo.modules.checkpoints import StageCheckpoint
+from lit_itpo.modules.checkpoints import StageCheckpoint, set_obs_normalisers
 from lit_itpo.modules.optim import adam
 from lit_itpo.nets import TanhActor, TwinCritic
 from lit_itpo.policies import rebrac_critic_loss
@@ -56,10 +56,8 @@ class ActorCriticModule(StageCheckpoint, pl.LightningModule):
         self.register_buffer("action_high", torch.as_tensor(action_high, dtype=torch.float32))
 
     def setup(self, stage: str) -> None:
-        dm = getattr(self.trainer, "datamodule", None)
-        if stage == "fit" and dm is not None and dm.stats:
-            for m in (self.actor, self.critic, self.actor_target, self.critic_target):
-                m.obs_norm.set(dm.stats["obs_mean"], dm.stats["obs_std"])
+        nets = (self.actor, self.critic, self.actor_target, self.critic_target)
+        set_obs_normalisers(self, stage, nets)
 
     def act(self, obs: torch.Tensor) -> torch.Tensor:
         """Deterministic action for raw observations (evaluation)."""

@@ -13,7 +13,7 @@ import torch
 from tensordict import TensorDict
 
 from lit_itpo.errors import ConfigError
-from lit_itpo.modules.checkpoints import StageCheckpoint
+from lit_itpo.modules.checkpoints import StageCheckpoint, set_obs_normalisers
 from lit_itpo.modules.optim import adam
 from lit_itpo.nets import TanhActor
 
@@ -60,9 +60,7 @@ class BCModule(StageCheckpoint, pl.LightningModule):
         self.actor = TanhActor(obs_dim, action_dim, action_low, action_high, list(hidden))
 
     def setup(self, stage: str) -> None:
-        dm = getattr(self.trainer, "datamodule", None)
-        if stage == "fit" and dm is not None and dm.stats:
-            self.actor.obs_norm.set(dm.stats["obs_mean"], dm.stats["obs_std"])
+        set_obs_normalisers(self, stage, (self.actor,))
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.actor(obs)

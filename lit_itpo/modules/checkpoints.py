@@ -39,6 +39,15 @@ class StageCheckpoint:
         }
 
 
+def set_obs_normalisers(module, stage: str, nets) -> None:
+    """At ``fit``, copy the DataModule's training-split state statistics into the ``obs_norm``
+    buffers of ``nets`` (they then travel in the checkpoint); nothing otherwise."""
+    dm = getattr(module.trainer, "datamodule", None)
+    if stage == "fit" and dm is not None and dm.stats:
+        for net in nets:
+            net.obs_norm.set(dm.stats["obs_mean"], dm.stats["obs_std"])
+
+
 def read_hparams(path: str | Path) -> dict:
     """A checkpoint's ``hyper_parameters`` merged with its ``lit_itpo`` stage record."""
     path = Path(path)

@@ -16,7 +16,7 @@ from tensordict import TensorDict
 
 from lit_itpo.errors import ConfigError, DivergenceError
 from lit_itpo.modules.actor_critic import frozen_copy
-from lit_itpo.modules.checkpoints import StageCheckpoint
+from lit_itpo.modules.checkpoints import StageCheckpoint, set_obs_normalisers
 from lit_itpo.modules.optim import adam
 from lit_itpo.nets import GaussianActor, TwinCritic, ValueNet
 from lit_itpo.policies import iql_losses, tanh_normal
@@ -68,10 +68,7 @@ class IQLModule(StageCheckpoint, pl.LightningModule):
         self.register_buffer("action_high", torch.as_tensor(action_high, dtype=torch.float32))
 
     def setup(self, stage: str) -> None:
-        dm = getattr(self.trainer, "datamodule", None)
-        if stage == "fit" and dm is not None and dm.stats:
-            for m in (self.actor, self.critic, self.critic_target, self.value):
-                m.obs_norm.set(dm.stats["obs_mean"], dm.stats["obs_std"])
+        set_obs_normalisers(self, stage, (self.actor, self.critic, self.critic_target, self.value))
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor) -> torch.Tensor:
