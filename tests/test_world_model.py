@@ -58,6 +58,25 @@ def test_fixed_noise_is_deterministic_and_noise_matters():
     assert not torch.allclose(wm.next(s, a, noise), wm.next(s, a, torch.randn(8, 4, 3)))
 
 
+def _fit_transition(m, s, a, sn, steps: int, batch: int, cosine: bool = False) -> None:
+    """Fit ``m`` to transitions (s, a) -> sn with its data statistics, Adam 1e-3 (and cosine
+    decay to 0 when ``cosine``)."""
+    d = sn - s
+    m.set_stats(
+        {"obs_mean": s.mean(0), "obs_std": s.std(0), "delta_mean": d.mean(0), "delta_std": d.std(0)}
+    )
+    opt = torch.optim.Adam(m.parameters(), 1e-3)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if cosine else None
+    for _ in range(steps):
+        idx = torch.randint(0, s.shape[0], (batch,))
+        loss, _ = m.loss(s[idx], a[idx], sn[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if sched is not None:
+            sched.step()
+
+
 def test_learns_linear_gaussian_mean_and_spread():
     torch.manual_seed(0)
     A = torch.tensor([[0.9, 0.2], [-0.1, 0.8]])
@@ -68,20 +87,7 @@ def test_learns_linear_gaussian_mean_and_spread():
     a = torch.rand(n, 1) * 2 - 1
     sn = s @ A.T + a @ Bm.T + sig * torch.randn(n, 2)
     m = DiffusionTransition(2, 1, [-1.0], [1.0], steps=10, hidden=(128, 128))
-    d = sn - s
-    m.set_stats(
-        {"obs_mean": s.mean(0), "obs_std": s.std(0), "delta_mean": d.mean(0), "delta_std": d.std(0)}
-    )
-    steps = 4000
-    opt = torch.optim.Adam(m.parameters(), 1e-3)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    for _ in range(steps):
-        idx = torch.randint(0, n, (512,))
-        loss, _ = m.loss(s[idx], a[idx], sn[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
+    _fit_transition(m, s, a, sn, steps=4000, batch=512, cosine=True)
     s0, a0 = torch.tensor([[0.5, -1.0]]), torch.tensor([[0.3]])
     with torch.no_grad():
         out = m.sample(s0.expand(8000, 2), a0.expand(8000, 1), torch.randn(8000, 10, 2))
@@ -232,17 +238,7 @@ def _fit_linear_system(prediction: str, K: int = 20, steps: int = 600, seed: int
     s, a = torch.randn(n, 2), torch.rand(n, 1) * 2 - 1
     sn = 0.9 * s + 0.5 * a + 0.1 * torch.randn(n, 2)
     m = DiffusionTransition(2, 1, [-1.0], [1.0], steps=K, hidden=(64, 64), prediction=prediction)
-    d = sn - s
-    m.set_stats(
-        {"obs_mean": s.mean(0), "obs_std": s.std(0), "delta_mean": d.mean(0), "delta_std": d.std(0)}
-    )
-    opt = torch.optim.Adam(m.parameters(), 1e-3)
-    for _ in range(steps):
-        idx = torch.randint(0, n, (256,))
-        loss, _ = m.loss(s[idx], a[idx], sn[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    _fit_transition(m, s, a, sn, steps=steps, batch=256)
     return m, s[:512], a[:512]
 
 
