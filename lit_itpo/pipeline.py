@@ -1,27 +1,38 @@
-"""``lit-itpo pipeline``: every stage for one dataset, resumable per stage.
+"""``lit-itpo pipeline``: every stage for one dataset, a short chain of typed stage runs.
 
 world model (stage 1) -> policy (stage 2, ReBRAC) -> tilted MeanFlow world model (stage 3,
-tilted toward that policy, reusing stage 1's reward model) -> alpha chosen per world model on a
-held-out env seed -> ITPO evaluation (base vs diffusion-ITPO vs MeanFlow-ITPO on the same seeds)
--> results table (stdout), JSON and TensorBoard (each stage logs under ``out_dir/<stage>``).
+tilted toward that policy, reusing stage 1's reward model) -> alpha per world model on held-out
+env seeds (the whole grid in one batch) -> ITPO evaluation (base vs diffusion-ITPO vs
+MeanFlow-ITPO on the same seeds, paired gains with 95% intervals) -> results table (stdout),
+``results.json`` and TensorBoard (each run logs under ``out_dir/<stage>``).
 
-Each stage runs the committed stage config through LightningCLI with the overrides below; its
-final checkpoint is copied to ``out_dir/<stage>.ckpt`` atomically, and a stage whose file exists
-is skipped, so an interrupted pipeline resumes at the first missing stage.
+Each step is a :func:`lit_itpo.stages.fit_stage` / :func:`lit_itpo.stages.evaluate` call on
+the committed stage config with typed overrides; every run is done, resumed or fresh by the one
+rule of :func:`lit_itpo.stages.stage_state`, so rerunning the same command resumes the pipeline
+where it stopped (a finished run is reused, an interrupted fit continues from its last.ckpt).
 """
 
 from __future__ import annotations
 
 import datetime
-import json
 import logging
 import math
-import shutil
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from lit_itpo.errors import ConfigError
+from lit_itpo.itpo import ITPOConfig
+from lit_itpo.lightning_cli import check_config_files, parse_dataclass_command
+from lit_itpo.stages import (
+    BudgetError,
+    EvalResult,
+    EvalSpec,
+    StageResult,
+    StageSpec,
+    evaluate,
+    fit_stage,
+)
 from lit_itpo.utils import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -49,28 +60,38 @@ class PipelineConfig:
     """One dataset end to end.
 
     Attributes:
-        dataset_id, data_dir: the dataset (default: the embedded sample). ``data_dir`` "auto":
-            the package's embedded root when the id is there, otherwise Minari's own root
-            (``$MINARI_DATASETS_PATH``, else ``~/.minari/datasets``).
-        out_dir: where every stage writes (checkpoints, TensorBoard, results.json); "auto":
-            ``runs/pipeline/embedded`` for the embedded sample, else ``runs/pipeline/<id>``.
-        world_model_config, policy_config, meanflow_config, itpo_config: stage configs to run;
-            "auto": ``conf/<env>-<dataset>/`` (e.g. ``conf/hopper-medium/`` for
-            ``*/hopper/medium-v0``) where it has the stage's file, else the generic
-            ``conf/embedded/`` one (budgets come from this config's ``*_steps``; dims, bounds and
-            the evaluation env from the dataset).
-        world_model_steps, policy_steps, meanflow_steps: training budgets (updates).
-        policy_eval_every, policy_eval_episodes: the policy stage's evaluation episodes while
-            it trains (its best score is read from them).
+        dataset_id: the Minari dataset id (default: the embedded halfcheetah-medium sample).
+        data_dir: its root; "auto": the package's embedded root when the id is there, otherwise
+            Minari's own (``$MINARI_DATASETS_PATH``, else ``~/.minari/datasets``).
+        out_dir: where every run writes (checkpoints, TensorBoard, metrics.json, results.json);
+            "auto": ``runs/pipeline/embedded`` for the embedded sample, else
+            ``runs/pipeline/<id>``.
+        world_model_config: stage-1 config; "auto": ``conf/<env>-<dataset>/world_model.yaml``
+            (e.g. ``conf/hopper-medium/`` for ``*/hopper/medium-v0``) if present, else
+            ``conf/embedded/world_model.yaml`` (dims, bounds and env come from the dataset).
+        policy_config: stage-2 config (ReBRAC); "auto" as world_model_config (rebrac.yaml).
+        meanflow_config: stage-3 config; "auto" as world_model_config (meanflow.yaml).
+        itpo_config: the ITPO validate config; "auto" as world_model_config (itpo.yaml).
+        world_model_steps: stage-1 budget (updates).
+        policy_steps: stage-2 budget (updates).
+        meanflow_steps: stage-3 budget (updates).
+        policy_eval_every: the policy stage evaluates (and checkpoints) every this many updates.
+        policy_eval_episodes: episodes of each of those evaluations (seeds eval_seed + i).
         policy_batch_size: the policy stage's batch (None: its config's).
-        sample_steps, sample_variance: diffusion sampling used by ITPO (5 respaced steps with
-            the posterior variance: the accuracy/cost choice of benchmarks/world_model_k.py).
-        particles, horizon, inner_steps: ITPO's M, H, E.
-        alpha_grid: candidate step sizes; chosen on ``alpha_seed`` (paper: {5e-7 .. 5e-4}).
-        alpha_seed: the held-out env seed (disjoint from the evaluation seeds).
+        sample_steps: diffusion sampling steps in ITPO (5 respaced steps: the accuracy/cost
+            choice of benchmarks/world_model_k.py; None: the checkpoint's).
+        sample_variance: diffusion reverse variance in ITPO, beta or beta_tilde (None: the
+            checkpoint's).
+        particles: ITPO's M, imagined noise sequences per real step.
+        horizon: ITPO's H, imagined steps.
+        inner_steps: ITPO's E, gradient steps per real step.
+        alpha_grid: candidate step sizes, all run on the held-out episodes in one batch per
+            world model (paper: 5e-7 .. 5e-4); none beating the base policy: alpha 0.
+        alpha_seed: first held-out env seed (disjoint from the evaluation seeds).
         alpha_episodes: held-out episodes per grid point (seeds alpha_seed + i; the choice is
-            made on their mean return). 1 is the paper's protocol.
-        num_episodes, eval_seed: evaluation episodes (seeds eval_seed + i).
+            made on their mean return; 1 is the paper's protocol).
+        num_episodes: evaluation episodes (seeds eval_seed + i), base and ITPO on the same.
+        eval_seed: first evaluation env seed.
         max_episode_steps: cut evaluation episodes there (None: the env's limit).
         seed: seed_everything of every stage.
     """
@@ -122,206 +143,40 @@ class PipelineConfig:
                 log.info("pipeline: %s = %s%s", name, path, why)
 
 
-def _data_args(cfg: PipelineConfig) -> list[str]:
-    """The dataset for every stage; data_dir always, so a stage config's own (e.g. the ITPO
-    config's ``embedded``) never wins over the pipeline's (None: Minari's default root)."""
-    data_dir = "null" if cfg.data_dir is None else cfg.data_dir
-    return ["--data.dataset_id", cfg.dataset_id, "--data.data_dir", data_dir]
-
-
-def _stage_args(out: Path, stage: str, seed: int) -> list[str]:
-    """Logs and checkpoints of a stage under ``out/<stage>``, with the pipeline's seed."""
-    d = str(out / stage)
-    return [
-        "--trainer.default_root_dir",
-        d,
-        "--trainer.logger.init_args.save_dir",
-        d,
-        "--seed_everything",
-        str(seed),
-    ]
-
-
-def _fit_stage(
+def _fit(
     cfg: PipelineConfig,
     out: Path,
     stage: str,
     config: str,
     steps: int,
-    extra: list[str],
+    overrides: dict,
     val_every: int = 1000,
-) -> Path:
-    """Fit (or resume: ``--ckpt_path last``) one stage to ``steps`` updates and copy its final
-    checkpoint to ``out/<stage>.ckpt``; a stage whose file exists is skipped. Either way the
-    checkpoint must hold exactly ``steps`` updates."""
-    from lit_itpo.cli import lightning_main
-
-    final = out / f"{stage}.ckpt"
+) -> StageResult:
+    """Train one stage under ``out/<stage>`` to ``steps`` updates (done, resumed or fresh by
+    the rule of :func:`lit_itpo.stages.stage_state`)."""
     n = list(STAGES).index(stage) + 1
-    log.info("pipeline: stage %d/3, %s (%s): %d updates -> %s", n, stage, config, steps, final)
-    if final.exists():
-        check_budget(final, stage, steps)
-        log.info("%s: %s exists, skipping (delete it to retrain)", stage, final)
-        return final
-    args = [
-        "fit",
-        "--config",
-        config,
-        *_data_args(cfg),
-        *_stage_args(out, stage, cfg.seed),
-        "--trainer.max_steps",
-        str(steps),
-        "--trainer.val_check_interval",
-        str(max(1, min(steps, val_every))),
-        *extra,
-        "--ckpt_path",
-        "last",  # the newest checkpoint of this stage's logs, if any (cli.find_last_checkpoint)
-    ]
-    lightning_main(args)
-    newest = _newest_checkpoint(out / stage)
-    if newest is None:
-        raise ConfigError(f"Stage {stage} wrote no checkpoint under {out / stage}.")
-    check_budget(newest, stage, steps)
-    tmp = final.with_suffix(".ckpt.tmp")
-    shutil.copyfile(newest, tmp)
-    tmp.replace(final)
-    return final
-
-
-def check_budget(path: Path, stage: str, steps: int) -> None:
-    """A stage checkpoint holds the ``steps`` updates asked for (not an earlier validation's)."""
-    import torch
-
-    got = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("global_step")
-    if got != steps:
-        raise ConfigError(
-            f"{stage} checkpoint {path} holds step {got}, not the {stage}_steps={steps} asked; "
-            f"delete it (and {path.with_suffix('')}/ to start over) or ask for {got} steps."
-        )
-
-
-def _newest_checkpoint(stage_dir: Path) -> Path | None:
-    """The newest checkpoint Lightning wrote for a stage (any logger version; ``last.ckpt``
-    first among files of the same time); ``*.ckpt.tmp`` files are never picked."""
-    found = sorted(
-        stage_dir.glob("**/checkpoints/*.ckpt"),
-        key=lambda p: (p.stat().st_mtime, p.name == "last.ckpt"),
+    log.info(
+        "pipeline: stage %d/3, %s (%s): %d updates -> %s", n, stage, config, steps, out / stage
     )
-    return found[-1] if found else None
-
-
-def _canonical(made_by: dict | None) -> dict | None:
-    """``made_by`` with every argument and checkpoint key that names an existing path resolved,
-    so an ``out_dir`` given once relative and once absolute (same working directory) still
-    finds its finished runs."""
-
-    def resolve(a: str) -> str:
-        try:
-            return str(Path(a).resolve()) if Path(a).exists() else a
-        except OSError:  # not a path (e.g. too long for one)
-            return a
-
-    if made_by is None:
-        return None
-    return {
-        "args": [resolve(a) for a in made_by.get("args", [])],
-        "checkpoints": {resolve(k): v for k, v in made_by.get("checkpoints", {}).items()},
-    }
-
-
-def run_itpo(
-    cfg: PipelineConfig,
-    out: Path,
-    tag: str,
-    ckpts: dict[str, Path],
-    policy: Path,
-    lr: float,
-    seed: int,
-    episodes: int,
-) -> dict:
-    """One ITPO evaluation (``lit-itpo validate`` of ``cfg.itpo_config`` on ``policy``) at step
-    size ``lr`` with the world models in ``ckpts``, on ``episodes`` episodes from env seed
-    ``seed``; logs under ``out/itpo/<tag>``. Returns its metrics (``eval/*``, ``itpo/<model>/*``,
-    ``time/*``); a finished run with the same arguments and checkpoints is reused."""
-    from lit_itpo.cli import lightning_main
-
-    cb = "--trainer.callbacks.init_args."
-    args = [
-        "validate",
-        "--config",
-        cfg.itpo_config,
-        *_data_args(cfg),
-        *_stage_args(out, f"itpo/{tag}", cfg.seed),
-        f"{cb}lr",
-        str(lr),
-        f"{cb}particles",
-        str(cfg.particles),
-        f"{cb}horizon",
-        str(cfg.horizon),
-        f"{cb}inner_steps",
-        str(cfg.inner_steps),
-        f"{cb}num_episodes",
-        str(episodes),
-        f"{cb}seed",
-        str(seed),
-        "--ckpt_path",
-        str(policy),
-    ]
-    keys = {"diffusion": "world_model_ckpt", "meanflow": "meanflow_ckpt"}
-    for name, path in ckpts.items():
-        args += [f"{cb}{keys[name]}", str(path)]
-    if cfg.sample_steps is not None:
-        args += [f"{cb}sample_steps", str(cfg.sample_steps)]
-    if cfg.sample_variance is not None:
-        args += [f"{cb}sample_variance", cfg.sample_variance]
-    if cfg.max_episode_steps is not None:
-        args += [f"{cb}max_episode_steps", str(cfg.max_episode_steps)]
-    # each ITPO run is a resume point: its metrics are kept with the exact arguments and the
-    # checkpoints (size, mtime) that made them; a rerun of the pipeline reuses them, and any
-    # changed argument or retrained stage (a new checkpoint file) reruns it
-    done = out / "itpo" / tag / "metrics.json"
-    made_by = {
-        "args": args,
-        "checkpoints": {
-            str(p): [p.stat().st_size, p.stat().st_mtime_ns] for p in [policy, *ckpts.values()]
-        },
-    }
-    if done.is_file():
-        kept = json.loads(done.read_text())
-        if _canonical(kept.get("made_by")) == _canonical(made_by):
-            log.info("itpo/%s: done before (%s), reusing its metrics", tag, done)
-            return kept["metrics"]
-    cli = lightning_main(args)
-    metrics = {k: float(v) for k, v in cli.trainer.callback_metrics.items()}
-    atomic_write_json({"made_by": made_by, "metrics": metrics}, done)
-    return metrics
-
-
-def select_alpha(
-    cfg: PipelineConfig, out: Path, ckpts: dict[str, Path], policy: Path
-) -> dict[float, dict]:
-    """One ITPO run per grid point on the held-out episodes (seeds ``alpha_seed + i``, i <
-    ``alpha_episodes``); each run evaluates the base policy and every world model in ``ckpts``
-    on the same episodes. Returns the runs' metrics by step size."""
-    return {
-        lr: run_itpo(
-            cfg, out, f"alpha_{lr:g}", ckpts, policy, lr, cfg.alpha_seed, cfg.alpha_episodes
-        )
-        for lr in cfg.alpha_grid
-    }
-
-
-def choose_alpha(sel: dict[float, dict], name: str) -> float:
-    """The grid point with the highest held-out mean return for world model ``name``, or 0 (the
-    base policy) when none beats the base policy there, as the paper falls back."""
-    key = f"itpo/{name}/return_mean"
-    best = max(sel, key=lambda lr: sel[lr][key])
-    return best if sel[best][key] > next(iter(sel.values()))["eval/return_mean"] else 0.0
+    spec = StageSpec(
+        "fit",
+        config,
+        str(out / stage),
+        cfg.dataset_id,
+        cfg.data_dir,
+        cfg.seed,
+        max_steps=steps,
+        val_every=val_every,
+        overrides=overrides,
+    )
+    try:
+        return fit_stage(spec)
+    except BudgetError as exc:  # named by the pipeline's own option
+        raise BudgetError(spec, exc.ckpt, exc.got, f"--pipeline.{stage}_steps") from None
 
 
 def check_config(cfg: PipelineConfig) -> None:
     """Every argument checked before any stage trains (one :class:`ConfigError` each)."""
-    from lit_itpo.cli import check_config_files
     from lit_itpo.data.minari_io import open_dataset
 
     counts = {
@@ -386,107 +241,140 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
     check_config(cfg)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    wm = _fit_stage(cfg, out, "world_model", cfg.world_model_config, cfg.world_model_steps, [])
-    policy = _fit_stage(
+    wm = _fit(cfg, out, "world_model", cfg.world_model_config, cfg.world_model_steps, {})
+    cb = "trainer.callbacks.init_args."
+    policy = _fit(
         cfg,
         out,
         "policy",
         cfg.policy_config,
         cfg.policy_steps,
-        [
-            "--trainer.callbacks.init_args.num_episodes",
-            str(cfg.policy_eval_episodes),
-            "--trainer.callbacks.init_args.seed",
-            str(cfg.eval_seed),
-            "--trainer.callbacks.init_args.max_episode_steps",
-            "null" if cfg.max_episode_steps is None else str(cfg.max_episode_steps),
-            *(
-                []
-                if cfg.policy_batch_size is None
-                else ["--data.batch_size", str(cfg.policy_batch_size)]
-            ),
-        ],
+        {
+            f"{cb}num_episodes": cfg.policy_eval_episodes,
+            f"{cb}seed": cfg.eval_seed,
+            f"{cb}max_episode_steps": cfg.max_episode_steps,
+        }
+        | ({} if cfg.policy_batch_size is None else {"data.batch_size": cfg.policy_batch_size}),
         val_every=cfg.policy_eval_every,
     )
-    meanflow = _fit_stage(
+    meanflow = _fit(
         cfg,
         out,
         "meanflow",
         cfg.meanflow_config,
         cfg.meanflow_steps,
-        [
-            "--model.init_args.policy_ckpt",
-            str(policy),
-            "--model.init_args.world_model_ckpt",
-            str(wm),
-        ],
+        {
+            "model.init_args.policy_ckpt": str(policy.checkpoint),
+            "model.init_args.world_model_ckpt": str(wm.checkpoint),
+        },
     )
-    ckpts = {"diffusion": wm, "meanflow": meanflow}
-    sel = select_alpha(cfg, out, ckpts, policy)
+    ckpts = {"diffusion": str(wm.checkpoint), "meanflow": str(meanflow.checkpoint)}
+    itpo = ITPOConfig(horizon=cfg.horizon, particles=cfg.particles, inner_steps=cfg.inner_steps)
+
+    def itpo_run(tag: str, world_models: dict, **kw) -> EvalResult:
+        log.info("pipeline: ITPO, %s (%s)", tag, ", ".join(world_models))
+        return evaluate(
+            EvalSpec(
+                cfg.itpo_config,
+                str(out / "itpo" / tag),
+                cfg.dataset_id,
+                str(policy.checkpoint),
+                world_models,
+                kw.pop("itpo", itpo),
+                data_dir=cfg.data_dir,
+                seed=cfg.seed,
+                max_episode_steps=cfg.max_episode_steps,
+                sample_steps=cfg.sample_steps,
+                sample_variance=cfg.sample_variance,
+                **kw,
+            )
+        )
+
+    # alpha: every grid point on the held-out episodes, one batch per world model
+    sel = itpo_run(
+        "alpha", ckpts, alpha_grid=cfg.alpha_grid, episodes=cfg.alpha_episodes,
+        env_seed=cfg.alpha_seed,
+    )  # fmt: skip
     results = {
         "dataset_id": cfg.dataset_id,
         "config": asdict(cfg),
         "command": " ".join(["lit-itpo", *sys.argv[1:]]),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "checkpoints": {"world_model": ckpts["diffusion"], "policy": str(policy.checkpoint)}
+        | {"meanflow": ckpts["meanflow"]},
         "alpha_selection": {
-            f"{lr:g}": {"base_return": m["eval/return_mean"]}
-            | {f"itpo_{n}_return": m[f"itpo/{n}/return_mean"] for n in ckpts}
-            for lr, m in sel.items()
+            f"{lr:g}": {"base_return": sel.base.return_mean}
+            | {f"itpo_{n}_return": sel.grid[n][lr].return_mean for n in ckpts}
+            for lr in cfg.alpha_grid
         },
-        "alpha": {},
+        "alpha": dict(sel.alpha),
     }
     for name, path in ckpts.items():
-        alpha = choose_alpha(sel, name)
-        final = run_itpo(
-            cfg, out, f"final_{name}", {name: path}, policy, alpha, cfg.eval_seed, cfg.num_episodes
-        )
-        results["alpha"][name] = alpha
-        results["base"] = {  # identical in each final run: same policy, same seeds
-            "normalized_score": final.get("eval/normalized_score"),
-            "return_mean": final["eval/return_mean"],
-            "success_rate": final.get("eval/success_rate"),  # maze envs
-        }
-        results[f"itpo_{name}"] = {
+        alpha = sel.alpha[name]
+        final = itpo_run(
+            f"final_{name}", {name: path}, itpo=replace(itpo, lr=alpha),
+            episodes=cfg.num_episodes, env_seed=cfg.eval_seed,
+        )  # fmt: skip
+        results["base"] = asdict(final.base)  # identical in each final run: same seeds
+        d = final.itpo[name]
+        results[f"itpo_{name}"] = asdict(d.score) | {
             "alpha": alpha,
-            "normalized_score": final.get(f"itpo/{name}/normalized_score"),
-            "return_mean": final[f"itpo/{name}/return_mean"],
-            "improvement": final.get(f"itpo/{name}/improvement"),
-            "success_rate": final.get(f"itpo/{name}/success_rate"),
-            "ms_per_step": final[f"time/itpo_{name}_ms_per_step"],
-            "fallbacks": final[f"itpo/{name}/fallbacks"],
-            "nfe_per_step": final[f"itpo/{name}/nfe_per_step"],
+            "fell_back": alpha == 0.0,  # no grid point beat the base policy on held-out seeds
+            "improvement": d.gain if d.score.normalized_score is not None else None,
+            "gain": d.gain,
+            "gain_ci": list(d.gain_ci),
+            "gain_unit": "normalised score" if d.score.normalized_score is not None else "return",
+            "ms_per_step": d.ms_per_step,
+            "fallbacks": d.fallbacks,
+            "nfe_per_step": d.nfe_per_step,
         }
     atomic_write_json(results, out / "results.json")
     return results
 
 
 def format_table(res: dict) -> str:
+    """The results as a Markdown table: score, return, paired gain over the base on the same
+    episodes with its 95% bootstrap interval, cost."""
+
     def f(x, spec=".1f"):
         return "n/a" if x is None else format(x, spec)
 
-    b = res["base"]
+    b, cfg = res["base"], res["config"]
+    unit = next((res[k]["gain_unit"] for k in res if k.startswith("itpo_")), "normalised score")
     rows = [
-        "| policy | normalised score | return | gain | ms / env step | net evals / step |",
+        f"| policy | normalised score | return | gain in {unit} [95% CI] | ms / env step | "
+        "net evals / step |",
         "| --- | --- | --- | --- | --- | --- |",
-        f"| ReBRAC (base) | {f(b['normalized_score'])} | {f(b['return_mean'])} | | | |",
+        f"| base policy | {f(b['normalized_score'])} | {f(b['return_mean'])} | | | |",
     ]
     names = {"diffusion": "diffusion WM", "meanflow": "tilted MeanFlow WM"}
     for name, label in names.items():
         d = res.get(f"itpo_{name}")
         if d is None:
             continue
+        if d["fell_back"]:
+            rows.append(
+                f"| ITPO, {label}: fell back to the base policy (no alpha of the grid beat it on "
+                f"the held-out episodes) | {f(d['normalized_score'])} | {f(d['return_mean'])} | "
+                "+0.0 | - | - |"
+            )
+            continue
+        lo, hi = d["gain_ci"]
         rows.append(
             f"| ITPO, {label} (alpha {d['alpha']:g}) | {f(d['normalized_score'])} | "
-            f"{f(d['return_mean'])} | {f(d['improvement'], '+.1f')} | {f(d['ms_per_step'])} | "
-            f"{f(d['nfe_per_step'], '.0f')} |"
+            f"{f(d['return_mean'])} | {d['gain']:+.1f} [{lo:+.1f}, {hi:+.1f}] | "
+            f"{f(d['ms_per_step'])} | {f(d['nfe_per_step'], '.0f')} |"
         )
-    return "\n".join(rows)
+    steps = cfg["max_episode_steps"] or "the env's limit of"
+    head = (
+        f"{res['dataset_id']}: {cfg['num_episodes']} episodes of {b['length_mean']:.0f} steps "
+        f"(cut at {steps}), env seeds {cfg['eval_seed']}+i, the same for every row"
+    )
+    return head + "\n" + "\n".join(rows)
 
 
 def pipeline_main(args) -> dict:
     """``lit-itpo pipeline [--config F] [--pipeline.field value ...]``."""
-    from lit_itpo.cli import parse_dataclass_command
-
     cfg, _ = parse_dataclass_command(
         "pipeline",
         PipelineConfig,
@@ -494,9 +382,5 @@ def pipeline_main(args) -> dict:
         args,
     )
     res = run_pipeline(cfg)
-    sys.stdout.write(
-        f"\n{cfg.dataset_id} ({cfg.num_episodes} episodes, seeds "
-        f"{cfg.eval_seed}+i)\n{format_table(res)}\n"
-        f"results: {Path(cfg.out_dir) / 'results.json'}\n"
-    )
+    sys.stdout.write(f"\n{format_table(res)}\nresults: {Path(cfg.out_dir) / 'results.json'}\n")
     return res

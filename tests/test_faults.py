@@ -20,10 +20,12 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from lit_itpo.cli import main
 from lit_itpo.collect.minari_writer import write_dataset
 from lit_itpo.collect.rollout import rollout_episodes
+from lit_itpo.errors import ConfigError
 from tests.conftest import REPO, make_dataset
 
 DID = "test/hopper/random-v0"
@@ -400,13 +402,20 @@ def test_pipeline_out_dir_is_a_file(root, tmp_path, capsys):
     expect_error(capsys, pipeline_args(root, out), str(out))
 
 
-def test_pipeline_refuses_a_stage_checkpoint_short_of_its_budget(root, ckpts, tmp_path, capsys):
-    """A stage result that holds fewer updates than asked (the old step-20-of-30 bug)."""
+def test_pipeline_refuses_a_stage_that_went_past_its_budget(root, tmp_path):
+    """A stage whose run holds more updates than asked is not passed off as the budget (the
+    old step-20-of-30 bug, the other way round): one error naming the option and the step."""
+    from lit_itpo.pipeline import PipelineConfig, _fit
+
     out = tmp_path / "pipe"
-    out.mkdir()
-    (out / "world_model.ckpt").write_bytes(ckpts["wm"].read_bytes())  # step 5
-    argv = pipeline_args(root, out, "--pipeline.world_model_steps", "7")
-    expect_error(capsys, argv, "world_model", "step 5", "world_model_steps=7")
+    cfg = PipelineConfig(dataset_id=DID, data_dir=str(root), out_dir=str(out))
+    overrides = {k[2:]: yaml.safe_load(v) for k, v in zip(WM[::2], WM[1::2], strict=True)}
+    overrides |= {"model.init_args.hidden": [16, 16], "data.batch_size": 32}
+    _fit(cfg, out, "world_model", "conf/embedded/world_model.yaml", 5, overrides)
+    with pytest.raises(ConfigError) as e:
+        _fit(cfg, out, "world_model", "conf/embedded/world_model.yaml", 3, overrides)
+    msg = str(e.value)
+    assert "step 5" in msg and "--pipeline.world_model_steps=3" in msg and "delete" in msg
 
 
 def test_collect_bad_arguments(tmp_path, capsys):

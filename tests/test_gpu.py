@@ -75,7 +75,7 @@ def test_world_model_rebrac_meanflow_and_itpo_on_cuda(gpu_upstream):
         *EVAL,
         "--trainer.callbacks.init_args.world_model_ckpt",
         str(wm),
-        "--trainer.callbacks.init_args.particles",
+        "--trainer.callbacks.init_args.itpo.particles",
         "4",
         "--ckpt_path",
         str(pol),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -187,9 +188,9 @@ def test_chain_world_model_policy_itpo_through_real_checkpoints(tiny_root, tmp_p
         "3",
         "--trainer.callbacks.init_args.max_episode_steps",
         "8",
-        "--trainer.callbacks.init_args.particles",
+        "--trainer.callbacks.init_args.itpo.particles",
         "4",
-        "--trainer.callbacks.init_args.lr",
+        "--trainer.callbacks.init_args.itpo.lr",
         "0.05",
         "--ckpt_path",
         str(pol_ckpt),
@@ -231,33 +232,35 @@ def test_pipeline_end_to_end_and_resumes_per_stage(tiny_pipeline, capsys):
     for name, nfe in (("diffusion", 2 * 5), ("meanflow", 1 * 5)):  # K x H, 1 x H (E = 1)
         assert res[f"itpo_{name}"]["fallbacks"] == 0
         assert res[f"itpo_{name}"]["nfe_per_step"] == nfe
-    for lr in ("0.0001", "0.01"):  # alpha_episodes 2: two held-out episodes per grid point
-        run = json.loads((out / "itpo" / f"alpha_{lr}" / "metrics.json").read_text())
-        a = run["made_by"]["args"]
-        assert a[a.index("--trainer.callbacks.init_args.num_episodes") + 1] == "2"
-        assert run["metrics"]["eval/return_std"] > 0  # two episodes (seeds 999, 1000) differ
-    stamps = {p: p.stat().st_mtime_ns for p in out.glob("*.ckpt")}
-    assert {p.name for p in stamps} == {"world_model.ckpt", "policy.ckpt", "meanflow.ckpt"}
+    # alpha_episodes 2: two held-out episodes per grid point, the whole grid in one run
+    run = json.loads((out / "itpo" / "alpha" / "metrics.json").read_text())
+    assert run["made_by"]["spec"]["overrides"]["trainer.callbacks.init_args.num_episodes"] == 2
+    assert run["metrics"]["eval/return_std"] > 0  # two episodes (seeds 999, 1000) differ
+    for lr in ("0.0001", "0.01"):
+        assert f"itpo/diffusion/alpha_{lr}/return_mean" in run["metrics"]
+    ckpts = lambda: {p: p.stat().st_mtime_ns for p in out.glob("*/tb/*/checkpoints/last.ckpt")}  # noqa: E731
+    stamps = ckpts()
+    assert {p.parts[-5] for p in stamps} == {"world_model", "policy", "meanflow"}
+    assert set(res["checkpoints"].values()) == {str(p) for p in stamps}
     runs = {p: p.stat().st_mtime_ns for p in out.glob("itpo/*/metrics.json")}
-    assert {p.parent.name for p in runs} == {
-        "alpha_0.0001", "alpha_0.01", "final_diffusion", "final_meanflow"
-    }  # fmt: skip
+    assert {p.parent.name for p in runs} == {"alpha", "final_diffusion", "final_meanflow"}
     capsys.readouterr()
-    main(args)  # resumes: the training stages and the finished ITPO runs are skipped
-    assert {p: p.stat().st_mtime_ns for p in out.glob("*.ckpt")} == stamps
+    main(args)  # resumes: the training stages and the finished ITPO runs are reused
+    assert ckpts() == stamps
     assert {p: p.stat().st_mtime_ns for p in out.glob("itpo/*/metrics.json")} == runs
     # the same out_dir given relative to the working directory: still nothing to redo
     main([a if a != str(out) else os.path.relpath(out) for a in args])
     assert {p: p.stat().st_mtime_ns for p in out.glob("itpo/*/metrics.json")} == runs
     again = json.loads((out / "results.json").read_text())
     assert {k: again[k] for k in ("alpha", "base")} == {k: res[k] for k in ("alpha", "base")}
-    policy, st = out / "policy.ckpt", (out / "policy.ckpt").stat()
+    policy = Path(res["checkpoints"]["policy"])
+    st = policy.stat()
     os.utime(policy, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # as if retrained
     main(args)  # a new policy checkpoint: every ITPO run is redone, none reused
     assert all(p.stat().st_mtime_ns != t for p, t in runs.items())
     printed = capsys.readouterr().out
-    assert "| ReBRAC (base) |" in printed and "ITPO, diffusion WM" in printed
-    assert "ITPO, tilted MeanFlow WM" in printed
+    assert "| base policy |" in printed and "ITPO, diffusion WM" in printed
+    assert "ITPO, tilted MeanFlow WM" in printed and "[95% CI]" in printed
 
 
 def test_results_notebook_runs_on_a_tiny_run(tiny_pipeline, monkeypatch):
@@ -332,24 +335,24 @@ def test_options_beyond_the_paper_adam_proximity_uncertainty():
 
 
 def test_pipeline_stage_resumes_from_its_last_checkpoint(tiny_root, tmp_path, caplog):
-    """An interrupted stage (checkpoint written, final copy missing) continues from its newest
-    checkpoint instead of starting over."""
+    """An interrupted stage (checkpoint written, no result recorded yet) continues from its
+    newest checkpoint instead of starting over."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from lit_itpo.pipeline import PipelineConfig, _fit_stage
+    from lit_itpo.pipeline import PipelineConfig, _fit
     from tests.conftest import DID
 
     root, _ = tiny_root
     caplog.set_level("INFO", logger="lit_itpo.pipeline")
     cfg = PipelineConfig(dataset_id=DID, data_dir=str(root), out_dir=str(tmp_path))
-    small = ["--model.init_args.hidden", "[32, 32]", "--model.init_args.reward_hidden", "[16]",
-             "--data.batch_size", "64", "--trainer.log_every_n_steps", "2",
-             "--trainer.enable_progress_bar", "false"]  # fmt: skip
+    small = {"model.init_args.hidden": [32, 32], "model.init_args.reward_hidden": [16],
+             "data.batch_size": 64, "trainer.log_every_n_steps": 2,
+             "trainer.enable_progress_bar": False}  # fmt: skip
     conf = "conf/embedded/world_model.yaml"
-    final = _fit_stage(cfg, tmp_path, "world_model", conf, 10, small)
-    assert torch.load(final, weights_only=False)["global_step"] == 10
-    final.unlink()  # as if the run had stopped before the stage finished
-    _fit_stage(cfg, tmp_path, "world_model", conf, 20, small)
+    first = _fit(cfg, tmp_path, "world_model", conf, 10, small)
+    assert torch.load(first.checkpoint, weights_only=False)["global_step"] == 10
+    (tmp_path / "world_model" / "metrics.json").unlink()  # as if it stopped before its end
+    final = _fit(cfg, tmp_path, "world_model", conf, 20, small).checkpoint
     assert torch.load(final, weights_only=False)["global_step"] == 20
     versions = sorted((tmp_path / "world_model").glob("tb/version_*"))
     assert len(versions) == 1  # the resumed run logs on in its own version
@@ -363,19 +366,12 @@ def test_pipeline_stage_resumes_from_its_last_checkpoint(tiny_root, tmp_path, ca
 
 
 def test_alpha_choice_takes_the_best_grid_point_or_falls_back():
-    from lit_itpo.pipeline import choose_alpha
+    from lit_itpo.callbacks.itpo import choose_alpha
 
-    def run(base, diffusion, meanflow):
-        return {
-            "eval/return_mean": base,
-            "itpo/diffusion/return_mean": diffusion,
-            "itpo/meanflow/return_mean": meanflow,
-        }
-
-    sel = {1e-4: run(10.0, 9.0, 12.0), 1e-2: run(10.0, 10.0, 11.0)}
-    assert choose_alpha(sel, "meanflow") == 1e-4  # the best grid point
-    assert choose_alpha(sel, "diffusion") == 0.0  # none beats the base policy: fall back
-    assert choose_alpha(sel | {1e-3: run(10.0, 10.5, 0.0)}, "diffusion") == 1e-3
+    meanflow, diffusion = {1e-4: 12.0, 1e-2: 11.0}, {1e-4: 9.0, 1e-2: 10.0}
+    assert choose_alpha(10.0, meanflow) == 1e-4  # the best grid point
+    assert choose_alpha(10.0, diffusion) == 0.0  # none beats the base policy: fall back
+    assert choose_alpha(10.0, diffusion | {1e-3: 10.5}) == 1e-3
 
 
 def test_pipeline_refuses_zero_held_out_episodes(tmp_path, capsys):
@@ -392,17 +388,13 @@ def test_pipeline_refuses_zero_held_out_episodes(tmp_path, capsys):
 def test_pipeline_passes_its_data_dir_to_every_stage(tmp_path):
     """A pipeline on a dataset outside the embedded root reaches the ITPO stage with that root
     (the ITPO config names ``data_dir: embedded``; the pipeline's value must win, None too)."""
-    from lit_itpo import pipeline
+    from lit_itpo.stages import StageSpec
 
-    cfg = pipeline.PipelineConfig(dataset_id="x/y/z-v0", data_dir=None, out_dir=str(tmp_path))
-    args = pipeline._data_args(cfg)
-    assert args == ["--data.dataset_id", "x/y/z-v0", "--data.data_dir", "null"]
-    from jsonargparse import ArgumentParser
-
-    p = ArgumentParser()
-    p.add_argument("--data.data_dir", type=str | None, default="embedded")
-    p.add_argument("--data.dataset_id", type=str)
-    assert p.parse_args(args).data.data_dir is None  # "null" parses to None
+    spec = StageSpec("validate", "conf/embedded/itpo.yaml", str(tmp_path), "x/y/z-v0", None,
+                     ckpt_path="p.ckpt")  # fmt: skip
+    cfg = spec.to_config()
+    assert cfg["data"]["data_dir"] is None and cfg["data"]["dataset_id"] == "x/y/z-v0"
+    assert cfg["trainer"]["logger"]["init_args"]["save_dir"] == str(tmp_path)
 
 
 def test_pipeline_follows_a_dataset_given_only_by_id(tiny_root, monkeypatch, capsys):

@@ -383,6 +383,7 @@ def test_itpo_callback_runs_inside_fit_with_both_world_models(upstream, tmp_path
 
     from lit_itpo.callbacks import ITPOCallback
     from lit_itpo.data.datamodule import MinariDataModule
+    from lit_itpo.itpo import ITPOConfig
     from lit_itpo.modules import ReBRACModule
 
     root, wm_ckpt, pol_ckpt = upstream
@@ -394,8 +395,7 @@ def test_itpo_callback_runs_inside_fit_with_both_world_models(upstream, tmp_path
     cb = ITPOCallback(
         world_model_ckpt=str(wm_ckpt),
         meanflow_ckpt=str(mf_ckpt),
-        particles=4,
-        lr=0.05,
+        itpo=ITPOConfig(particles=4, lr=0.05),
         num_episodes=2,
         max_episode_steps=6,
     )

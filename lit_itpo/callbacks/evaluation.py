@@ -70,20 +70,27 @@ class EpisodeEvalCallback(Callback):
         self._count = 0
         self.last: dict[str, torch.Tensor] = {}
 
-    def episodes_for_rank(self, rank: int, world: int) -> list[int]:
-        return list(range(rank, self.num_episodes, world))
+    def episodes_for_rank(self, rank: int, world: int, total: int | None = None) -> list[int]:
+        """The indices (of ``total`` episodes, default ``num_episodes``) this rank runs."""
+        return list(range(rank, self.num_episodes if total is None else total, world))
 
     def evaluate(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, act
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        act,
+        seeds: list[int] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Run this rank's episodes with ``act`` and gather every rank's per-episode values
-        ``[num_episodes]``; per-step traces (``[n_mine, T, ...]``) are this rank's only.
+        ``[num_episodes]`` (or one per entry of ``seeds``: the env seed of each episode, default
+        ``seed + i``); per-step traces (``[n_mine, T, ...]``) are this rank's only.
 
         Besides ``return`` and ``length``, ``seed`` (the env seed each episode ran with) and
         ``runs`` (how many ranks ran it) are gathered the same way, so coverage is checkable:
         ``runs`` is all ones and ``seed`` is ``seed + arange(num_episodes)``."""
         dm = trainer.datamodule
-        mine = self.episodes_for_rank(trainer.global_rank, trainer.world_size)
+        seeds = [self.seed + i for i in range(self.num_episodes)] if seeds is None else seeds
+        mine = self.episodes_for_rank(trainer.global_rank, trainer.world_size, len(seeds))
 
         def act_or_stop(obs: torch.Tensor) -> torch.Tensor:
             if trainer.received_sigterm:
@@ -93,20 +100,20 @@ class EpisodeEvalCallback(Callback):
         res = run_episodes(
             act_or_stop,
             dm.env_spec,
-            [self.seed + i for i in mine],
+            [seeds[i] for i in mine],
             obs_keys=dm.info.obs_keys,
             max_episode_steps=self.max_episode_steps,
             action_bounds=(dm.action_low, dm.action_high),
             device=pl_module.device,
         )
-        res["seed"] = torch.tensor([float(self.seed + i) for i in mine], dtype=torch.float64)
+        res["seed"] = torch.tensor([float(seeds[i]) for i in mine], dtype=torch.float64)
         res["runs"] = torch.ones(len(mine), dtype=torch.float64)
         out = {}
         for key, val in res.items():
             if val.dim() != 1:  # per-step traces stay with their rank (figures, rank 0)
                 out[key] = val
                 continue
-            full = torch.zeros(self.num_episodes, dtype=torch.float64, device=pl_module.device)
+            full = torch.zeros(len(seeds), dtype=torch.float64, device=pl_module.device)
             full[mine] = val.double().to(pl_module.device)  # float64: seeds ~1e6 stay exact
             if trainer.world_size > 1:
                 full = pl_module.all_gather(full).sum(0)  # each episode is set on one rank only

@@ -10,52 +10,76 @@ default: ITPO configs set ``trainer.inference_mode: false`` and the work here is
 
 from __future__ import annotations
 
+import json
+import math
 import time
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 
-from lit_itpo.callbacks.evaluation import EpisodeEvalCallback
+from lit_itpo.callbacks.evaluation import EpisodeEvalCallback, summary_line
 from lit_itpo.errors import ConfigError
 from lit_itpo.itpo import ITPOConfig, ITPOEngine, episode_generators, episode_noise
+from lit_itpo.stats import bootstrap_ci
+
+
+def _env_limit(env_spec: str | None) -> int | None:
+    """The env's own episode limit from the dataset's EnvSpec JSON (None if unknown)."""
+    try:
+        return json.loads(env_spec).get("max_episode_steps")
+    except (TypeError, ValueError, AttributeError):
+        return None
+
+
+def choose_alpha(base_return: float, returns: dict[float, float]) -> float:
+    """The step size with the highest held-out mean return, or 0 (the base policy) when none
+    beats the base policy's (the paper's fallback)."""
+    best = max(returns, key=returns.get)
+    return best if returns[best] > base_return else 0.0
 
 
 class ITPOCallback(EpisodeEvalCallback):
     """Evaluate the base policy and ITPO with each given world model on the same seeds.
 
+    Takes any policy stage with ``policy_parts()`` (ReBRAC, TD3+BC, IQL: actor and critic; BC:
+    actor only, no terminal value).
+
     Args:
         world_model_ckpt: a ``WorldModelModule`` checkpoint (diffusion DWM), or None.
         meanflow_ckpt: a ``MeanFlowModule`` checkpoint (one-step MeanFlow), or None; at least
             one of the two. Each given world model is evaluated on the same seeds.
+        itpo: :class:`~lit_itpo.itpo.ITPOConfig` (H, M, E, alpha, gamma and the options beyond
+            the paper); its reward transform is replaced by the policy's.
+        alpha_grid: choose alpha instead of evaluating one: every step size of the grid runs on
+            the same episodes in one batch (``itpo/<model>/alpha_<a>/return_mean`` each), and
+            ``itpo/<model>/alpha`` is the best one, or 0 where none beats the base policy's mean
+            return (the paper's fallback). Use held-out seeds for it.
         sample_steps: diffusion sampling steps for ITPO (default: the checkpoint's).
         sample_variance: reverse variance for ITPO, ``"beta"`` or ``"beta_tilde"`` (default:
             the checkpoint's); benchmarks/world_model_k.py measures the trade-off.
-        horizon, particles, inner_steps, lr, gamma: :class:`~lit_itpo.itpo.ITPOConfig`.
-        reset_every_step, optimizer, proximity, uncertainty_penalty: options beyond the paper
-            (off by default), :class:`~lit_itpo.itpo.ITPOConfig`.
         noise_seed: seeds the world-model noise; episode ``i`` draws from its own stream
             (``noise_seed``, env seed ``seed + i``), so an episode's ITPO actions do not depend
             on which other episodes share its batch or its DDP rank.
         figure_every: episode 0's imagined rollout is drawn every this many steps (first 200).
         plot_dims: state dimensions in that figure.
         num_episodes, seed, max_episode_steps, every_n_validations: as the evaluation callback.
+
+    Metrics (besides the base policy's ``eval/*``): per world model ``itpo/<model>/*`` (return,
+    normalised score, ``gain`` = ITPO - base per episode, paired, with its 95% bootstrap
+    interval ``gain_ci_low`` / ``gain_ci_high``, in normalised points where the dataset has
+    reference scores, else in return), fallbacks, net evaluations per step, the imagined
+    objective before / after the inner steps, and ``time/itpo_<model>_ms_per_step``.
     """
 
     def __init__(
         self,
         world_model_ckpt: str | None = None,
         meanflow_ckpt: str | None = None,
+        itpo: ITPOConfig | None = None,
+        alpha_grid: list[float] | None = None,
         sample_steps: int | None = None,
         sample_variance: str | None = None,
-        horizon: int = 5,
-        particles: int = 64,
-        inner_steps: int = 1,
-        lr: float = 5e-5,
-        gamma: float = 0.99,
-        reset_every_step: bool = False,
-        optimizer: str = "sgd",
-        proximity: float = 0.0,
-        uncertainty_penalty: float = 0.0,
         noise_seed: int = 0,
         figure_every: int = 25,
         plot_dims: list[int] = (0, 1),
@@ -76,17 +100,15 @@ class ITPOCallback(EpisodeEvalCallback):
             if path is not None
         }
         self.sample_steps, self.sample_variance = sample_steps, sample_variance
-        self.cfg = ITPOConfig(
-            horizon=horizon,
-            particles=particles,
-            inner_steps=inner_steps,
-            lr=lr,
-            gamma=gamma,
-            reset_every_step=reset_every_step,
-            optimizer=optimizer,
-            proximity=proximity,
-            uncertainty_penalty=uncertainty_penalty,
-        )
+        self.cfg = ITPOConfig() if itpo is None else itpo
+        if alpha_grid is not None and not (
+            alpha_grid and all(math.isfinite(a) and a > 0 for a in alpha_grid)
+        ):
+            raise ConfigError(
+                f"ITPOCallback alpha_grid={alpha_grid} must list finite step sizes > 0 (the "
+                "base policy, alpha 0, is always compared), e.g. [5e-7, 5e-6, 5e-5, 5e-4]."
+            )
+        self.alpha_grid = None if alpha_grid is None else [float(a) for a in alpha_grid]
         self.noise_seed = noise_seed
         if figure_every < 1:
             raise ConfigError(f"ITPOCallback figure_every={figure_every} must be >= 1.")
@@ -119,70 +141,115 @@ class ITPOCallback(EpisodeEvalCallback):
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self.due(trainer):
             return
-        if not (hasattr(pl_module, "actor") and hasattr(pl_module, "critic")):
+        if not hasattr(pl_module, "policy_parts"):
             raise ConfigError(
-                f"ITPOCallback needs a policy with a deterministic `actor` and twin `critic` "
-                f"(ReBRACModule); got {type(pl_module).__name__}."
+                f"ITPOCallback needs a policy stage (ReBRAC, TD3+BC, IQL or BC: a module with "
+                f"policy_parts()); got {type(pl_module).__name__}."
             )
         self._load(trainer, pl_module)
-        hp = pl_module.hparams
-        cfg = ITPOConfig(
-            **{
-                **self.cfg.__dict__,
-                "reward_scale": hp.get("reward_scale", 1.0),
-                "reward_bias": hp.get("reward_bias", 0.0),
-            }
-        )
+        parts = pl_module.policy_parts()
         dm = trainer.datamodule
+        grid = self.alpha_grid or [self.cfg.lr]
+        seeds = [self.seed + i for _ in grid for i in range(self.num_episodes)]
+        alphas = torch.tensor([a for a in grid for _ in range(self.num_episodes)])
+        mine = self.episodes_for_rank(trainer.global_rank, trainer.world_size, len(seeds))
+        moves = bool((alphas > 0).any())
         # run_episodes steps the envs under torch.no_grad(); the ITPO engine differentiates with
         # torch.func.grad, which ignores an outer no_grad (but not inference mode, hence this).
         with torch.inference_mode(False), torch.enable_grad():
             base = self.evaluate(trainer, pl_module, pl_module.act)
             metrics = self.scores("eval", base, dm)
+            rank_zero_info(summary_line("eval", trainer.global_step, metrics))
             self.last = {"base": base}
             for name, wm in self.world_models.items():
-                engine = ITPOEngine(pl_module.actor, pl_module.critic, wm, cfg)
+                engine = ITPOEngine.for_policy(parts, wm, self.cfg)
+                engine.set_step_sizes(alphas[mine])
                 stats = {"steps": 0, "time": 0.0, "before": [], "after": [], "imagined": []}
-                mine = self.episodes_for_rank(trainer.global_rank, trainer.world_size)
                 gens = episode_generators(
-                    [self.seed + i for i in mine], self.noise_seed, pl_module.device
+                    [seeds[i] for i in mine], self.noise_seed, pl_module.device
                 )
+                bar = self._progress(trainer, f"ITPO, {name} world model", len(seeds))
 
-                def act(obs, engine=engine, stats=stats, gens=gens, wm=wm):
+                def act(obs, engine=engine, stats=stats, gens=gens, wm=wm, bar=bar):
                     t0 = time.perf_counter()
-                    noise = episode_noise(wm, gens, cfg.particles, cfg.horizon)
+                    noise = episode_noise(wm, gens, self.cfg.particles, self.cfg.horizon)
                     action = engine.step(obs, noise)
                     stats["time"] += time.perf_counter() - t0
-                    stats["before"].append(engine.last["objective_before"].mean())
-                    stats["after"].append(engine.objective(obs, noise).mean())
-                    if stats["steps"] % self.figure_every == 0 and stats["steps"] < 200:
+                    if moves:  # at alpha 0 the world model is not run at all
+                        stats["before"].append(engine.last["objective_before"].mean())
+                        stats["after"].append(engine.objective(obs, noise).mean())
+                    if moves and stats["steps"] % self.figure_every == 0 and stats["steps"] < 200:
                         stats["imagined"].append(
                             (stats["steps"], self._imagine(engine, obs, noise))
                         )
                     stats["steps"] += 1
+                    if bar is not None:
+                        bar.update(1)
                     return action
 
-                res = self.evaluate(trainer, pl_module, act)
+                try:
+                    res = self.evaluate(trainer, pl_module, act, seeds)
+                finally:
+                    if bar is not None:
+                        bar.close()
                 self.last[name] = res
-                m = self.scores(f"itpo/{name}", res, dm)
-                if f"itpo/{name}/normalized_score" in m:
-                    m[f"itpo/{name}/improvement"] = (
-                        m[f"itpo/{name}/normalized_score"] - metrics["eval/normalized_score"]
-                    )
+                m = self._itpo_metrics(name, res, base, alphas, dm)
                 m[f"itpo/{name}/fallbacks"] = torch.tensor(float(engine.fallbacks))
                 m[f"time/itpo_{name}_ms_per_step"] = torch.tensor(
                     1e3 * stats["time"] / max(stats["steps"], 1)
                 )
                 m[f"itpo/{name}/nfe_per_step"] = torch.tensor(
-                    float(wm.nfe_per_step * cfg.horizon * cfg.inner_steps)
+                    float(wm.nfe_per_step * self.cfg.horizon * self.cfg.inner_steps)
                 )
                 if stats["before"]:
-                    m[f"itpo/{name}/objective_before"] = torch.stack(stats["before"]).mean()
-                    m[f"itpo/{name}/objective_after"] = torch.stack(stats["after"]).mean()
+                    m[f"itpo/{name}/objective_before"] = torch.stack(stats["before"]).nanmean()
+                    m[f"itpo/{name}/objective_after"] = torch.stack(stats["after"]).nanmean()
                 metrics |= m
-                if trainer.is_global_zero:
+                if trainer.is_global_zero and self.alpha_grid is None and moves:
                     self._figure(trainer, pl_module, name, base, res, stats)
         pl_module.log_dict({k: v.float() for k, v in metrics.items()}, rank_zero_only=False)
+
+    def _itpo_metrics(self, name: str, res: dict, base: dict, alphas: torch.Tensor, dm) -> dict:
+        """One world model's scores: paired gains over the episodes (one evaluation), or per
+        step size of the grid and the chosen alpha (``alpha_grid``)."""
+        n = self.num_episodes
+        base_value = self._paired_value(base, dm)
+        if self.alpha_grid is None:
+            m = self.scores(f"itpo/{name}", res, dm)
+            gain = self._paired_value(res, dm) - base_value
+            m[f"itpo/{name}/gain"] = gain.mean()
+            lo, hi = bootstrap_ci(gain.tolist())
+            m[f"itpo/{name}/gain_ci_low"] = torch.tensor(lo)
+            m[f"itpo/{name}/gain_ci_high"] = torch.tensor(hi)
+            if "eval/normalized_score" in (base_scores := self.scores("eval", base, dm)):
+                m[f"itpo/{name}/improvement"] = (
+                    m[f"itpo/{name}/normalized_score"] - base_scores["eval/normalized_score"]
+                )
+            return m
+        m, returns = {}, {}
+        for g, alpha in enumerate(self.alpha_grid):
+            part = {k: v[g * n : (g + 1) * n] for k, v in res.items() if v.dim() == 1}
+            m |= self.scores(f"itpo/{name}/alpha_{alpha:g}", part, dm)
+            returns[alpha] = float(part["return"].mean())
+        m[f"itpo/{name}/alpha"] = torch.tensor(choose_alpha(float(base["return"].mean()), returns))
+        return m
+
+    @staticmethod
+    def _paired_value(res: dict, dm) -> torch.Tensor:
+        """Per-episode normalised score where the dataset has reference scores, else return."""
+        if dm.ref_scores is None:
+            return res["return"].double()
+        return torch.tensor([dm.normalized_score(float(r)) for r in res["return"]]).double()
+
+    def _progress(self, trainer: pl.Trainer, desc: str, episodes: int):
+        """A bar over the env steps of an ITPO evaluation (rank 0, when the trainer shows
+        bars): these episodes run inside one validation step, whose own bar stands still."""
+        if not (trainer.is_global_zero and trainer.progress_bar_callback is not None):
+            return None
+        from tqdm.auto import tqdm
+
+        total = self.max_episode_steps or _env_limit(trainer.datamodule.env_spec)
+        return tqdm(total=total, desc=f"{desc} ({episodes} episodes)", unit="step", leave=False)
 
     @staticmethod
     @torch.no_grad()

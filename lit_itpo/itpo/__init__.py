@@ -1,5 +1,6 @@
 """The ITPO step and its batched-per-episode engine (no Lightning)."""
 
+from lit_itpo.itpo.policy import PolicyParts
 from lit_itpo.itpo.step import (
     ITPOConfig,
     ITPOEngine,
@@ -11,6 +12,7 @@ from lit_itpo.itpo.step import (
 __all__ = [
     "ITPOConfig",
     "ITPOEngine",
+    "PolicyParts",
     "episode_generators",
     "episode_noise",
     "imagined_objective",

@@ -19,13 +19,14 @@ parameters and takes the base (pretrained) policy's action for that step; it is 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
 from torch.func import functional_call, grad_and_value, vmap
 
 from lit_itpo.errors import ConfigError
+from lit_itpo.itpo.policy import PolicyParts
 from lit_itpo.world_models.base import WorldModel
 
 
@@ -150,6 +151,7 @@ class ITPOEngine:
         self.opt: dict = {}
         self.fallbacks = 0
         self.last: dict[str, torch.Tensor] = {}
+        self.step_sizes: torch.Tensor | None = None  # per-episode alpha; None: cfg.lr for all
 
         def objective(p, o, eps):
             j = imagined_objective({**p, **self.buffers}, actor, critic, world_model, o, eps, cfg)
@@ -160,6 +162,32 @@ class ITPOEngine:
         self._grad_value = vmap(grad_and_value(objective))
         self._value = vmap(objective)
         self._act = vmap(lambda p, o: functional_call(actor, {**p, **self.buffers}, (o,)))
+
+    @classmethod
+    def for_policy(cls, policy: PolicyParts, world_model: WorldModel, cfg: ITPOConfig):
+        """An engine on a policy stage's :class:`PolicyParts`, imagined rewards in its critic's
+        units (its reward transform replaces ``cfg``'s)."""
+        cfg = replace(cfg, reward_scale=policy.reward_scale, reward_bias=policy.reward_bias)
+        return cls(policy.actor, policy.critic, world_model, cfg)
+
+    def set_step_sizes(self, step_sizes: torch.Tensor | list[float] | None) -> None:
+        """One alpha per episode (``[N]``, e.g. a grid of step sizes on the same episodes in one
+        batch), or None for ``cfg.lr`` everywhere. An episode at alpha 0 acts as the base
+        policy exactly."""
+        if step_sizes is not None:
+            step_sizes = torch.as_tensor(step_sizes, dtype=torch.float32)
+            if not bool(((step_sizes >= 0) & torch.isfinite(step_sizes)).all()):
+                raise ConfigError(f"ITPO step sizes {step_sizes.tolist()} must be finite and >= 0.")
+        self.step_sizes = step_sizes
+
+    def _alphas(self, n: int, device: torch.device) -> torch.Tensor:
+        if self.step_sizes is None:
+            return torch.full((n,), float(self.cfg.lr), device=device)
+        if self.step_sizes.shape != (n,):
+            raise ConfigError(
+                f"ITPO has {self.step_sizes.numel()} step sizes for {n} episodes; give one each."
+            )
+        return self.step_sizes.to(device)
 
     def reset(self, num_episodes: int, mask: torch.Tensor | None = None) -> None:
         """Reset psi to the pretrained parameters for all episodes, or those where ``mask``."""
@@ -199,7 +227,9 @@ class ITPOEngine:
             noise = self.world_model.sample_noise(N, cfg.particles, cfg.horizon, generator)
         with torch.no_grad():
             base_action = self.actor(obs)
-        if cfg.lr == 0 or cfg.inner_steps == 0:
+        alpha = self._alphas(N, obs.device)
+        moves = alpha > 0
+        if not bool(moves.any()) or cfg.inner_steps == 0:
             # psi never moves: act exactly as the base policy (the vmapped actor rounds
             # differently at ~1e-7, which chaotic MuJoCo episodes amplify).
             self.last = {
@@ -219,12 +249,13 @@ class ITPOEngine:
                 finite &= torch.isfinite(g).flatten(1).all(1)
             ok &= finite
             grads = {k: torch.nan_to_num(g) for k, g in grads.items()}
-            steps = self._ascent(grads, ok)
+            steps = self._ascent(grads, ok, alpha)
             params = {k: torch.where(_bcast(ok, v), v + steps[k], v) for k, v in params.items()}
         with torch.no_grad():
             action = self._act(params, obs)
             ok &= torch.isfinite(action).all(-1)
-            action = torch.where(ok.unsqueeze(-1), action, base_action)
+            # alpha-0 episodes act exactly as the base (the vmapped actor rounds differently)
+            action = torch.where((ok & moves).unsqueeze(-1), action, base_action)
         # An episode that failed keeps its previous parameters.
         self.params = {
             k: torch.where(_bcast(ok, v), v, self.params[k]).detach() for k, v in params.items()
@@ -234,12 +265,12 @@ class ITPOEngine:
         return action
 
     @torch.no_grad()
-    def _ascent(self, grads: dict, ok: torch.Tensor) -> dict:
-        """Per-episode ascent steps: ``lr * grad`` (sgd) or Adam's, whose state advances only
+    def _ascent(self, grads: dict, ok: torch.Tensor, alpha: torch.Tensor) -> dict:
+        """Per-episode ascent steps: ``alpha * grad`` (sgd) or Adam's, whose state advances only
         for episodes in ``ok``."""
         cfg = self.cfg
         if cfg.optimizer == "sgd":
-            return {k: cfg.lr * g for k, g in grads.items()}
+            return {k: _bcast(alpha, g).to(g.dtype) * g for k, g in grads.items()}
         b1, b2, eps = 0.9, 0.999, 1e-8
         t = self.opt["t"] + ok.cpu().float()
         self.opt["t"] = t
@@ -251,13 +282,20 @@ class ITPOEngine:
             self.opt["m"][k], self.opt["v"][k] = m, v
             tt = t.clamp(min=1).to(g.device, g.dtype).view(-1, *[1] * (g.dim() - 1))
             m_hat, v_hat = m / (1 - b1**tt), v / (1 - b2**tt)
-            out[k] = cfg.lr * m_hat / (v_hat.sqrt() + eps)
+            out[k] = _bcast(alpha, g).to(g.dtype) * m_hat / (v_hat.sqrt() + eps)
         return out
 
     @torch.no_grad()
     def objective(self, obs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """J ``[N]`` of the current per-episode parameters (for before/after logging)."""
         return self._value(self.params, obs, noise)
+
+    def grad_and_value(
+        self, obs: torch.Tensor, noise: torch.Tensor
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Per-episode gradients of J w.r.t. the current parameters (each ``[N, *param]``) and
+        J ``[N]``: the work of one inner step without the update (for timing and probes)."""
+        return self._grad_value(self.params, obs, noise)
 
 
 def _bcast(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -3,7 +3,8 @@
 from lit_itpo.modules.bc import BCModule
 from lit_itpo.modules.iql import IQLModule
 from lit_itpo.modules.meanflow import MeanFlowModule, load_meanflow
-from lit_itpo.modules.rebrac import ReBRACModule, load_policy
+from lit_itpo.modules.policy import POLICIES, load_policy
+from lit_itpo.modules.rebrac import ReBRACModule
 from lit_itpo.modules.td3bc import TD3BCModule
 from lit_itpo.modules.world_model import WorldModelModule, load_world_model
 
@@ -11,6 +12,7 @@ __all__ = [
     "BCModule",
     "IQLModule",
     "MeanFlowModule",
+    "POLICIES",
     "ReBRACModule",
     "TD3BCModule",
     "WorldModelModule",

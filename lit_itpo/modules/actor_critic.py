@@ -16,6 +16,7 @@ import torch
 from tensordict import TensorDict
 
 from lit_itpo.errors import DivergenceError
+from lit_itpo.itpo import PolicyParts
 from lit_itpo.modules.checkpoints import StageCheckpoint, set_obs_normalisers
 from lit_itpo.modules.optim import adam
 from lit_itpo.nets import TanhActor, TwinCritic
@@ -62,6 +63,13 @@ class ActorCriticModule(StageCheckpoint, pl.LightningModule):
     def act(self, obs: torch.Tensor) -> torch.Tensor:
         """Deterministic action for raw observations (evaluation)."""
         return self.actor(obs)
+
+    def policy_parts(self) -> PolicyParts:
+        """The deterministic actor, the twin critic and the training reward transform."""
+        hp = self.hparams
+        return PolicyParts(
+            self.actor, self.critic, hp.get("reward_scale", 1.0), hp.get("reward_bias", 0.0)
+        )
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.actor(obs)

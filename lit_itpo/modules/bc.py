@@ -13,6 +13,7 @@ import torch
 from tensordict import TensorDict
 
 from lit_itpo.errors import ConfigError
+from lit_itpo.itpo import PolicyParts
 from lit_itpo.modules.checkpoints import StageCheckpoint, set_obs_normalisers
 from lit_itpo.modules.optim import adam
 from lit_itpo.nets import TanhActor
@@ -68,6 +69,10 @@ class BCModule(StageCheckpoint, pl.LightningModule):
     def act(self, obs: torch.Tensor) -> torch.Tensor:
         """Action ``[..., act_dim]`` for raw observations ``[..., obs_dim]`` (evaluation)."""
         return self.actor(obs)
+
+    def policy_parts(self) -> PolicyParts:
+        """The actor; no critic (ITPO's objective then has no terminal value)."""
+        return PolicyParts(self.actor, None)
 
     def training_step(self, batch: TensorDict, batch_idx: int) -> torch.Tensor:
         loss, info = bc_loss(self.actor, batch)

@@ -15,10 +15,11 @@ import torch
 from tensordict import TensorDict
 
 from lit_itpo.errors import ConfigError, DivergenceError
+from lit_itpo.itpo import PolicyParts
 from lit_itpo.modules.actor_critic import frozen_copy
 from lit_itpo.modules.checkpoints import StageCheckpoint, set_obs_normalisers
 from lit_itpo.modules.optim import adam
-from lit_itpo.nets import GaussianActor, TwinCritic, ValueNet
+from lit_itpo.nets import GaussianActor, TanhGaussianMode, TwinCritic, ValueNet
 from lit_itpo.policies import iql_losses, tanh_normal
 
 # 2: plain actor / critic / value modules (1 kept them inside TorchRL's loss)
@@ -77,6 +78,12 @@ class IQLModule(StageCheckpoint, pl.LightningModule):
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.act(obs)
+
+    def policy_parts(self) -> PolicyParts:
+        """The Tanh-Gaussian's mode as the deterministic actor (its parameters are the
+        actor's), the twin critic and the training reward scale."""
+        mode = TanhGaussianMode(self.actor, self.action_low, self.action_high)
+        return PolicyParts(mode, self.critic, self.hparams.reward_scale, 0.0)
 
     def configure_optimizers(self):
         lr = self.hparams.lr

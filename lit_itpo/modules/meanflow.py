@@ -15,18 +15,22 @@ diffusion model's errors on the same data and noise seeds (``val/diffusion/*``),
 
 from __future__ import annotations
 
+import logging
+from copy import deepcopy
 from pathlib import Path
 
 import torch
 from tensordict import TensorDict
 
 from lit_itpo.errors import CheckpointError, ConfigError
-from lit_itpo.modules.checkpoints import check_compatible, load_stage, read_hparams
+from lit_itpo.modules.checkpoints import load_stage, read_hparams
 from lit_itpo.modules.world_model import WorldModelStage
 from lit_itpo.world_models import RewardModel, TerminationModel
 from lit_itpo.world_models.meanflow import MeanFlowTransition, MeanFlowWorldModel
 from lit_itpo.world_models.metrics import one_step_errors, open_loop_rmse, open_loop_windows
 from lit_itpo.world_models.tilt import PolicyTilt, QTilt
+
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 STAGE = "meanflow"
@@ -122,24 +126,7 @@ class MeanFlowModule(WorldModelStage):
                 f"model.sample_steps={sample_steps} must be >= 1 and policy_episodes="
                 f"{policy_episodes} >= 0."
             )
-        wm_hp = None
-        if world_model_ckpt is not None:
-            from lit_itpo.modules.world_model import FORMAT_VERSION as WM_VERSION
-            from lit_itpo.modules.world_model import STAGE as WM_STAGE
-
-            wm_hp = read_hparams(world_model_ckpt)
-            check_compatible(
-                world_model_ckpt,
-                wm_hp,
-                stage=WM_STAGE,
-                format_version=WM_VERSION,
-                obs_dim=obs_dim,
-                action_dim=action_dim,
-                dataset_id=dataset_id or None,
-            )
-            reward_hidden = list(wm_hp["reward_hidden"])  # the reused model's own shape
         self.save_hyperparameters()
-        self.hparams.reward_hidden = list(reward_hidden)  # the shape actually built
         try:  # the transition validates its own training options
             transition = MeanFlowTransition(
                 obs_dim,
@@ -162,7 +149,7 @@ class MeanFlowModule(WorldModelStage):
             TerminationModel(obs_dim, action_dim, action_low, action_high) if termination else None
         )
         self.world_model = MeanFlowWorldModel(transition, reward, term)
-        if world_model_ckpt is not None:  # frozen before any DDP wrapping; weights copied at fit
+        if world_model_ckpt is not None:  # reused and frozen (the weights arrive in setup)
             reward.requires_grad_(False)
         self._init_metrics()
         # Not submodules: the tilt's policy and the diffusion baseline stay out of checkpoints.
@@ -175,34 +162,71 @@ class MeanFlowModule(WorldModelStage):
             parts.remove(self.world_model.reward_model)  # reused, frozen
         return parts
 
-    def _load_aux(self, fit: bool) -> None:
-        """Load the referenced checkpoints once the module sits on its device."""
+    def setup(self, stage: str) -> None:
+        """Read the referenced checkpoints, once. ``fit`` needs them (the reused reward model,
+        copied in here before any DDP wrapping; the tilt's policy). A stage-3 checkpoint holds
+        every weight it runs with, so under validate / test they only add side metrics and a
+        missing file is skipped."""
         hp = self.hparams
-        if hp.world_model_ckpt is not None and "diffusion" not in self._aux:
-            from lit_itpo.modules.world_model import load_world_model
-
-            self._aux["diffusion"] = load_world_model(hp.world_model_ckpt, map_location=self.device)
-        if fit and hp.world_model_ckpt is not None:
-            reward = self._aux["diffusion"].reward_model.state_dict()
-            self.world_model.reward_model.load_state_dict(reward)
-        if hp.policy_ckpt is not None and "policy" not in self._aux:
-            from lit_itpo.modules.rebrac import load_policy
+        fit = stage == "fit"
+        found = lambda p: p is not None and (fit or Path(p).is_file())  # noqa: E731
+        if found(hp.world_model_ckpt) and "diffusion" not in self._aux:
+            self._aux["diffusion"] = self._reuse_reward(hp.world_model_ckpt, copy=fit)
+        if found(hp.policy_ckpt) and "policy" not in self._aux:
+            from lit_itpo.modules.policy import load_policy
 
             self._aux["policy"] = load_policy(
                 hp.policy_ckpt,
                 obs_dim=hp.obs_dim,
                 action_dim=hp.action_dim,
                 dataset_id=hp.dataset_id or None,
-                map_location=self.device,
-            )
-        if fit and "tilt" not in self._aux:
-            self._aux["tilt"] = self._make_tilt()
+            ).policy_parts()
+        for name in ("world_model_ckpt", "policy_ckpt"):
+            if hp[name] is not None and not found(hp[name]):
+                log.info("%s %s is gone: its side metrics are skipped", name, hp[name])
+        super().setup(stage)
+
+    def _reuse_reward(self, path: str, copy: bool):
+        """The diffusion world model of ``path`` (checked against our data); with ``copy``, its
+        reward model (shape and weights) becomes ours, frozen."""
+        from lit_itpo.modules.world_model import FORMAT_VERSION as WM_VERSION
+        from lit_itpo.modules.world_model import STAGE as WM_STAGE
+        from lit_itpo.modules.world_model import WorldModelModule
+
+        hp = self.hparams
+        wm_hp = read_hparams(path)
+        wm = load_stage(
+            path,
+            WorldModelModule,
+            stage=WM_STAGE,
+            format_version=WM_VERSION,
+            obs_dim=hp.obs_dim,
+            action_dim=hp.action_dim,
+            dataset_id=hp.dataset_id or None,
+            hparams=wm_hp,
+        ).world_model
+        if copy:
+            self.world_model.reward_model = deepcopy(wm.reward_model).requires_grad_(False)
+            hp.reward_hidden = list(wm_hp["reward_hidden"])  # the shape actually built
+        return wm
+
+    def _to_device(self) -> None:
+        """The read checkpoints' networks follow the module to its device."""
+        if "diffusion" in self._aux:
+            self._aux["diffusion"].to(self.device)
+        if "policy" in self._aux:
+            parts = self._aux["policy"]
+            for net in (parts.actor, parts.critic):
+                if net is not None:
+                    net.to(self.device)
 
     def on_fit_start(self) -> None:
-        self._load_aux(fit=True)
+        self._to_device()
+        if "tilt" not in self._aux:
+            self._aux["tilt"] = self._make_tilt()
 
     def on_validation_start(self) -> None:
-        self._load_aux(fit=False)
+        self._to_device()
 
     def _make_tilt(self):
         hp = self.hparams
@@ -215,7 +239,7 @@ class MeanFlowModule(WorldModelStage):
                 )
             return None
         if hp.tilt == "q":
-            if not hasattr(policy, "critic"):
+            if policy.critic is None:
                 raise CheckpointError(
                     f"model.tilt='q' needs a policy with a critic; {hp.policy_ckpt} has none."
                 )
@@ -224,7 +248,7 @@ class MeanFlowModule(WorldModelStage):
         if hp.eta == 0.0:
             return None
         tilt = PolicyTilt(
-            policy.act, hp.action_low, hp.action_high, hp.eta or 0.0, hp.sigma, hp.weight_clip
+            policy.actor, hp.action_low, hp.action_high, hp.eta or 0.0, hp.sigma, hp.weight_clip
         ).to(self.device)
         if hp.eta is None:
             dm = self.trainer.datamodule
@@ -256,7 +280,7 @@ class MeanFlowModule(WorldModelStage):
             from lit_itpo.evaluation import run_episodes
 
             res = run_episodes(
-                policy.act,
+                policy.actor,
                 dm.env_spec,
                 [hp.policy_episode_seed + i for i in range(hp.policy_episodes)],
                 obs_keys=dm.info.obs_keys,

@@ -14,14 +14,11 @@ modules still take raw states (ITPO and the world models call them on raw states
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from tensordict import TensorDict
 
 from lit_itpo.errors import ConfigError
 from lit_itpo.modules.actor_critic import ActorCriticModule
-from lit_itpo.modules.checkpoints import check_compatible, load_stage, read_hparams
 from lit_itpo.policies import rebrac_actor_loss
 
 FORMAT_VERSION = 1
@@ -89,37 +86,3 @@ class ReBRACModule(ActorCriticModule):
         return rebrac_actor_loss(
             self.actor, self.critic, batch, beta_actor=hp.beta_actor, normalize_q=hp.normalize_q
         )
-
-
-def load_policy(
-    path: str | Path,
-    *,
-    obs_dim: int | None = None,
-    action_dim: int | None = None,
-    dataset_id: str | None = None,
-    map_location="cpu",
-) -> ReBRACModule:
-    """A frozen, eval-mode policy module from a policy-stage checkpoint (guards as
-    :func:`lit_itpo.modules.checkpoints.check_compatible`)."""
-    from lit_itpo.errors import CheckpointError
-
-    hp = read_hparams(path)
-    check_compatible(
-        path,
-        hp,
-        stage=STAGE,
-        format_version=FORMAT_VERSION,
-        obs_dim=obs_dim,
-        action_dim=action_dim,
-        dataset_id=dataset_id,
-    )
-    classes = {"ReBRACModule": ReBRACModule}
-    cls = classes.get(hp.get("algorithm", ""))
-    if cls is None:
-        raise CheckpointError(
-            f"Checkpoint {path} is a policy of algorithm '{hp.get('algorithm')}', which has no "
-            f"loader here; known: {sorted(classes)}."
-        )
-    return load_stage(
-        path, cls, stage=STAGE, format_version=FORMAT_VERSION, map_location=map_location, hparams=hp
-    )

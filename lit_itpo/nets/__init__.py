@@ -1,7 +1,7 @@
 """Plain ``nn.Module`` building blocks (no Lightning)."""
 
 from lit_itpo.nets.ensemble import EnsembleLinear, EnsembleMLP, TwinCritic
-from lit_itpo.nets.mlp import MLP, GaussianActor, TanhActor, ValueNet
+from lit_itpo.nets.mlp import MLP, GaussianActor, TanhActor, TanhGaussianMode, ValueNet
 
 __all__ = [
     "MLP",
@@ -9,6 +9,7 @@ __all__ = [
     "EnsembleMLP",
     "GaussianActor",
     "TanhActor",
+    "TanhGaussianMode",
     "TwinCritic",
     "ValueNet",
 ]

@@ -101,6 +101,22 @@ class GaussianActor(nn.Module):
         return self.params(self.net(self.obs_norm(obs)))
 
 
+class TanhGaussianMode(nn.Module):
+    """The deterministic action of a :class:`GaussianActor`'s Tanh-Gaussian on ``[low,
+    high]``: ``low + (high - low) (tanh(loc) + 1) / 2`` (TorchRL ``TanhNormal``'s
+    ``deterministic_sample``), differentiable in the actor's parameters (ITPO adapts them)."""
+
+    def __init__(self, actor: GaussianActor, action_low: torch.Tensor, action_high: torch.Tensor):
+        super().__init__()
+        self.actor = actor
+        self.register_buffer("low", torch.as_tensor(action_low, dtype=torch.float32).clone())
+        self.register_buffer("high", torch.as_tensor(action_high, dtype=torch.float32).clone())
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        loc, _ = self.actor(obs)
+        return self.low + (self.high - self.low) * (torch.tanh(loc) + 1) / 2
+
+
 class ValueNet(nn.Module):
     """``V(s) [..., 1]`` on standardised observations (raw units in)."""
 

@@ -1,0 +1,469 @@
+"""LightningCLI for the stages (``fit|validate|test``), with the project's guards.
+
+Faults: every bad input ends in one line (a :class:`~lit_itpo.errors.LitItpoError` the
+entry point prints as ``lit-itpo: error: ...``, exit status 2), checked before a run directory
+is made (config files, argument names and types, trainer values, ``--ckpt_path``: exists, is a
+readable checkpoint of the configured class, of this dataset and shape). A run stopped by
+SIGTERM saves ``last.ckpt``; ``fit --ckpt_path last`` continues the newest run of that logger
+directory (same ``tb/version_N``) and reaches the step and weights an uninterrupted run would.
+
+:func:`lightning_main` takes command-line arguments (``lit-itpo fit ...``) or a config dict
+(the typed stage runs of :mod:`lit_itpo.stages`); :func:`parse_dataclass_command` gives the
+dataclass commands (``collect``, ``pipeline``) the same conventions.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+import yaml
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from lit_itpo.data.datamodule import MinariDataModule
+from lit_itpo.errors import CheckpointError, ConfigError, LitItpoError
+
+log = logging.getLogger(__name__)
+
+# Dataset facts every stage takes from the DataModule (``apply_on="instantiate"``: they are read
+# from the dataset's metadata when the DataModule is built).
+LINKED = ("obs_dim", "action_dim", "action_low", "action_high", "dataset_id")
+
+# What the last stop by signal saved (for the one-line message in ``main``).
+_STOPPED: dict = {}
+
+
+# --- argument errors -> one line -------------------------------------------------------------
+def _parse_error_line(prog: str, message: str) -> str:
+    """jsonargparse's multi-line parse error as one sentence with the fix."""
+    unknown = re.search(r"class_path '([\w.]+)':\s*Option '([^']+)' is not accepted", message)
+    if unknown:
+        cls, key = unknown.groups()
+        head = re.search(r'Parser key "([\w.]+)"', message)
+        group = head.group(1) if head else "model"
+        return (
+            f"--{group}.init_args.{key} is not an argument of {cls}; list its arguments with "
+            f"`{prog} --{group}.help {cls}`."
+        )
+    noise = (
+        "Does not validate against any of the",
+        "Subtypes:",
+        "Errors:",
+        "Given value type:",
+        "- Expected a <class 'NoneType'>",
+    )
+    lines = [ln.strip() for ln in message.splitlines()]
+    text = " ".join(ln for ln in lines if ln and not ln.startswith(noise))
+    text = re.sub(r"\s+", " ", text).rstrip(".")
+    return f"{prog}: {text}; see `{prog} --help` for the accepted options."
+
+
+def _parse_or_one_line(parser, parse, args):
+    """``parse(args)`` with the parser's errors raised (``exit_on_error`` off for this call
+    only: jsonargparse's nested parsers keep theirs) and turned into one-line
+    :class:`ConfigError` s instead of the whole usage before the reason."""
+    from jsonargparse import ArgumentError
+
+    action = getattr(parser, "_subcommands_action", None)
+    subs = dict(action._name_parser_map) if action is not None else {}
+    parsers = [parser, *subs.values()]
+    old = [p.exit_on_error for p in parsers]
+    for p in parsers:
+        p.exit_on_error = False
+    try:
+        return parse(args)
+    except ArgumentError as exc:
+        sub = next((a for a in (args or sys.argv[1:]) if a in subs), None)
+        prog = f"{parser.prog} {sub}" if sub else parser.prog
+        raise ConfigError(_parse_error_line(prog, str(exc))) from None
+    finally:
+        for p, o in zip(parsers, old, strict=True):
+            p.exit_on_error = o
+
+
+def check_config_files(args: Sequence[str]) -> None:
+    """Every ``--config FILE`` exists and is YAML (a syntax error names its file and line)."""
+    args = list(args)
+    files = [b for a, b in zip(args, args[1:], strict=False) if a == "--config"]
+    files += [a.split("=", 1)[1] for a in args if a.startswith("--config=")]
+    for f in files:
+        if "\n" in f or (":" in f and not Path(f).exists()):
+            continue  # an inline YAML string, not a file
+        path = Path(f)
+        if not path.is_file():
+            raise ConfigError(
+                f"--config {f} does not exist; pass the path of a YAML file "
+                "(e.g. conf/embedded/rebrac.yaml)."
+            )
+        try:
+            yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(exc, "problem", None) or type(exc).__name__
+            raise ConfigError(
+                f"--config {f} is not valid YAML{where} ({problem}); fix the syntax there."
+            ) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(
+                f"--config {f} cannot be read ({exc}); pass a YAML text file."
+            ) from None
+
+
+def check_trainer_values(cfg: dict) -> None:
+    """Trainer values Lightning accepts at construction but fails on later (a division by
+    zero mid-run, or a silent no-op)."""
+    at_least = {
+        "accumulate_grad_batches": 1,
+        "check_val_every_n_epoch": 1,
+        "log_every_n_steps": 1,
+        "num_sanity_val_steps": -1,
+        "gradient_clip_val": 0,
+    }
+    for key, low in at_least.items():
+        val = cfg.get(key)
+        if isinstance(val, int | float) and not isinstance(val, bool) and val < low:
+            raise ConfigError(
+                f"--trainer.{key}={val} must be >= {low}; fix it on the command line or in the "
+                "config's trainer section."
+            )
+
+
+# --- checkpoints -----------------------------------------------------------------------------
+def read_checkpoint(path: str | Path, what: str = "--ckpt_path") -> dict:
+    """A stage checkpoint (``weights_only``), or :class:`CheckpointError` naming what is wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(
+            f"{what} {path} does not exist; pass a .ckpt file written by `lit-itpo fit` (in "
+            "<save_dir>/tb/version_N/checkpoints/), or `--ckpt_path last` to resume the newest run."
+        )
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # zip, pickle and unpickler errors: all mean "not a checkpoint"
+        reason = "truncated or damaged" if "zip" in str(exc).lower() else "not a torch checkpoint"
+        raise CheckpointError(
+            f"{what} {path} cannot be read as a Lightning checkpoint ({reason}, "
+            f"{type(exc).__name__}); pass a complete .ckpt written by `lit-itpo fit`."
+        ) from None
+    if not isinstance(blob, dict) or "state_dict" not in blob or "lit_itpo" not in blob:
+        raise CheckpointError(
+            f"{what} {path} is not a lit_itpo stage checkpoint (no state_dict and lit_itpo "
+            "record); pass a .ckpt written by `lit-itpo fit`."
+        )
+    return blob
+
+
+def _class_name(class_path: str | None) -> str:
+    return (class_path or "").rsplit(".", 1)[-1]
+
+
+def check_checkpoint_class(path: str | Path, blob: dict, class_path: str | None) -> None:
+    """The checkpoint was written by the configured model class (LightningCLI would otherwise
+    swap in the checkpoint's class and run another stage)."""
+    rec = blob["lit_itpo"]
+    got, want = rec.get("algorithm"), _class_name(class_path)
+    if want and got != want:
+        raise CheckpointError(
+            f"--ckpt_path {path} holds a {got} (stage '{rec.get('stage')}') but the config's "
+            f"model is {class_path}; pass a {want} checkpoint, or the config of the stage that "
+            "wrote this one."
+        )
+
+
+def check_checkpoint_data(path: str | Path, blob: dict, dm: MinariDataModule) -> None:
+    """The checkpoint's dims and dataset are the DataModule's."""
+    hp = blob.get("hyper_parameters") or {}
+    for name in ("obs_dim", "action_dim"):
+        if name in hp and hp[name] != getattr(dm, name):
+            raise CheckpointError(
+                f"--ckpt_path {path} has {name}={hp[name]} but dataset '{dm.dataset_id}' has "
+                f"{name}={getattr(dm, name)}; pass a checkpoint trained on this dataset or "
+                f"--data.dataset_id {hp.get('dataset_id') or '<its dataset>'}."
+            )
+    if hp.get("dataset_id") and hp["dataset_id"] != dm.dataset_id:
+        raise CheckpointError(
+            f"--ckpt_path {path} was trained on '{hp['dataset_id']}', not '{dm.dataset_id}'; "
+            f"pass --data.dataset_id {hp['dataset_id']} or a checkpoint of this dataset."
+        )
+
+
+def _version_of(ckpt: Path) -> int | str | None:
+    """The logger version a checkpoint under ``<root>/<version>/checkpoints/`` belongs to."""
+    name = ckpt.parent.parent.name
+    if ckpt.parent.name != "checkpoints":
+        return None
+    return int(name[len("version_") :]) if re.fullmatch(r"version_\d+", name) else name
+
+
+def find_last_checkpoint(trainer: pl.Trainer) -> Path | None:
+    """The newest readable checkpoint of this run's logger directory (any version; last.ckpt
+    first when several share a step), or None. Unreadable files (a kill during a write) are
+    skipped."""
+    logger = trainer.logger
+    if logger is not None and getattr(logger, "root_dir", None):
+        found = list(Path(logger.root_dir).glob("*/checkpoints/*.ckpt"))
+    else:
+        found = list(Path(trainer.default_root_dir).glob("checkpoints/*.ckpt"))
+    found.sort(key=lambda p: (p.stat().st_mtime, p.name == "last.ckpt"), reverse=True)
+    for path in found:
+        try:
+            read_checkpoint(path)
+        except CheckpointError as exc:
+            log.warning("skipping %s: %s", path, exc)
+            continue
+        return path
+    return None
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """Lightning's checkpointing at every validation, plus ``last.ckpt``, the final step (also
+    when ``max_steps`` is not a multiple of ``val_check_interval``) and a save on SIGTERM or
+    Ctrl-C, so ``--ckpt_path last`` continues exactly where a run stopped."""
+
+    def __init__(self):
+        super().__init__(save_last=True)
+
+    def _save_now(self, trainer: pl.Trainer) -> None:
+        candidates = self._monitor_candidates(trainer)
+        self._save_topk_checkpoint(trainer, candidates)
+        self._save_last_checkpoint(trainer, candidates)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self._should_skip_saving_checkpoint(trainer):
+            self._save_now(trainer)
+        super().on_train_end(trainer, pl_module)
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if not isinstance(exception, SIGTERMException | KeyboardInterrupt):
+            return
+        if trainer.state.fn == "fit" and not trainer.sanity_checking and trainer.global_step > 0:
+            if self._last_global_step_saved != trainer.global_step:
+                self._save_now(trainer)
+            _STOPPED.update(step=trainer.global_step, ckpt=self.last_model_path)
+
+
+class RNGState(Callback):
+    """Torch's global RNG in every checkpoint, restored where training (or a validation cut
+    short) continues, so a resumed run draws the noise the uninterrupted run would have."""
+
+    def __init__(self):
+        self._at_val_start: dict | None = None
+        self._pending: dict | None = None
+
+    @staticmethod
+    def _now() -> dict:
+        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []
+        return {"cpu": torch.get_rng_state(), "cuda": cuda}
+
+    @staticmethod
+    def _set(state: dict) -> None:
+        torch.set_rng_state(state["cpu"])
+        if state["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+    def state_dict(self) -> dict:
+        # saved mid-validation (a stop): the state at its start, as the validation is rerun
+        return dict(self._at_val_start or self._now())
+
+    def load_state_dict(self, state: dict) -> None:
+        self._pending = state
+
+    def _apply(self) -> None:
+        if self._pending is not None:
+            self._set(self._pending)
+            self._pending = None
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        if trainer.state.fn == "fit" and not trainer.sanity_checking:
+            self._apply()
+            self._at_val_start = self._now()
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        self._at_val_start = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._apply()
+
+
+class LitItpoCLI(LightningCLI):
+    """LightningCLI with dataset dims and bounds linked into the model, one-line errors and
+    checkpoint guards."""
+
+    def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        """Command-line lists, or (the project's own callers, :mod:`lit_itpo.stages`) a config
+        dict ``{"subcommand": ..., <subcommand>: {...}}``."""
+        parse = parser.parse_object if isinstance(args, dict) else parser.parse_args
+        self.config = _parse_or_one_line(parser, parse, args)
+
+    def add_arguments_to_parser(self, parser) -> None:
+        for name in LINKED:
+            parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
+
+    def _parse_ckpt_path(self) -> None:
+        """Check ``--ckpt_path`` (exists, readable, the configured class) before LightningCLI
+        reads its hyperparameters; ``last`` is resolved once the logger is known."""
+        self._ckpt_blob = None
+        sub = self.config.get("subcommand")
+        ckpt_path = self.config[sub].get("ckpt_path") if sub else None
+        if ckpt_path is None or ckpt_path in ("last", "best"):
+            return
+        self._ckpt_blob = read_checkpoint(ckpt_path)
+        check_checkpoint_class(ckpt_path, self._ckpt_blob, self._model_class_path())
+        super()._parse_ckpt_path()
+
+    def _model_class_path(self) -> str | None:
+        model = self.config[self.config.subcommand].get("model")
+        return model.get("class_path") if model is not None else None
+
+    def instantiate_classes(self) -> None:
+        """As LightningCLI's, but our own errors from a class's ``__init__`` (a bad config
+        value, a checkpoint of the wrong stage) surface as themselves: jsonargparse wraps them
+        in a ValueError listing every subclass it tried."""
+        try:
+            super().instantiate_classes()
+        except ValueError as exc:
+            cause = exc
+            while cause is not None and not isinstance(cause, LitItpoError):
+                cause = cause.__cause__ or cause.__context__
+            if cause is None:
+                raise
+            raise cause from None
+
+    def instantiate_trainer(self, **kwargs) -> pl.Trainer:
+        """Lightning's trainer with :class:`RunCheckpoint` (fit, unless checkpointing is off or
+        a ModelCheckpoint is configured) and :class:`RNGState`; a value Lightning rejects is a
+        :class:`ConfigError` naming it."""
+        cfg = self._get(self.config_init, "trainer", default={})
+        callbacks = cfg.get("callbacks") or []
+        callbacks = list(callbacks) if isinstance(callbacks, list) else [callbacks]
+        if (
+            self.subcommand in (None, "fit")
+            and cfg.get("enable_checkpointing") is not False
+            and not any(isinstance(c, ModelCheckpoint) for c in callbacks)
+        ):
+            callbacks.append(RunCheckpoint())
+        callbacks.append(RNGState())
+        cfg["callbacks"] = callbacks
+        check_trainer_values(cfg)
+        try:
+            return super().instantiate_trainer(**kwargs)
+        except ImportError as exc:
+            raise ConfigError(
+                f"--trainer.accelerator={cfg.get('accelerator')!r} / --trainer.strategy="
+                f"{cfg.get('strategy')!r} needs a package that is not installed ({exc}); "
+                "install it or use accelerator auto."
+            ) from None
+        except (MisconfigurationException, ValueError, TypeError) as exc:
+            msg = " ".join(str(exc).split()).rstrip(".")
+            keys = [k for k in cfg.keys() if "." not in k]  # nested keys are dotted
+            key = next((k for k in keys if re.search(rf"\b{k}\b", msg)), None)
+            name = f"--trainer.{key}={cfg[key]!r}" if key else "a trainer value"
+            raise ConfigError(
+                f"{name} is rejected by Lightning: {msg}; fix it on the command line or in the "
+                "config's trainer section."
+            ) from None
+
+    def _resolve_checkpoint(self) -> None:
+        """``--ckpt_path last`` -> the newest checkpoint of this logger directory (fit also logs
+        into that run's version again); every checkpoint checked against the config and data."""
+        sub = self.subcommand
+        ckpt_path = self.config_init[sub].get("ckpt_path")
+        if ckpt_path == "last":
+            found = find_last_checkpoint(self.trainer)
+            if found is None:
+                if sub != "fit":
+                    raise CheckpointError(
+                        f"--ckpt_path last: no checkpoint under {self._ckpt_root()}; run "
+                        "`lit-itpo fit` with this config first or pass a checkpoint file."
+                    )
+                log.info("no checkpoint under %s yet: starting at step 0", self._ckpt_root())
+                self.config_init[sub]["ckpt_path"] = None
+                return
+            self._ckpt_blob = read_checkpoint(found)
+            check_checkpoint_class(found, self._ckpt_blob, self._model_class_path())
+            version = _version_of(found)
+            if sub == "fit" and self.trainer.logger is not None and version is not None:
+                self.trainer.logger._version = version  # continue that run's logs
+            log.info("resuming from %s (step %d)", found, self._ckpt_blob.get("global_step", 0))
+            self.config_init[sub]["ckpt_path"] = str(found)
+        if self._ckpt_blob is not None and self.datamodule is not None:
+            check_checkpoint_data(
+                self.config_init[sub]["ckpt_path"], self._ckpt_blob, self.datamodule
+            )
+
+    def _ckpt_root(self) -> str:
+        logger = self.trainer.logger
+        if logger is not None and getattr(logger, "root_dir", None):
+            return f"{logger.root_dir}/*/checkpoints"
+        return f"{self.trainer.default_root_dir}/checkpoints"
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        """Run it; a run that fails its checks leaves no run directory behind (one it made that
+        holds no checkpoint is removed)."""
+        self._resolve_checkpoint()
+        logger = self.trainer.logger
+        log_dir = Path(logger.log_dir) if logger is not None and logger.log_dir else None
+        existed = log_dir is None or log_dir.exists()
+        try:
+            super()._run_subcommand(subcommand)
+        except (LitItpoError, MisconfigurationException):
+            if not existed and log_dir.is_dir() and not any(log_dir.rglob("*.ckpt")):
+                shutil.rmtree(log_dir, ignore_errors=True)
+            raise
+
+
+def lightning_main(args: Sequence[str] | dict | None = None, run: bool = True) -> LitItpoCLI:
+    """Run LightningCLI (``fit|validate|test``) on ``args``: command-line arguments (default
+    ``sys.argv[1:]``) or a config dict ``{"subcommand": "fit", "fit": {...}}``."""
+    import lit_itpo.modules  # noqa: F401  (registers the model classes for class_path lookup)
+
+    if not isinstance(args, dict):
+        check_config_files(sys.argv[1:] if args is None else args)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        return LitItpoCLI(
+            pl.LightningModule,
+            MinariDataModule,
+            subclass_mode_model=True,
+            args=args,
+            run=run,
+            parser_kwargs={
+                "prog": "lit-itpo",
+                "parser_mode": "omegaconf",
+                "description": "lit_itpo: fit|validate|test a stage with LightningCLI. "
+                "Datasets: `lit-itpo collect --help`; all stages: `lit-itpo pipeline --help`.",
+            },
+            save_config_kwargs={"overwrite": True},
+            auto_configure_optimizers=False,
+        )
+
+
+def parse_dataclass_command(
+    name: str, cls: type, description: str, args: Sequence[str], progress: bool = False
+):
+    """Parse ``lit-itpo <name> [--config F] [--<name>.field value ...]`` into a ``cls``
+    instance, with LightningCLI's conventions (omegaconf interpolation, ``--print_config``).
+    Returns ``(instance, namespace)``."""
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    check_config_files(args)
+    parser = ArgumentParser(
+        prog=f"lit-itpo {name}", parser_mode="omegaconf", description=description
+    )
+    parser.add_argument("--config", action=ActionConfigFile)
+    parser.add_class_arguments(cls, name, as_group=True)
+    if progress:
+        parser.add_argument("--progress", type=bool, default=True, help="Show progress bars.")
+    cfg = _parse_or_one_line(parser, parser.parse_args, list(args))
+    return parser.instantiate_classes(cfg)[name], cfg

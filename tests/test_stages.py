@@ -1,0 +1,195 @@
+"""The typed stage API (lit_itpo.stages): one rule for done / resume / fresh, a stage-3
+checkpoint that stands alone, ITPO on every policy stage, and the statistics of paired gains."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from lit_itpo.itpo import ITPOConfig, ITPOEngine
+from lit_itpo.stages import EvalSpec, StageSpec, evaluate, fit_stage, run_stage, stage_state
+from lit_itpo.stats import bootstrap_ci, iqm, stratified_bootstrap_ci
+from tests.conftest import DID
+
+SMALL = {"model.init_args.hidden": [32, 32], "data.batch_size": 64,
+         "trainer.enable_progress_bar": False, "trainer.log_every_n_steps": 2}  # fmt: skip
+WM = SMALL | {"model.init_args.reward_hidden": [24], "model.init_args.diffusion_steps": 4,
+              "model.init_args.sample_steps": 2, "model.init_args.eval_windows": 16}  # fmt: skip
+POLICY = SMALL | {"trainer.callbacks.init_args.num_episodes": 1,
+                  "trainer.callbacks.init_args.max_episode_steps": 5}  # fmt: skip
+
+
+def spec(root, out, config, steps, overrides) -> StageSpec:
+    return StageSpec("fit", config, str(out), DID, str(root), 0, max_steps=steps, val_every=3,
+                     overrides=overrides)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def stages(tiny_root, tmp_path_factory):
+    """World model, ReBRAC and tilted MeanFlow at a few updates each, by typed calls."""
+    root, _ = tiny_root
+    out = tmp_path_factory.mktemp("stages")
+    wm = fit_stage(spec(root, out / "wm", "conf/embedded/world_model.yaml", 6, WM))
+    pol = fit_stage(spec(root, out / "pol", "conf/embedded/rebrac.yaml", 6, POLICY))
+    mf = fit_stage(
+        spec(
+            root,
+            out / "mf",
+            "conf/embedded/meanflow.yaml",
+            6,
+            SMALL
+            | {
+                "model.init_args.policy_ckpt": str(pol.checkpoint),
+                "model.init_args.world_model_ckpt": str(wm.checkpoint),
+                "model.init_args.policy_episodes": 1,
+                "model.init_args.policy_episode_steps": 5,
+            },
+        )  # fmt: skip
+    )
+    return root, out, wm, pol, mf
+
+
+def test_one_rule_decides_done_resume_and_fresh(stages, tmp_path):
+    root, out, wm, _, _ = stages
+    s = spec(root, out / "wm", "conf/embedded/world_model.yaml", 6, WM)
+    state, kept = stage_state(s)
+    assert state == "done" and kept.checkpoint == wm.checkpoint and kept.step == 6
+    stamp = wm.checkpoint.stat().st_mtime_ns
+    assert fit_stage(s).metrics == wm.metrics and wm.checkpoint.stat().st_mtime_ns == stamp
+    assert "val/state_rmse" in wm.metrics  # the run's logged metrics, in its metrics.json
+    fresh = spec(root, tmp_path / "wm", "conf/embedded/world_model.yaml", 6, WM)
+    assert stage_state(fresh) == ("fresh", None)
+    # a larger budget for the same run: it continues from its last.ckpt
+    more = spec(root, tmp_path / "wm2", "conf/embedded/world_model.yaml", 8, WM)
+    shutil.copytree(out / "wm", tmp_path / "wm2")
+    assert stage_state(more)[0] == "resume"
+    got = fit_stage(more)
+    assert got.step == 8 and torch.load(got.checkpoint, weights_only=False)["global_step"] == 8
+    assert len(list((tmp_path / "wm2").glob("tb/version_*"))) == 1  # the same run, logged on
+
+
+def test_a_stage_config_override_reaches_the_last_callback(tmp_path):
+    s = StageSpec("validate", "conf/embedded/itpo.yaml", str(tmp_path), "x/y/z-v0", None,
+                  ckpt_path="p.ckpt",
+                  overrides={"trainer.callbacks.init_args.itpo": {"lr": 1e-3}})  # fmt: skip
+    cfg = s.to_config()
+    assert cfg["trainer"]["callbacks"][-1]["init_args"]["itpo"] == {"lr": 1e-3}
+    assert cfg["ckpt_path"] == "p.ckpt" and s.inputs() == ["p.ckpt"]
+
+
+def test_meanflow_checkpoint_stands_alone(stages, tmp_path):
+    """Stage 3 reads stage 1 and the policy once, at fit; its checkpoint then loads and
+    validates with both files gone (their side metrics are skipped)."""
+    from lit_itpo.modules import load_meanflow, load_world_model
+
+    root, out, wm, pol, mf = stages
+    reward = load_world_model(wm.checkpoint).reward_model.state_dict()
+    moved = tmp_path / "gone"
+    moved.mkdir()
+    shutil.copy(mf.checkpoint, moved / "mf.ckpt")
+    for path in (wm.checkpoint, pol.checkpoint):
+        shutil.move(path, moved / path.name.replace(".ckpt", f"-{path.parts[-5]}.ckpt"))
+    try:
+        model = load_meanflow(moved / "mf.ckpt")
+        for k, v in model.reward_model.state_dict().items():
+            assert torch.equal(v, reward[k]), k  # stage 1's reward model, copied at fit
+        res = run_stage(
+            StageSpec(
+                "validate",
+                "conf/embedded/meanflow.yaml",
+                str(tmp_path / "val"),
+                DID,
+                str(root),
+                ckpt_path=str(moved / "mf.ckpt"),
+                overrides={"trainer.enable_progress_bar": False},
+            )  # fmt: skip
+        )
+        assert np.isfinite(res.metrics["val/state_rmse"])
+        assert not any(k.startswith("val/diffusion/") for k in res.metrics)
+    finally:
+        for path in (wm.checkpoint, pol.checkpoint):
+            shutil.move(moved / path.name.replace(".ckpt", f"-{path.parts[-5]}.ckpt"), path)
+
+
+def test_evaluate_chooses_alpha_on_a_batched_grid_and_reports_paired_gains(stages, tmp_path):
+    root, _, wm, pol, mf = stages
+    common = dict(data_dir=str(root), episodes=2, env_seed=5, max_episode_steps=4,
+                  sample_steps=2)  # fmt: skip
+    models = {"diffusion": str(wm.checkpoint), "meanflow": str(mf.checkpoint)}
+    cfg = ITPOConfig(particles=4, horizon=2)
+    sel = evaluate(EvalSpec("conf/embedded/itpo.yaml", str(tmp_path / "alpha"), DID,
+                            str(pol.checkpoint), models, cfg, alpha_grid=[1e-3, 1e-1],
+                            **common))  # fmt: skip
+    for name in models:
+        assert set(sel.grid[name]) == {1e-3, 1e-1} and sel.alpha[name] in (0.0, 1e-3, 1e-1)
+        assert all(s.length_mean == 4 for s in sel.grid[name].values())
+    res = evaluate(EvalSpec("conf/embedded/itpo.yaml", str(tmp_path / "final"), DID,
+                            str(pol.checkpoint), models, ITPOConfig(particles=4, horizon=2,
+                            lr=1e-1), **common))  # fmt: skip
+    for name in models:
+        d = res.itpo[name]
+        assert d.gain_ci[0] <= d.gain <= d.gain_ci[1] and d.fallbacks == 0
+        assert d.gain == pytest.approx(
+            d.score.normalized_score - res.base.normalized_score, abs=1e-4
+        )
+
+
+@pytest.mark.parametrize("algo", ["ReBRACModule", "TD3BCModule", "IQLModule", "BCModule"])
+def test_itpo_adapts_every_policy_stage(algo):
+    """Any policy stage's parts: a deterministic actor whose parameters ITPO moves (IQL: the
+    Tanh-Gaussian's mode, as its evaluation acts), a critic or None, its reward transform."""
+    import lit_itpo.modules as m
+    from lit_itpo.world_models import DiffusionTransition, DiffusionWorldModel, RewardModel
+
+    low, high = [-1.0, -2.0], [1.0, 0.5]
+    module = getattr(m, algo)(3, 2, low, high, hidden=[16, 16]).eval()
+    parts = module.policy_parts()
+    obs = torch.randn(4, 3)
+    assert torch.allclose(parts.actor(obs), module.act(obs), atol=1e-6)
+    assert (parts.critic is None) == (algo == "BCModule")
+    wm = DiffusionWorldModel(
+        DiffusionTransition(3, 2, low, high, hidden=[16], steps=2),
+        RewardModel(3, 2, low, high, [8]),
+    )
+    eng = ITPOEngine.for_policy(parts, wm, ITPOConfig(horizon=2, particles=4, lr=0.5))
+    act = eng.step(obs, generator=torch.Generator().manual_seed(0))
+    assert eng.fallbacks == 0 and not torch.allclose(act, parts.actor(obs).detach())
+
+
+def test_a_grid_of_step_sizes_in_one_batch_equals_separate_runs():
+    """Episode i at alpha_i in one batch acts as an engine at that alpha alone; alpha 0 is the
+    base policy exactly."""
+    from tests.test_itpo import _linear_system
+
+    wm, actor, _ = _linear_system()
+    obs = torch.randn(1, 3).expand(3, 3).contiguous()
+    noise = wm.sample_noise(1, 4, 2)
+    noise = noise.expand(3, *noise.shape[1:]).contiguous()
+    cfg = ITPOConfig(horizon=2, particles=4, inner_steps=2)
+    grid = ITPOEngine(actor, None, wm, cfg)
+    grid.set_step_sizes([0.0, 1e-2, 1e-1])
+    both = grid.step(obs, noise)
+    assert torch.equal(both[0], actor(obs[:1]).detach()[0])
+    for i, lr in ((1, 1e-2), (2, 1e-1)):
+        alone = ITPOEngine(
+            actor, None, wm, ITPOConfig(horizon=2, particles=4, inner_steps=2, lr=lr)
+        )
+        assert torch.allclose(both[i], alone.step(obs[:1], noise[:1])[0], atol=1e-6)
+    with pytest.raises(Exception, match="step sizes"):
+        grid.set_step_sizes([-1.0, 0.0, 1.0])
+
+
+def test_bootstrap_intervals_and_iqm():
+    rng = np.random.default_rng(0)
+    x = rng.normal(2.0, 1.0, 400)
+    lo, hi = bootstrap_ci(x, n_boot=2000)
+    half = 1.96 / np.sqrt(400)  # the normal interval of a mean of 400 unit-variance draws
+    assert lo < 2.0 < hi and abs((hi - lo) / 2 - half) < 0.02
+    # strata keep their sizes: a stratum of one value cannot be resampled away
+    lo, hi = stratified_bootstrap_ci({"a": [0.0] * 9, "b": [10.0]}, n_boot=500)
+    assert lo == hi == pytest.approx(1.0)
+    assert bootstrap_ci([3.0]) == (3.0, 3.0)
+    assert iqm([0, 1, 2, 3, 4, 5, 6, 100]) == pytest.approx(3.5)  # the middle half: 2..5
