@@ -3,16 +3,16 @@
 For score-suite cells run on this machine, reruns only the step-size selection with
 ``--episodes`` held-out episodes per grid point (env seeds 999 + i; the suite's single episode is
 seed 999), on that cell's own checkpoints (``runs/suite/<dataset>-s<seed>/``, which the score
-suite leaves there; a fresh machine makes them with ``score_suite.py --rerun``), and scores the
+suite leaves there; a fresh machine makes them with ``score_suite --rerun``), and scores the
 chosen alpha on the suite's 10 evaluation episodes. The one-episode choice is that run's own
 (its ``results.json``); where the new choice equals it, its recorded score is taken (same
 checkpoints, alpha and episodes); alpha = 0 is the base policy's score; only a new non-zero
 choice runs the 10 episodes again. The runs live under ``runs/suite/<cell>/alpha_x<episodes>/``
-and resume like the pipeline's.
+and resume like the pipeline's; each finished cell is recorded at once, a rerun does the rest.
 
-    OMP_NUM_THREADS=1 python benchmarks/alpha_selection.py [--cells walker2d-medium-replay/s1 ...]
+    OMP_NUM_THREADS=1 python -m benchmarks.alpha_selection [--cells walker2d-medium-replay/s1 ...]
         [--episodes 5]
-    python benchmarks/alpha_selection.py --report
+    python -m benchmarks.alpha_selection --report
 """
 
 from __future__ import annotations
@@ -21,11 +21,9 @@ import argparse
 import json
 import time
 
-from cellqueue import drain, load
-from cellqueue import mean_std as ms
-from score_suite import DATASETS, parse_cell, run_dir
-
-from lit_itpo.pipeline import PipelineConfig, choose_alpha, run_itpo, select_alpha
+from benchmarks.common import load, run_in_process
+from benchmarks.common import mean_std as ms
+from benchmarks.score_suite import DATASETS, parse_cell, run_dir
 
 NAME = "alpha_selection"
 MODELS = ("diffusion", "meanflow")
@@ -38,9 +36,11 @@ CELLS = (
 )
 
 
-def config(ds: str, seed: int, episodes: int, particles: int) -> PipelineConfig:
+def config(ds: str, seed: int, episodes: int, particles: int):
     """The score suite's pipeline settings for this cell (its ITPO fields), ``alpha_episodes``
     changed."""
+    from lit_itpo.pipeline import PipelineConfig
+
     return PipelineConfig(
         dataset_id=DATASETS[ds],
         data_dir=None,
@@ -54,6 +54,7 @@ def config(ds: str, seed: int, episodes: int, particles: int) -> PipelineConfig:
 
 
 def cell(key: str, episodes: int) -> dict:
+    """Alpha chosen on ``episodes`` held-out episodes for the suite run ``key``, and scored."""
     ds, seed = parse_cell(key, "alpha_selection")
     src = run_dir(ds, seed)
     ckpts = {"diffusion": src / "world_model.ckpt", "meanflow": src / "meanflow.ckpt"}
@@ -62,9 +63,11 @@ def cell(key: str, episodes: int) -> dict:
     if missing:
         raise SystemExit(
             f"alpha_selection: {key} needs a finished score-suite run on this machine "
-            f"({missing[0]} is absent); run `python benchmarks/score_suite.py --datasets {ds} "
+            f"({missing[0]} is absent); run `python -m benchmarks.score_suite --datasets {ds} "
             f"--seeds {seed}` (or with --rerun for a cell already in the committed results)."
         )
+    from lit_itpo.pipeline import choose_alpha, run_itpo, select_alpha
+
     # The one-episode choice and scores of the run whose checkpoints are here (the suite
     # pipeline's own results.json), so both choices are made on the same checkpoints.
     sc = json.loads((src / "results.json").read_text())
@@ -179,8 +182,8 @@ def main() -> None:
     if args.episodes < 2:
         raise SystemExit(f"alpha_selection: --episodes {args.episodes}: use 2 or more.")
     cells = [(f"{k}/x{args.episodes}", lambda k=k: cell(k, args.episodes)) for k in args.cells]
-    meta = {"command": f"python benchmarks/alpha_selection.py --episodes {args.episodes}"}
-    print(report(drain(NAME, cells, meta)))
+    meta = {"command": f"python -m benchmarks.alpha_selection --episodes {args.episodes}"}
+    print(report(run_in_process(NAME, cells, meta)))
 
 
 if __name__ == "__main__":

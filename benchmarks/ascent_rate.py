@@ -1,6 +1,6 @@
 """Does an ITPO gradient point uphill in the real world? The "ascent rate" of a world model.
 
-    python benchmarks/ascent_rate.py --policy P.ckpt --world-model WM.ckpt [--meanflow MF.ckpt] \\
+    python -m benchmarks.ascent_rate --policy P.ckpt --world-model WM.ckpt [--meanflow MF.ckpt] \\
         --dataset_id lit_itpo/halfcheetah/medium-v0 [--states 200] [--particles 64]
 
 ITPO climbs J_wm(psi), the imagined H-step objective (rewards through the world model, then the
@@ -30,9 +30,9 @@ import time
 
 import numpy as np
 import torch
-from common import RESULTS, machine, save
 from torch.func import functional_call, grad
 
+from benchmarks.common import machine, record
 from lit_itpo.data.datamodule import MinariDataModule
 from lit_itpo.envs import make_gym_env
 from lit_itpo.itpo import ITPOConfig
@@ -174,14 +174,12 @@ def main() -> None:
         lossy = max(true_j.set_state(s) for s in states[:50])
         rows[name] = measure(wm, policy, true_j, states, cfg, args) | {"obs_set_error": lossy}
         print(name, json.dumps(rows[name]), flush=True)
-    path = RESULTS / f"{NAME}.json"
-    payload = json.loads(path.read_text()) if path.exists() else {"cells": {}}
     key = f"{args.dataset_id}|{args.policy}|K{args.sample_steps}|M{args.particles}|h{args.h}"
-    payload["command"] = (
-        "python benchmarks/ascent_rate.py --policy <policy.ckpt> --world-model <world_model.ckpt> "
+    command = (
+        "python -m benchmarks.ascent_rate --policy <policy.ckpt> --world-model <world_model.ckpt> "
         "[--meanflow <meanflow.ckpt>] --dataset_id <id>"
     )
-    payload["cells"][key] = {
+    result = {
         "machine": machine(),
         "dataset_id": args.dataset_id,
         "policy": args.policy,
@@ -191,7 +189,8 @@ def main() -> None:
         "wall_s": time.perf_counter() - t0,
         "rows": rows,
     }
-    print("wrote", save(NAME, payload))
+    record(NAME, key, result, {"command": command})
+    print(f"recorded {key} in benchmarks/results/{NAME}.json")
 
 
 def report(payload: dict) -> str:

@@ -1,4 +1,5 @@
-"""Shared benchmark helpers: machine description, matmul peak, FLOP counting, timing, JSON.
+"""What the benchmarks share: the machine description, results files (one JSON per benchmark under
+``benchmarks/results/``), logged scalars, ``mean ± std``, timing, the matmul peak and FLOP counting.
 
 FLOPs are counted one way everywhere: 2 per multiply-add in a forward pass; a backward pass
 through a trainable layer costs 2x its forward (input and weight gradients), through a frozen
@@ -10,16 +11,20 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
+import statistics
 import subprocess
-import sys
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import torch
 from torch import nn
 
-RESULTS = Path(__file__).resolve().parent / "results"
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from lit_itpo.utils import atomic_write_text
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "benchmarks" / "results"
 
 
 def machine() -> dict:
@@ -116,9 +121,91 @@ def flops(module: nn.Module, samples: float, trainable: bool, backward: bool = T
 
 
 def save(name: str, payload: dict) -> Path:
+    """Write ``results/<name>.json`` atomically (a stopped run leaves the previous file)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(json.dumps(payload, indent=2) + "\n", path)
     return path
+
+
+def load(name: str) -> dict:
+    """``results/<name>.json``, or an empty one (``{"cells": {}}``) before its first cell."""
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else {"cells": {}}
+
+
+def record(name: str, key: str, result: dict, meta: dict) -> dict:
+    """Add one finished cell to ``results/<name>.json`` (with ``meta``, e.g. the command) and
+    save it at once, so a stopped run keeps every cell it finished."""
+    payload = load(name)
+    payload.update(meta)
+    payload["cells"][key] = result
+    save(name, payload)
+    return payload
+
+
+def run_in_process(name: str, cells: Iterable[tuple[str, Callable[[], dict]]], meta: dict) -> dict:
+    """Measure the cells not yet in ``results/<name>.json`` one after another in this process
+    (timings that must not share the machine), recording each as it finishes; rerun to go on."""
+    done = load(name)["cells"]
+    for key, measure in cells:
+        if key in done:
+            continue
+        print(f"[{time.strftime('%H:%M:%S')}] {name}: {key}", flush=True)
+        result = measure() | {"machine": machine()}
+        done = record(name, key, result, meta)["cells"]
+        print(f"[{time.strftime('%H:%M:%S')}] {name}: {key} -> {result.get('summary')}", flush=True)
+    return load(name)
+
+
+def mean_std(xs, digits: int = 1) -> str:
+    """``mean ± std`` (population std) of the values that are not None, or ``n/a``."""
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return "n/a"
+    if len(xs) == 1:  # one seed: no spread to report
+        return f"{xs[0]:.{digits}f}"
+    return f"{statistics.mean(xs):.{digits}f} ± {statistics.pstdev(xs):.{digits}f}"
+
+
+def shown_command(command: str) -> str:
+    """A recorded command as it is run today: results recorded before ``benchmarks`` became a
+    package name their script by path (``python benchmarks/x.py``), now ``python -m
+    benchmarks.x`` (same flags)."""
+    return re.sub(r"python benchmarks/(\w+)\.py", r"python -m benchmarks.\1", command)
+
+
+def read_scalars(run_dir: Path, tags: Iterable[str]) -> dict[str, list[tuple[int, float]]]:
+    """Every value of each tag logged under ``run_dir`` (all TensorBoard versions), by step;
+    each event file is read once whatever the number of tags."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    points: dict[str, dict[int, float]] = {tag: {} for tag in tags}
+    for ev_file in sorted(Path(run_dir).rglob("events.out.tfevents.*")):
+        acc = EventAccumulator(str(ev_file), size_guidance={"scalars": 0})
+        acc.Reload()
+        logged = acc.Tags().get("scalars", [])
+        for tag in points:
+            if tag in logged:
+                for e in acc.Scalars(tag):
+                    points[tag][e.step] = e.value
+    return {tag: sorted(p.items()) for tag, p in points.items()}
+
+
+def side_by_side(run_dir: Path, tags: Iterable[str]) -> dict:
+    """A MeanFlow stage's last logged errors, its own (``meanflow/<tag>``, from ``val/``) and
+    the diffusion model's on the same data (``diffusion/<tag>``, from ``val/diffusion/``), and
+    the tilt's ``tilt_ess`` / ``tilt_eta``; ``None`` where a tag was not logged."""
+    names = {
+        f"{model}/{tag}": prefix + tag
+        for tag in tags
+        for model, prefix in (("meanflow", "val/"), ("diffusion", "val/diffusion/"))
+    }
+    names |= {"tilt_ess": "train/tilt/ess", "tilt_eta": "train/tilt/eta"}
+    series = read_scalars(run_dir, names.values())
+    return {key: (series[tag][-1][1] if series[tag] else None) for key, tag in names.items()}
+
+
+def scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
+    """Every ``tag`` value logged under ``run_dir`` (all TensorBoard versions), by step."""
+    return read_scalars(run_dir, [tag])[tag]

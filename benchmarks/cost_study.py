@@ -9,17 +9,18 @@ time is the wall time of the ITPO step per env step. The rollout/backprop split 
 same observations and noise, the vmapped objective alone (forward) and its gradient (forward
 and backward): backprop = grad - forward.
 
-    OMP_NUM_THREADS=1 python benchmarks/cost_study.py [--run-dir runs/pipeline/embedded]
+    OMP_NUM_THREADS=1 python -m benchmarks.cost_study [--run-dir runs/pipeline/embedded]
         [--episodes 5] [--steps 200] [--quick]
-    OMP_NUM_THREADS=1 python benchmarks/cost_study.py --cell halfcheetah-medium/s0
-    python benchmarks/cost_study.py --report [--cell ...]
+    OMP_NUM_THREADS=1 python -m benchmarks.cost_study --cell halfcheetah-medium/s0
+    python -m benchmarks.cost_study --report [--cell ...]
 
 Uses the checkpoints of the main job (``lit-itpo pipeline``, the embedded dataset; it runs that
 job first when they are missing), or with ``--cell`` those of a score-suite run on this machine
 (``runs/suite/<dataset>-s<seed>``; a policy trained to the suite's budget on a D4RL-style
 dataset, so the gain is also given in normalised points). Alpha per world model is the one the
-pipeline chose (the paper's grid; 5e-5 where the pipeline kept the base policy). Resumable:
-finished points are written to benchmarks/results/cost_study[_<dataset>-s<seed>].json at once.
+pipeline chose (the paper's grid; 5e-5 where the pipeline kept the base policy). The points
+run one after another in this process (they are timings); each finished point is written to
+benchmarks/results/cost_study[_<dataset>-s<seed>].json at once, and a rerun measures the rest.
 """
 
 from __future__ import annotations
@@ -30,9 +31,8 @@ import time
 from pathlib import Path
 
 import torch
-from cellqueue import REPO, drain, load
-from common import timeit
 
+from benchmarks.common import REPO, load, run_in_process, timeit
 from lit_itpo.itpo import ITPOConfig, ITPOEngine, episode_generators, episode_noise
 
 NAME = "cost_study"
@@ -53,8 +53,8 @@ class Setup:
 
     def __init__(self, run_dir: Path):
         from lit_itpo.data.datamodule import MinariDataModule
+        from lit_itpo.modules import load_policy
         from lit_itpo.modules.meanflow import load_meanflow
-        from lit_itpo.modules.rebrac import load_policy
         from lit_itpo.modules.world_model import load_world_model
 
         if not (run_dir / "results.json").is_file():
@@ -113,13 +113,14 @@ def measure(setup: Setup, name: str, pt: dict, args, base: torch.Tensor) -> dict
 
     with torch.enable_grad():
         ret = setup.episodes(act, args.episodes, args.steps)
-        # rollout (forward) vs backprop: the same observations and noise, timed alone
+        # rollout (forward) vs backprop: the same observations and noise, timed alone (the
+        # loaded networks are frozen and psi is detached, so the forward builds no graph either
+        # way: objective's no_grad costs it nothing)
         obs = torch.as_tensor(setup.dm.transitions["observation"][: args.episodes])
         noise = wm.sample_noise(args.episodes, cfg.particles, cfg.horizon, gens[0])
         engine.reset(args.episodes)
-        params = dict(engine.params)
-        fwd = timeit(lambda: engine._value(params, obs, noise), min_time=args.min_time)
-        full = timeit(lambda: engine._grad_value(params, obs, noise), min_time=args.min_time)
+        fwd = timeit(lambda: engine.objective(obs, noise), min_time=args.min_time)
+        full = timeit(lambda: engine.grad_and_value(obs, noise), min_time=args.min_time)
     gain = ret - base
     ref = setup.dm.ref_scores  # gain in normalised points: 100 * return gain / (max - min)
     scale = 100.0 / (ref[1] - ref[0]) if ref else None
@@ -192,7 +193,7 @@ def main() -> None:
     args = p.parse_args()
     name = NAME
     if args.cell:
-        from score_suite import parse_cell, run_dir
+        from benchmarks.score_suite import parse_cell, run_dir
 
         ds, seed = parse_cell(args.cell, "cost_study")
         args.run_dir = str(run_dir(ds, seed).relative_to(REPO))
@@ -200,7 +201,7 @@ def main() -> None:
         if not args.report and not (REPO / args.run_dir / "results.json").is_file():
             raise SystemExit(
                 f"cost_study: --cell {args.cell} needs a finished score-suite run in "
-                f"{args.run_dir}; run `python benchmarks/score_suite.py --datasets {ds} --seeds "
+                f"{args.run_dir}; run `python -m benchmarks.score_suite --datasets {ds} --seeds "
                 f"{seed}` (--rerun for a committed cell) first."
             )
     if args.report:
@@ -223,12 +224,12 @@ def main() -> None:
         for pt in pts
     ]
     meta = {
-        "command": "python benchmarks/cost_study.py "
+        "command": "python -m benchmarks.cost_study "
         + (f"--cell {args.cell}" if args.cell else f"--run-dir {args.run_dir}")
         + f" --episodes {args.episodes} --steps {args.steps}",
         "torch_threads": torch.get_num_threads(),
     }
-    payload = drain(name, cells, meta)
+    payload = run_in_process(name, cells, meta)
     print(report(payload))
 
 

@@ -1,6 +1,6 @@
 """The diffusion world model's denoiser target, eps vs v: accuracy and the noisiest reverse step.
 
-    python benchmarks/diffusion_target.py --dataset halfcheetah-medium [--steps 5000]
+    python -m benchmarks.diffusion_target --dataset halfcheetah-medium [--steps 5000]
 
 For each target, stage 1 is trained as its shipped config (``conf/<dataset>/world_model.yaml``,
 through LightningCLI, same seed, data and budget ``--steps``), then scored on the held-out
@@ -14,18 +14,16 @@ Adds one cell per dataset to benchmarks/results/diffusion_target.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 
 import torch
-from common import RESULTS, machine, save
 
+from benchmarks.common import REPO, machine, record
 from lit_itpo.cli import lightning_main
 from lit_itpo.world_models.metrics import one_step_errors
 
 NAME = "diffusion_target"
-REPO = RESULTS.parent.parent
 
 
 def first_step_clip_fraction(tr, data, seed: int = 0) -> float:
@@ -89,12 +87,8 @@ def main() -> None:
             }
             rows.append(row)
             print(row, flush=True)
-    path = RESULTS / f"{NAME}.json"
-    payload = json.loads(path.read_text()) if path.exists() else {"cells": {}}
-    payload["command"] = (
-        f"python benchmarks/diffusion_target.py --dataset <conf/ folder> --steps {args.steps}"
-    )
-    payload["cells"][args.dataset] = {
+    command = f"python -m benchmarks.diffusion_target --dataset <conf/ folder> --steps {args.steps}"
+    result = {
         "machine": machine(),
         "dataset_id": dm.hparams.dataset_id,
         "steps": args.steps,
@@ -102,7 +96,8 @@ def main() -> None:
         "threads": int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())),
         "rows": rows,
     }
-    print("wrote", save(NAME, payload))
+    record(NAME, args.dataset, result, {"command": command})
+    print(f"recorded {args.dataset} in benchmarks/results/{NAME}.json")
 
 
 def report(payload: dict) -> str:

@@ -1,11 +1,12 @@
 """ITPO options beyond the paper, measured: each is one ``lit-itpo validate`` of the ITPO
 callback on the same policy, world models and episode seeds (base policy, diffusion-ITPO and
-MeanFlow-ITPO), so the rows differ only in the option. A resumable queue: each finished cell
-goes to benchmarks/results/itpo_options.json.
+MeanFlow-ITPO), so the rows differ only in the option. Each cell is that command (run here or
+on SLURM: ``--executor``, see ``benchmarks.cells``); each finished cell goes to
+benchmarks/results/itpo_options.json at once, and a rerun runs only the missing ones.
 
-    OMP_NUM_THREADS=1 python benchmarks/itpo_options.py --run runs/pipeline/embedded \\
+    OMP_NUM_THREADS=1 python -m benchmarks.itpo_options --run runs/pipeline/embedded \\
         [--alpha 5e-5] [--episodes 5] [--max-steps 200]
-    python benchmarks/itpo_options.py --report
+    python -m benchmarks.itpo_options --report
 
 ``--run`` is a finished ``lit-itpo pipeline`` output directory (its ``policy.ckpt``,
 ``world_model.ckpt`` and ``meanflow.ckpt``; the embedded dataset unless ``--dataset_id``).
@@ -14,9 +15,11 @@ goes to benchmarks/results/itpo_options.json.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 
-from cellqueue import REPO, drain, load, run_cell, scalars
+from benchmarks.cells import Cell, add_executor_args, run_cells
+from benchmarks.common import REPO, load, scalars
 
 NAME = "itpo_options"
 OPTIONS = {
@@ -29,11 +32,11 @@ OPTIONS = {
 MODELS = ("diffusion", "meanflow")
 
 
-def cell(option: str, args) -> dict:
+def make_cell(option: str, args) -> Cell:
+    """The ``lit-itpo validate`` command of the ITPO callback with ``option`` set."""
     run = Path(args.run).resolve()
     slug = option.split(" (")[0].replace(" ", "_")
     run_dir = REPO / "runs" / "itpo_options" / slug
-    run_dir.mkdir(parents=True, exist_ok=True)
     cb = "--trainer.callbacks.init_args."
     argv = [
         "validate",
@@ -55,9 +58,14 @@ def cell(option: str, args) -> dict:
     opt = OPTIONS[option]
     if opt:
         argv += [f"{cb}{opt[0]}", opt[1]]
-    wall = run_cell(argv, run_dir, run_dir / "log.txt")
-    last = lambda tag: (scalars(run_dir, tag) or [(0, None)])[-1][1]  # noqa: E731
-    out = {"option": option, "alpha": args.alpha, "episodes": args.episodes, "wall_s": wall}
+    return Cell(option, tuple(argv), run_dir)
+
+
+def summarise(cell: Cell, done: dict, args) -> dict:
+    """A finished cell's record: base and ITPO returns, ms per step and imagined gain."""
+    last = lambda tag: (scalars(cell.run_dir, tag) or [(0, None)])[-1][1]  # noqa: E731
+    out = {"option": cell.key, "alpha": args.alpha, "episodes": args.episodes}
+    out["wall_s"] = done["wall_s"]
     out["base_return"] = last("eval/return_mean")
     for m in MODELS:
         out[f"{m}_return"] = last(f"itpo/{m}/return_mean")
@@ -65,7 +73,7 @@ def cell(option: str, args) -> dict:
         out[f"{m}_objective_gain"] = (last(f"itpo/{m}/objective_after") or 0.0) - (
             last(f"itpo/{m}/objective_before") or 0.0
         )
-    out["command"] = "lit-itpo " + " ".join(argv)
+    out["command"] = cell.command
     out["summary"] = (
         f"base {out['base_return']:.1f}, diffusion {out['diffusion_return']:.1f}, "
         f"meanflow {out['meanflow_return']:.1f}"
@@ -88,7 +96,7 @@ def report(payload: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--run", default="runs/pipeline/embedded")
     p.add_argument("--dataset_id", default="lit_itpo/halfcheetah/medium-small-v0")
@@ -97,16 +105,17 @@ def main() -> None:
     p.add_argument("--episodes", type=int, default=5)
     p.add_argument("--max-steps", type=int, default=200)
     p.add_argument("--report", action="store_true")
-    args = p.parse_args()
+    add_executor_args(p)
+    args = p.parse_args(argv)
     if args.report:
         print(report(load(NAME)))
         return
-    cells = [(o, lambda o=o: cell(o, args)) for o in OPTIONS]
     meta = {
-        "command": f"python benchmarks/itpo_options.py --run {args.run} --alpha {args.alpha} "
+        "command": f"python -m benchmarks.itpo_options --run {args.run} --alpha {args.alpha} "
         f"--episodes {args.episodes} --max-steps {args.max_steps}"
     }
-    print(report(drain(NAME, cells, meta)))
+    cells = [make_cell(o, args) for o in OPTIONS]
+    print(report(run_cells(NAME, cells, lambda c, d: summarise(c, d, args), meta, args)))
 
 
 if __name__ == "__main__":

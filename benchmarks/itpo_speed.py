@@ -6,7 +6,7 @@ the one-step (and two-step) MeanFlow model, all at the paper's sizes (HalfCheeta
 action 6; transition and reward 3 x 512, policy and twin critic 3 x 256). Untrained weights:
 cost does not depend on them.
 
-    python benchmarks/itpo_speed.py [--device cpu] [--quick]
+    python -m benchmarks.itpo_speed [--device cpu] [--quick]
 
 Also MeanFlow training updates/s (the JVP target) beside the diffusion model's.
 Writes benchmarks/results/itpo_speed_<device>.json.
@@ -17,8 +17,8 @@ from __future__ import annotations
 import argparse
 
 import torch
-from common import flops, machine, matmul_peak, save, timeit
 
+from benchmarks.common import flops, machine, matmul_peak, save, timeit
 from lit_itpo.itpo import ITPOConfig, ITPOEngine
 from lit_itpo.nets import TanhActor, TwinCritic
 from lit_itpo.world_models import (
@@ -150,7 +150,7 @@ def main() -> None:
             "rows": rows,
             "diffusion_k5_over_meanflow_k1": ratio,
             "training_updates_per_s_batch256": training,
-            "command": f"python benchmarks/itpo_speed.py --device {dev}"
+            "command": f"python -m benchmarks.itpo_speed --device {dev}"
             + (" --quick" if args.quick else ""),
         },
     )

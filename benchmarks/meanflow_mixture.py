@@ -2,11 +2,12 @@
 time sampling, width and budget bring one-step samples within the issue's tolerance (means
 within 0.1, spreads within 20%, weights within 0.1).
 
-    OMP_NUM_THREADS=1 python benchmarks/meanflow_mixture.py [--steps 10000]
+    OMP_NUM_THREADS=1 python -m benchmarks.meanflow_mixture [--steps 10000]
         [--variants authors wide ...]
 
-Each variant trains with the test's own helper (``_fit_mixture``: seed 0, Adam 3e-3 with cosine
-decay, batch 1024, plain MSE) and reports the EM fit of 4000 one-step samples at c = -0.5, 0, 0.5.
+Each variant trains with the test's recipe (``fit_mixture``, as tests/test_meanflow.py's
+``_fit_mixture``: seed 0, Adam 3e-3 with cosine decay, batch 1024, plain MSE) and reports the EM
+fit of 4000 one-step samples at c = -0.5, 0, 0.5.
 Writes benchmarks/results/meanflow_mixture.json (one entry per variant and budget, kept across
 runs).
 """
@@ -15,16 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 
 import torch
-from cellqueue import REPO
-from common import RESULTS, machine, save
 
-sys.path.insert(0, str(REPO))
-from lit_itpo.world_models import MeanFlowTransition  # noqa: E402
-from tests.test_meanflow import _fit_mixture, _mixture, _sampled_mixture  # noqa: E402
+from benchmarks.common import RESULTS, machine, save
+from lit_itpo.world_models import MeanFlowTransition
 
 VARIANTS = {
     # the MeanFlow authors' ImageNet sampling: logit-normal(-0.4, 1), 25% r = t (the test's 3k run)
@@ -82,8 +79,28 @@ def quantile_map(c: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     return (lo + hi) / 2
 
 
-def _train(m: MeanFlowTransition, steps: int, batch_loss) -> MeanFlowTransition:
-    """``_fit_mixture``'s optimiser and schedule (Adam 3e-3, cosine) on ``batch_loss(m)``."""
+def mixture(n: int, c: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(c, x) with x | c = w(c) N(-1.5 + c/2, 0.3^2) + (1 - w(c)) N(1.5 + c/2, 0.3^2),
+    w(c) = 0.3 + 0.2 c, c ~ U(-1, 1) unless given: the test's mixture."""
+    c = torch.rand(n, 1) * 2 - 1 if c is None else c
+    low = torch.rand(n, 1) < 0.3 + 0.2 * c
+    x = torch.where(low, -1.5 + 0.5 * c, 1.5 + 0.5 * c) + 0.3 * torch.randn(n, 1)
+    return c, x
+
+
+def em_two_gaussians(x: torch.Tensor, mu0: list[float], iters: int = 100):
+    """Weights, means and spreads of a two-Gaussian EM fit of ``x [n]`` started at ``mu0``."""
+    mu, sd, w = torch.tensor(mu0), torch.tensor([0.5, 0.5]), torch.tensor([0.5, 0.5])
+    for _ in range(iters):
+        resp = (-0.5 * ((x[:, None] - mu) / sd) ** 2 - sd.log() + w.log()).softmax(-1)
+        n = resp.sum(0)
+        w, mu = n / len(x), (resp * x[:, None]).sum(0) / n
+        sd = ((resp * (x[:, None] - mu) ** 2).sum(0) / n).sqrt()
+    return w, mu, sd
+
+
+def train(m: MeanFlowTransition, steps: int, batch_loss) -> MeanFlowTransition:
+    """The test's optimiser and schedule (Adam 3e-3, cosine) on ``batch_loss(m)``."""
     opt = torch.optim.Adam(m.parameters(), 3e-3)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     for _ in range(steps):
@@ -95,8 +112,32 @@ def _train(m: MeanFlowTransition, steps: int, batch_loss) -> MeanFlowTransition:
     return m
 
 
+def fit_mixture(steps: int, hidden=(128, 128), **time_sampling) -> MeanFlowTransition:
+    """MeanFlow on the mixture as the test trains it (seed 0, batch 1024, ``adaptive_p = 0``:
+    the adaptive weight down-weights the minority component)."""
+    torch.manual_seed(0)
+    kw = {"equal_fraction": 0.25} | time_sampling
+    m = MeanFlowTransition(1, 1, [-1.0], [1.0], hidden=list(hidden), adaptive_p=0.0, **kw)
+    zero = torch.zeros(1024, 1)
+
+    def batch_loss(m):
+        c, x = mixture(1024)
+        return m.loss(zero, c, zero + x)[0]
+
+    return train(m, steps, batch_loss)
+
+
+@torch.no_grad()
+def sampled_mixture(m: MeanFlowTransition, cv: float, steps: int = 1):
+    """EM fit of 4000 ``steps``-step samples at c = ``cv``."""
+    m.sample_steps = steps
+    c = torch.full((4000, 1), cv)
+    s = m.sample(torch.zeros(4000, 1), c, torch.randn(4000, 1)).squeeze(-1)
+    return em_two_gaussians(s, [-1.5 + cv / 2, 1.5 + cv / 2])
+
+
 def fit_exact_map(steps: int, hidden) -> MeanFlowTransition:
-    """The reference row: ``_fit_mixture``'s network, optimiser and batch, trained by MSE of its
+    """The reference row: ``fit_mixture``'s network, optimiser and batch, trained by MSE of its
     one-step sample against the exact quantile map."""
     torch.manual_seed(0)
     zero = torch.zeros(1024, 1)
@@ -105,7 +146,7 @@ def fit_exact_map(steps: int, hidden) -> MeanFlowTransition:
         c, eps = torch.rand(1024, 1) * 2 - 1, torch.randn(1024, 1)
         return (m.sample(zero, c, eps) - quantile_map(c, eps)).pow(2).mean()
 
-    return _train(MeanFlowTransition(1, 1, [-1.0], [1.0], hidden=list(hidden)), steps, batch_loss)
+    return train(MeanFlowTransition(1, 1, [-1.0], [1.0], hidden=list(hidden)), steps, batch_loss)
 
 
 # MeanFlow training with the sampled velocity v = eps - x replaced by the exact marginal
@@ -147,7 +188,7 @@ class _OracleMeanFlow(MeanFlowTransition):
 
 
 def fit_oracle(steps: int) -> MeanFlowTransition:
-    """``_fit_mixture``'s recipe (seed, optimiser, schedule, batch, time sampling of the
+    """``fit_mixture``'s recipe (seed, optimiser, schedule, batch, time sampling of the
     ``wide_3_all_r_lt_t`` row) with the oracle velocity."""
     torch.manual_seed(0)
     kw = {k: v for k, v in VARIANTS[ORACLE].items() if k not in ("hidden", "velocity")}
@@ -155,10 +196,10 @@ def fit_oracle(steps: int) -> MeanFlowTransition:
     zero = torch.zeros(1024, 1)
 
     def batch_loss(m):
-        c, x = _mixture(1024)
+        c, x = mixture(1024)
         return m.loss(zero, c, zero + x)[0]
 
-    return _train(m, steps, batch_loss)
+    return train(m, steps, batch_loss)
 
 
 def report(payload: dict) -> str:
@@ -197,10 +238,10 @@ def main() -> None:
         elif name == ORACLE:
             m = fit_oracle(args.steps)
         else:
-            m = _fit_mixture(args.steps, **VARIANTS[name])
+            m = fit_mixture(args.steps, **VARIANTS[name])
         per_c = {}
         for cv in (-0.5, 0.0, 0.5):
-            w, mu, sd = _sampled_mixture(m, cv)
+            w, mu, sd = sampled_mixture(m, cv)
             truth = torch.tensor([-1.5 + cv / 2, 1.5 + cv / 2])
             with torch.no_grad():  # one-step samples more than 3 true spreads from both modes
                 x = m.sample(torch.zeros(4000, 1), torch.full((4000, 1), cv), torch.randn(4000, 1))
@@ -231,7 +272,7 @@ def main() -> None:
         # re-read before each save: a stopped sweep keeps its finished variants, and two sweeps
         # run side by side (one per core) keep each other's rows
         payload = json.loads(path.read_text()) if path.is_file() else {"rows": {}}
-        payload["command"] = "python benchmarks/meanflow_mixture.py --steps N --variants ..."
+        payload["command"] = "python -m benchmarks.meanflow_mixture --steps N --variants ..."
         payload["rows"][f"{name}@{args.steps}"] = row
         save("meanflow_mixture", payload)
 

@@ -3,19 +3,23 @@ toward a trained policy: one-step state / reward RMSE on held-out data, H-step o
 and the one-step state RMSE on the policy's own state-action distribution (real episodes of the
 policy). Both models are scored by the same code on the same transitions
 (``lit_itpo.world_models.metrics``; the diffusion figures are the ``val/diffusion/*`` metrics).
-A resumable queue: each finished cell goes to benchmarks/results/meanflow_quality.json.
+Each cell (variant) is one ``lit-itpo fit`` command (``--ckpt_path last``: a stopped cell
+continues), run in parallel here or on SLURM (``--executor``, see ``benchmarks.cells``); each
+finished cell goes to benchmarks/results/meanflow_quality.json.
 
-    OMP_NUM_THREADS=1 python benchmarks/meanflow_quality.py \\
+    OMP_NUM_THREADS=1 python -m benchmarks.meanflow_quality \\
         --world-model-ckpt <WorldModelModule ckpt> --policy-ckpt <ReBRAC ckpt> \\
         [--dataset halfcheetah-medium] [--steps 4000] [--batch 256]
-    python benchmarks/meanflow_quality.py --report
+    python -m benchmarks.meanflow_quality --report
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 
-from cellqueue import REPO, drain, load, read_scalars, run_cell
+from benchmarks.cells import Cell, add_executor_args, run_cells
+from benchmarks.common import REPO, load, side_by_side
 
 NAME = "meanflow_quality"
 TAGS = (
@@ -49,24 +53,10 @@ VARIANTS = {
 }
 
 
-def side_by_side(run_dir, tags=TAGS) -> dict:
-    """A MeanFlow stage's last logged errors, its own (``meanflow/<tag>``, from ``val/``) and
-    the diffusion model's on the same data (``diffusion/<tag>``, from ``val/diffusion/``), and
-    the tilt's ``tilt_ess`` / ``tilt_eta``; ``None`` where a tag was not logged."""
-    names = {
-        f"{model}/{tag}": prefix + tag
-        for tag in tags
-        for model, prefix in (("meanflow", "val/"), ("diffusion", "val/diffusion/"))
-    }
-    names |= {"tilt_ess": "train/tilt/ess", "tilt_eta": "train/tilt/eta"}
-    series = read_scalars(run_dir, names.values())
-    return {key: (series[tag][-1][1] if series[tag] else None) for key, tag in names.items()}
-
-
-def cell(variant: str, args) -> dict:
+def make_cell(variant: str, args) -> Cell:
+    """The ``lit-itpo fit`` command of one MeanFlow variant on the given checkpoints."""
     tag = f"{args.dataset}-{variant}-{args.steps}" + (f"-s{args.seed}" if args.seed else "")
     run_dir = REPO / "runs" / "meanflow_quality" / tag
-    run_dir.mkdir(parents=True, exist_ok=True)
     argv = [
         "fit",
         "--config", f"conf/{args.dataset}/meanflow.yaml",
@@ -79,13 +69,19 @@ def cell(variant: str, args) -> dict:
         "--model.init_args.policy_ckpt", args.policy_ckpt,
         "--model.init_args.world_model_ckpt", args.world_model_ckpt,
     ]  # fmt: skip
-    argv += VARIANTS[variant] + ["--seed_everything", str(args.seed)]
-    wall = run_cell(argv, run_dir, run_dir / "log.txt")
-    out = {"dataset": args.dataset, "variant": variant, "updates": args.steps, "batch": args.batch}
-    out["seed"] = args.seed
-    out |= side_by_side(run_dir)
-    out["wall_s"] = wall
-    out["command"] = "lit-itpo " + " ".join(argv)
+    argv += VARIANTS[variant] + ["--seed_everything", str(args.seed), "--ckpt_path", "last"]
+    key = f"{args.dataset}/{variant}/{args.steps}"
+    key += f"/s{args.seed}" if args.seed else ""  # seed 0's keys predate the option
+    return Cell(key, tuple(argv), run_dir, {"variant": variant})
+
+
+def summarise(cell: Cell, done: dict, args) -> dict:
+    """A finished cell's record: both models' last validation errors from its logs."""
+    out = {"dataset": args.dataset, "variant": cell.info["variant"], "updates": args.steps}
+    out |= {"batch": args.batch, "seed": args.seed}
+    out |= side_by_side(cell.run_dir, TAGS)
+    out["wall_s"] = done["wall_s"]
+    out["command"] = cell.command
     out["summary"] = (
         f"state {out['meanflow/state_rmse']:.3f} (diffusion {out['diffusion/state_rmse']:.3f}), "
         f"policy-dist {out['meanflow/policy_state_rmse']:.3f} "
@@ -133,7 +129,7 @@ def report(payload: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--dataset", default="halfcheetah-medium")
     p.add_argument("--world-model-ckpt")
@@ -143,18 +139,16 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0, help="training seed (seed_everything)")
     p.add_argument("--variants", nargs="+", default=["eta0", "tilted"], choices=list(VARIANTS))
     p.add_argument("--report", action="store_true")
-    args = p.parse_args()
+    add_executor_args(p)
+    args = p.parse_args(argv)
     if args.report:
         print(report(load(NAME)))
         return
     if not (args.world_model_ckpt and args.policy_ckpt):
         p.error("--world-model-ckpt and --policy-ckpt are required (or --report)")
-    seed = f"/s{args.seed}" if args.seed else ""  # seed 0's keys predate the option
-    cells = [
-        (f"{args.dataset}/{v}/{args.steps}{seed}", lambda v=v: cell(v, args)) for v in args.variants
-    ]
-    meta = {"command": "python benchmarks/meanflow_quality.py " + f"--steps {args.steps}"}
-    print(report(drain(NAME, cells, meta)))
+    cells = [make_cell(v, args) for v in args.variants]
+    meta = {"command": "python -m benchmarks.meanflow_quality " + f"--steps {args.steps}"}
+    print(report(run_cells(NAME, cells, lambda c, d: summarise(c, d, args), meta, args)))
 
 
 if __name__ == "__main__":

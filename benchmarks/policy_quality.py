@@ -1,11 +1,13 @@
 """Offline-policy quality: ReBRAC, IQL and TD3+BC x datasets x seeds, final and best
-D4RL-normalised score, next to the behaviour data's score. A resumable queue: each finished
-cell is written to benchmarks/results/policy_quality.json at once; rerun to continue.
+D4RL-normalised score, next to the behaviour data's score. Each cell is one ``lit-itpo fit``
+command (``--ckpt_path last``: a stopped cell continues from its newest checkpoint); cells run
+in parallel here or as a SLURM job array (``--executor``, see ``benchmarks.cells``) and each
+finished cell is written to benchmarks/results/policy_quality.json at once; rerun to continue.
 
-    OMP_NUM_THREADS=1 python benchmarks/policy_quality.py [--steps 20000] [--batch 256]
+    OMP_NUM_THREADS=1 python -m benchmarks.policy_quality [--steps 20000] [--batch 256]
         [--datasets halfcheetah-medium ...] [--algos rebrac iql td3bc] [--seeds 0 1 2]
-        [--precision 32-true bf16-mixed] [--out policy_quality]
-    python benchmarks/policy_quality.py --report      # the markdown table from the JSON
+        [--precision 32-true bf16-mixed] [--out policy_quality] [--workers 2]
+    python -m benchmarks.policy_quality --report      # the markdown table from the JSON
 
 The precision study (is bfloat16 autocast free of score cost?), its protocol fixed before its
 runs: halfcheetah-, hopper- and walker2d-medium x ReBRAC, TD3+BC, IQL x seeds 0, 1, 2, each
@@ -15,7 +17,7 @@ no cell is rerun. bf16-mixed becomes the configs' default if the mean paired dif
 (bf16 - float32) over all cells has a 95% bootstrap CI with its lower end above -2 points and
 no dataset x algorithm mean difference is below -5:
 
-    OMP_NUM_THREADS=1 python benchmarks/policy_quality.py --out precision_study \
+    OMP_NUM_THREADS=1 python -m benchmarks.policy_quality --out precision_study \
         --datasets halfcheetah-medium hopper-medium walker2d-medium \
         --precision 32-true bf16-mixed
 
@@ -29,10 +31,12 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
+from pathlib import Path
 
-from cellqueue import REPO, drain, load, run_cell, scalars
-from cellqueue import mean_std as ms
-
+from benchmarks.cells import Cell, add_executor_args, run_cells
+from benchmarks.common import REPO, load, scalars
+from benchmarks.common import mean_std as ms
 from lit_itpo.data.minari_io import datasets_root
 
 NAME = "policy_quality"
@@ -53,10 +57,10 @@ def behaviour_score(dataset_id: str) -> float | None:
     return json.loads(prov.read_text()).get("normalized_score_mean")
 
 
-def cell(ds: str, algo: str, seed: int, precision: str, args) -> dict:
+def make_cell(ds: str, algo: str, seed: int, precision: str, args) -> Cell:
+    """The ``lit-itpo fit`` command of one dataset, algorithm, seed and precision."""
     tag = "" if precision == "32-true" else f"-{precision}"
     run_dir = REPO / "runs" / args.out / f"{ds}-{algo}-s{seed}{tag}"
-    run_dir.mkdir(parents=True, exist_ok=True)
     argv = [
         "fit",
         "--config", f"conf/{ds}/{algo}.yaml",
@@ -68,25 +72,32 @@ def cell(ds: str, algo: str, seed: int, precision: str, args) -> dict:
         "--trainer.enable_progress_bar", "false",
         "--data.batch_size", str(args.batch),
         "--trainer.precision", precision,
+        "--ckpt_path", "last",
     ]  # fmt: skip
-    wall = run_cell(argv, run_dir, run_dir / "log.txt")
-    curve = scalars(run_dir, "eval/normalized_score")
+    key = f"{ds}/{algo}/s{seed}" + ("" if precision == "32-true" else f"@{precision}")
+    info = {"dataset": ds, "algo": algo, "seed": seed, "precision": precision}
+    return Cell(key, tuple(argv), run_dir, info)
+
+
+def summarise(cell: Cell, done: dict, args) -> dict:
+    """A finished cell's record: its evaluation curve (final and best score)."""
+    curve = scalars(Path(cell.run_dir), "eval/normalized_score")
     if not curve:
-        raise RuntimeError(f"no eval/normalized_score under {run_dir}")
-    scores = [v for _, v in curve]
+        raise RuntimeError(f"no eval/normalized_score under {cell.run_dir}")
+    scores, wall = [v for _, v in curve], done["wall_s"]
     return {
-        "dataset": ds,
-        "algorithm": ALGOS[algo],
-        "seed": seed,
+        "dataset": cell.info["dataset"],
+        "algorithm": ALGOS[cell.info["algo"]],
+        "seed": cell.info["seed"],
         "updates": args.steps,
         "batch": args.batch,
-        "precision": precision,
+        "precision": cell.info["precision"],
         "final": scores[-1],
         "best": max(scores),
         "curve": curve,
         "wall_s": wall,
         "summary": f"final {scores[-1]:.1f} best {max(scores):.1f} ({wall / 60:.1f} min)",
-        "command": "lit-itpo " + " ".join(argv),
+        "command": cell.command,
     }
 
 
@@ -159,7 +170,7 @@ def paired_precision_report(payload: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--steps", type=int, default=20_000)
     p.add_argument("--batch", type=int, default=256)
@@ -176,27 +187,25 @@ def main() -> None:
     )
     p.add_argument("--out", default=NAME, help="results name (benchmarks/results/<out>.json)")
     p.add_argument("--report", action="store_true", help="print the table and exit")
-    args = p.parse_args()
+    add_executor_args(p)
+    args = p.parse_args(argv)
     if args.report:
         print(report(load(args.out)))
         return
     cells = [
-        (
-            f"{ds}/{algo}/s{seed}" + ("" if prec == "32-true" else f"@{prec}"),
-            lambda ds=ds, algo=algo, seed=seed, prec=prec: cell(ds, algo, seed, prec, args),
-        )
+        make_cell(ds, algo, seed, prec, args)
         for seed in args.seeds  # seed-major: one seed of every cell first
         for ds in args.datasets
         for algo in args.algos
         for prec in args.precision  # both precisions of a pair one after the other
     ]
     meta = {
-        "command": f"python benchmarks/policy_quality.py --out {args.out} --steps {args.steps} "
+        "command": f"python -m benchmarks.policy_quality --out {args.out} --steps {args.steps} "
         f"--batch {args.batch} --eval-every {args.eval_every} --datasets "
         f"{' '.join(args.datasets)} --precision {' '.join(args.precision)}",
         "behaviour": {ds: behaviour_score(did) for ds, did in DATASETS.items()},
     }
-    payload = drain(args.out, cells, meta)
+    payload = run_cells(args.out, cells, lambda c, d: summarise(c, d, args), meta, args)
     print(report(payload))
 
 

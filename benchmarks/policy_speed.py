@@ -2,8 +2,8 @@
 math, in float32 and in bfloat16 autocast) against CORL's single-file updates measured in the
 same process, and evaluation throughput (10 episodes batched vs one at a time).
 
-    python benchmarks/policy_speed.py [--steps 600] [--repeats 3] [--quick]
-    python benchmarks/policy_speed.py --count-flops   # only add FLOPs per update to the JSON
+    python -m benchmarks.policy_speed [--steps 600] [--repeats 3] [--quick]
+    python -m benchmarks.policy_speed --count-flops   # only add FLOPs per update to the JSON
 
 Uses the embedded halfcheetah-medium sample with device-resident sampling. Sizes: CORL's
 (TD3+BC and IQL: 2 x 256, batch 256; ReBRAC at batch 256 with its 3 x 256 nets, and at its
@@ -27,10 +27,10 @@ import time
 
 import lightning.pytorch as pl
 import torch
-from common import RESULTS, GlobalOnly, machine, matmul_peak, save
-from corl_reference import corl_iql, corl_td3bc
 from torch.utils.flop_counter import FlopCounterMode
 
+from benchmarks.common import RESULTS, GlobalOnly, machine, matmul_peak, save, shown_command
+from benchmarks.corl_reference import corl_iql, corl_td3bc
 from lit_itpo.data.datamodule import MinariDataModule, TransitionSampler
 from lit_itpo.evaluation import run_episodes
 from lit_itpo.modules import IQLModule, ReBRACModule, TD3BCModule
@@ -247,7 +247,7 @@ def flops_table(payload: dict) -> list[str]:
             f"{1.5 * f * rate / 1e9:.0f} GFLOP/s"
             + (f" ({100 * 1.5 * f * rate / peak:.0f}% of the peak)." if peak else ".")
         )
-    cmd = payload.get("flops_command", payload["command"])
+    cmd = shown_command(payload.get("flops_command", payload["command"]))
     return [*lines, f"\nFLOPs counted by `{cmd}` (torch.utils.flop_counter, matmuls only)."]
 
 
@@ -278,7 +278,7 @@ def annotate_flops() -> None:
         r["flops_per_update"] = row_flops(r["algorithm"], r["batch"])
     for p in payload["corl_reference"]:
         p["flops_per_update"] = row_flops(p["algorithm"], p["batch"], corl=True)
-    payload["flops_command"] = "python benchmarks/policy_speed.py --count-flops"
+    payload["flops_command"] = "python -m benchmarks.policy_speed --count-flops"
     print("wrote", save("policy_speed", payload))
 
 
@@ -355,7 +355,7 @@ def main() -> None:
             "evaluation": ev,
             "matmul_peak_flops": peak,
             "repeats": reps,
-            "command": "python benchmarks/policy_speed.py"
+            "command": "python -m benchmarks.policy_speed"
             + (" --quick" if args.quick else f" --steps {steps} --repeats {reps}"),
         },
     )

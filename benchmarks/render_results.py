@@ -1,6 +1,6 @@
 """Render docs/RESULTS.md from the committed benchmark JSON under benchmarks/results/.
 
-    python benchmarks/render_results.py
+    python -m benchmarks.render_results
 
 Every table comes from one benchmark's JSON, with the command that made it, the machine it ran
 on and the dates of its cells; a benchmark not run yet says so. Rerun this after any benchmark.
@@ -11,20 +11,20 @@ from __future__ import annotations
 import json
 import sys
 
-import alpha_selection
-import ascent_rate
-import cost_study
-import diffusion_target
-import itpo_options
-import meanflow_mixture
-import meanflow_quality
-import policy_quality
-import policy_speed
-import score_suite
-import stage_speed
-from cellqueue import REPO
-from common import RESULTS
-
+from benchmarks import (
+    alpha_selection,
+    ascent_rate,
+    cost_study,
+    diffusion_target,
+    itpo_options,
+    meanflow_mixture,
+    meanflow_quality,
+    policy_quality,
+    policy_speed,
+    score_suite,
+    stage_speed,
+)
+from benchmarks.common import REPO, RESULTS, shown_command
 from lit_itpo.utils import atomic_write_text
 
 OUT = REPO / "docs" / "RESULTS.md"
@@ -58,7 +58,7 @@ def provenance(payload: dict) -> str:
     commits = sorted({m["commit"] for m in machines if m.get("commit")})
     when = f"{dates[0]} – {dates[-1]}" if len(dates) > 1 else (dates[0] if dates else "?")
     return (
-        f"Command: `{payload.get('command', '?')}`  \n"
+        f"Command: `{shown_command(payload.get('command', '?'))}`  \n"
         f"Machine: {'; '.join(kinds) or '?'}  \n"
         f"Date: {when}; commits {', '.join(commits) or '?'}"
     )
@@ -252,7 +252,7 @@ def render() -> str:
     parts = [
         "# Results",
         "",
-        "Rendered by `python benchmarks/render_results.py` from `benchmarks/results/*.json`; do "
+        "Rendered by `python -m benchmarks.render_results` from `benchmarks/results/*.json`; do "
         "not edit by hand. Each table names the command that made it (rerun it to reproduce; "
         "the queues resume where they stopped), the machine and the dates.",
     ]
@@ -264,7 +264,7 @@ def render() -> str:
             if name == "itpo_speed_cuda":
                 parts.append(
                     "No GPU run is recorded yet; on a GPU machine run "
-                    "`python benchmarks/itpo_speed.py --device cuda`."
+                    "`python -m benchmarks.itpo_speed --device cuda`."
                 )
             continue
         if note:

@@ -1,18 +1,19 @@
 """Score suite (issue 7): base ReBRAC vs ITPO with the diffusion world model vs ITPO with the
 tilted one-step MeanFlow world model, per local dataset and training seed.
 
-Each cell is one ``lit-itpo pipeline`` run (world model -> ReBRAC -> tilted MeanFlow -> alpha per
-world model on a held-out env seed -> 10 evaluation episodes on fixed seeds, base and ITPO on the
-same episodes). A resumable queue: finished cells go to ``benchmarks/results/score_suite.json``
-at once, a cell's pipeline resumes at its first unfinished stage (from that stage's newest
-checkpoint), so the suite can be finished over several sittings. Seed-major order: seed 0 of
-every dataset first.
+Each cell is one ``lit-itpo pipeline`` command (world model -> ReBRAC -> tilted MeanFlow -> alpha
+per world model on a held-out env seed -> 10 evaluation episodes on fixed seeds, base and ITPO on
+the same episodes) writing to ``runs/suite/<dataset>-s<seed>/``; cells run in parallel on this
+machine or as a SLURM job array (``--executor``, see ``benchmarks.cells``), and each finished
+cell goes to ``benchmarks/results/score_suite.json`` at once. Rerun the same command to go on:
+recorded cells are skipped, a stopped cell's pipeline resumes at its first unfinished stage.
 
-    OMP_NUM_THREADS=1 python benchmarks/score_suite.py [--datasets ...] [--seeds 0 1 2]
+    OMP_NUM_THREADS=1 python -m benchmarks.score_suite [--datasets ...] [--seeds 0 1 2]
         [--policy-steps 30000] [--world-model-steps 10000] [--meanflow-steps 10000]
-    python benchmarks/score_suite.py --report      # the markdown tables from the JSON
-    python benchmarks/score_suite.py --backfill-accuracy   # cells finished before it was recorded
-    OMP_NUM_THREADS=1 python benchmarks/score_suite.py --rerun --datasets ... --seeds ...
+        [--workers 2 | --executor slurm --slurm-partition cpu --cpus-per-task 4]
+    python -m benchmarks.score_suite --report      # the markdown tables from the JSON
+    python -m benchmarks.score_suite --backfill-accuracy   # cells finished before it was recorded
+    OMP_NUM_THREADS=1 python -m benchmarks.score_suite --rerun --datasets ... --seeds ...
         # finished cells again, on this machine: results/score_suite_rerun.json, set beside the
         # committed cells (--report); it reuses runs/suite/<cell>/, so start from an empty one
 
@@ -25,11 +26,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+from collections.abc import Sequence
+from pathlib import Path
 
-from cellqueue import REPO, drain, load, run_cell, scalars, update
-from cellqueue import mean_std as ms
-from meanflow_quality import side_by_side
-
+from benchmarks.cells import Cell, add_executor_args, run_cells
+from benchmarks.common import REPO, load, save, scalars, side_by_side
+from benchmarks.common import mean_std as ms
 from lit_itpo.data.minari_io import datasets_root
 
 NAME = "score_suite"
@@ -58,8 +60,12 @@ PAPER = {
 ACCURACY_TAGS = ("state_rmse", "open_loop_rmse_h5", "policy_state_rmse")
 
 
-def run_dir(ds: str, seed: int):
-    return REPO / "runs" / "suite" / f"{ds}-s{seed}"
+RUNS = REPO / "runs" / "suite"
+
+
+def run_dir(ds: str, seed: int, runs: Path = RUNS) -> Path:
+    """Where the cell of ``ds`` and ``seed`` writes (its pipeline's ``out_dir``)."""
+    return Path(runs) / f"{ds}-s{seed}"
 
 
 def parse_cell(key: str, who: str) -> tuple[str, int]:
@@ -71,13 +77,20 @@ def parse_cell(key: str, who: str) -> tuple[str, int]:
 
 
 def budget(args) -> dict:
-    """A cell's training and ITPO budget as recorded (a rerun must match the committed one)."""
-    return {
+    """A cell's training and ITPO budget as recorded (a rerun must match the committed one);
+    evaluation settings only where they differ from the suite's (10 full episodes, the
+    pipeline's alpha grid)."""
+    out = {
         "policy": f"{args.policy_steps} x {args.batch}",
         "world_model": args.world_model_steps,
         "meanflow": args.meanflow_steps,
         "particles": args.particles,
     }
+    if args.episodes != 10 or args.max_episode_steps != "null":
+        out["episodes"] = f"{args.episodes} x {args.max_episode_steps}"
+    if args.alpha_grid:
+        out["alpha_grid"] = args.alpha_grid
+    return out
 
 
 def accuracy(out) -> dict | None:
@@ -100,9 +113,9 @@ def data_record(ds: str) -> dict | None:
     return {k: prov.get(k) for k in keys}
 
 
-def cell(ds: str, seed: int, args) -> dict:
-    out = run_dir(ds, seed)
-    out.mkdir(parents=True, exist_ok=True)
+def make_cell(ds: str, seed: int, args: argparse.Namespace) -> Cell:
+    """The ``lit-itpo pipeline`` command of one dataset and training seed at ``args``' budget."""
+    out = run_dir(ds, seed, args.runs)
     p = "--pipeline."
     argv = [
         "pipeline",
@@ -115,19 +128,28 @@ def cell(ds: str, seed: int, args) -> dict:
         f"{p}meanflow_steps", str(args.meanflow_steps),
         f"{p}policy_batch_size", str(args.batch),
         f"{p}policy_eval_every", str(args.eval_every),
-        f"{p}policy_eval_episodes", "10",
-        f"{p}num_episodes", "10",
-        f"{p}max_episode_steps", "null",
+        f"{p}policy_eval_episodes", str(args.episodes),
+        f"{p}num_episodes", str(args.episodes),
+        f"{p}max_episode_steps", args.max_episode_steps,
         f"{p}particles", str(args.particles),
         f"{p}seed", str(seed),
     ]  # fmt: skip
-    wall = run_cell(argv, out, out / "log.txt", resume=False)
+    if args.alpha_grid:
+        argv += [f"{p}alpha_grid", args.alpha_grid]
+    return Cell(f"{ds}/s{seed}", tuple(argv), out, {"dataset": ds, "seed": seed})
+
+
+def summarise(cell: Cell, done: dict, spent: dict) -> dict:
+    """A finished cell's record: the pipeline's ``results.json``, the policy's evaluation curve
+    and both world models' accuracy from the logs, the dataset it trained on."""
+    ds, out = cell.info["dataset"], Path(cell.run_dir)
     res = json.loads((out / "results.json").read_text())
     curve = scalars(out / "policy", "eval/normalized_score")
+    wall = done["wall_s"]
     return {
         "dataset": ds,
-        "seed": seed,
-        "budget": budget(args),
+        "seed": cell.info["seed"],
+        "budget": spent,
         "base_final": res["base"]["normalized_score"],
         "base_best": max((v for _, v in curve), default=None),
         "base_curve": curve,
@@ -146,7 +168,7 @@ def cell(ds: str, seed: int, args) -> dict:
             f"{res['itpo_diffusion']['normalized_score']:.1f}, MeanFlow "
             f"{res['itpo_meanflow']['normalized_score']:.1f} ({wall / 60:.0f} min)"
         ),
-        "command": "lit-itpo " + " ".join(argv),
+        "command": cell.command,
     }
 
 
@@ -290,19 +312,18 @@ def rerun_report(payload: dict) -> str:
     return "\n".join(lines + ["", f"Rerun minus committed score, over these cells: {diffs}."])
 
 
-def backfill_accuracy() -> None:
+def backfill_accuracy(runs: Path = RUNS) -> None:
     """Record ``accuracy`` for finished cells that lack it, from their run directories."""
-
-    def fill(payload: dict) -> None:
-        for key, c in payload["cells"].items():
-            if c.get("accuracy") is None:
-                c["accuracy"] = accuracy(run_dir(c["dataset"], c["seed"]))
-                print(f"{key}: {'filled' if c['accuracy'] else 'no MeanFlow logs here'}")
-
-    update(NAME, fill)
+    payload = load(NAME)
+    for key, c in payload["cells"].items():
+        if c.get("accuracy") is None:
+            c["accuracy"] = accuracy(run_dir(c["dataset"], c["seed"], runs))
+            print(f"{key}: {'filled' if c['accuracy'] else 'no MeanFlow logs here'}")
+    save(NAME, payload)
 
 
-def main() -> None:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The suite's flags: budget, datasets and seeds, where cells run."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--policy-steps", type=int, default=30_000)
     p.add_argument("--world-model-steps", type=int, default=10_000)
@@ -310,8 +331,14 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--eval-every", type=int, default=5_000)
     p.add_argument("--particles", type=int, default=64)
+    p.add_argument("--episodes", type=int, default=10, help="evaluation episodes per policy")
+    p.add_argument(
+        "--max-episode-steps", default="null", help="cut evaluation episodes (null: env's limit)"
+    )
+    p.add_argument("--alpha-grid", default=None, help="e.g. '[5e-5]' (default: the pipeline's)")
     p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--runs", type=Path, default=RUNS, help="the cells' run directories go here")
     p.add_argument("--report", action="store_true", help="print the tables and exit")
     p.add_argument(
         "--rerun",
@@ -325,9 +352,14 @@ def main() -> None:
         action="store_true",
         help="record the world models' accuracy for finished cells from their run directories",
     )
-    args = p.parse_args()
+    add_executor_args(p)
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
     if args.backfill_accuracy:
-        backfill_accuracy()
+        backfill_accuracy(args.runs)
     if args.report or args.backfill_accuracy:
         payload = load(NAME)
         print("\n\n".join(f(payload) for f in (report, gain_report, accuracy_report)))
@@ -338,29 +370,32 @@ def main() -> None:
         print(f"skipping {ds}: {DATASETS[ds]} is not under {datasets_root()} (lit-itpo collect)")
     finished = load(NAME)["cells"]
     cells = [
-        (f"{ds}/s{seed}", lambda ds=ds, seed=seed: cell(ds, seed, args))
-        for seed in args.seeds
+        make_cell(ds, seed, args)
+        for seed in args.seeds  # seed-major: seed 0 of every dataset first
         for ds in args.datasets
         if ds not in missing and (not args.rerun or f"{ds}/s{seed}" in finished)
     ]
     command = (
-        "python benchmarks/score_suite.py "
+        "python -m benchmarks.score_suite "
         f"--policy-steps {args.policy_steps} --world-model-steps {args.world_model_steps} "
         f"--meanflow-steps {args.meanflow_steps} --batch {args.batch} --particles {args.particles}"
     )
+    if "episodes" in budget(args):
+        command += f" --episodes {args.episodes} --max-episode-steps {args.max_episode_steps}"
+    if args.alpha_grid:
+        command += f" --alpha-grid '{args.alpha_grid}'"
     if args.rerun:
-        for key, _ in cells:
-            if finished[key]["budget"] != budget(args):
+        for c in cells:
+            if (was := finished[c.key]["budget"]) != budget(args):
                 raise SystemExit(
-                    f"score_suite --rerun: {key} was run with budget {finished[key]['budget']}, "
+                    f"score_suite --rerun: {c.key} was run with budget {was}, "
                     "not this command's; pass the committed cell's --policy-steps / "
                     "--world-model-steps / --meanflow-steps / --batch / --particles."
                 )
-        payload = drain(RERUN, cells, {"command": command + " --rerun"})
-        print(rerun_report(payload))
-        return
-    payload = drain(NAME, cells, {"command": command})
-    print(report(payload))
+    name = RERUN if args.rerun else NAME
+    meta = {"command": command + (" --rerun" if args.rerun else "")}
+    payload = run_cells(name, cells, lambda c, d: summarise(c, d, budget(args)), meta, args)
+    print(rerun_report(payload) if args.rerun else report(payload))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 .yaml``, the shipped configs, TensorBoard logger on), beside CORL-style single-file PyTorch
 updates of the same algorithm and, optionally, another checkout of the project (today's main).
 
-    OMP_NUM_THREADS=1 python benchmarks/stage_speed.py [--threads 1] [--steps 400] \\
+    OMP_NUM_THREADS=1 python -m benchmarks.stage_speed [--threads 1] [--steps 400] \\
         [--baseline-src /tmp/main-base --baseline-label "main 0289f5f"]
 
 Each cell is a fresh process (``python -m lit_itpo.cli fit ...`` with ``--data.batch_size``,
@@ -12,7 +12,8 @@ of two training batches (``torch.utils.flop_counter``: forward, backward and the
 actor) so each rate is also a share of the machine's measured matmul peak in the precision
 used. Cells of one run alternate between the checkouts and the peers, so a drift of the VM's
 speed shows in all of them alike. ``--baseline-src`` is a checkout of an earlier commit
-(``git worktree add /tmp/main-base <commit>``); it runs with that tree first on PYTHONPATH.
+(``git worktree add /tmp/main-base <commit>``); it runs with that tree first on PYTHONPATH (and
+this one after it, for the ``benchmarks.stage_speed.StepTimer`` callback).
 Writes benchmarks/results/stage_speed_<machine>.json (one file per CPU model and thread count).
 """
 
@@ -30,11 +31,10 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
-from common import GlobalOnly, cpu_flags, machine, matmul_peak, save
 from torch.utils.flop_counter import FlopCounterMode
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
+from benchmarks.common import REPO, GlobalOnly, cpu_flags, machine, matmul_peak, save, shown_command
+
 POLICIES = ("rebrac", "td3bc", "iql")
 WORLD_MODELS = ("world_model", "meanflow")
 PRECISIONS = ("32-true", "bf16-mixed")
@@ -88,7 +88,7 @@ def fit_cell(src: Path, stage: str, batch: int, precision: str, steps: int, thre
     out = run / "rate.json"
     env = os.environ | {
         "OMP_NUM_THREADS": str(threads),
-        "PYTHONPATH": os.pathsep.join([str(src), str(HERE)]),
+        "PYTHONPATH": os.pathsep.join([str(src), str(REPO)]),
         "STAGE_SPEED_OUT": str(out),
     }
     cmd = [
@@ -102,7 +102,7 @@ def fit_cell(src: Path, stage: str, batch: int, precision: str, steps: int, thre
         "--trainer.enable_progress_bar", "false",
         "--trainer.default_root_dir", str(run),
         "--trainer.logger.init_args.save_dir", str(run),
-        "--trainer.callbacks+=stage_speed.StepTimer",
+        "--trainer.callbacks+=benchmarks.stage_speed.StepTimer",
         *extra,
     ]  # fmt: skip
     return _run(cmd, env, out, cwd=src)
@@ -112,7 +112,7 @@ def corl_cell(algo: str, batch: int, precision: str, steps: int, threads: int, w
     """CORL-style update of ``algo`` in a fresh process (``--corl`` mode of this script)."""
     out = Path(tempfile.mkdtemp(dir=work)) / "rate.json"
     env = os.environ | {"OMP_NUM_THREADS": str(threads), "STAGE_SPEED_OUT": str(out)}
-    cmd = [sys.executable, __file__, "--corl", algo, "--batch", str(batch),
+    cmd = [sys.executable, "-m", "benchmarks.stage_speed", "--corl", algo, "--batch", str(batch),
            "--precision", precision, "--steps", str(steps)]  # fmt: skip
     return _run(cmd, env, out)
 
@@ -120,8 +120,7 @@ def corl_cell(algo: str, batch: int, precision: str, steps: int, threads: int, w
 def corl_main(algo: str, batch: int, precision: str, steps: int) -> None:
     """Updates/s and FLOPs per update of ``corl_reference.<CORL[algo]>`` on the embedded
     data, each update in its own autocast region (as Lightning's ``bf16-mixed``)."""
-    import corl_reference
-
+    from benchmarks import corl_reference
     from lit_itpo.data.datamodule import MinariDataModule
 
     dm = MinariDataModule("lit_itpo/halfcheetah/medium-small-v0", data_dir="embedded")
@@ -221,7 +220,7 @@ def main() -> None:
         "steps": args.steps,
         "trees": [label for label, _ in trees],
         "rows": rows,
-        "command": f"OMP_NUM_THREADS={args.threads} python benchmarks/stage_speed.py "
+        "command": f"OMP_NUM_THREADS={args.threads} python -m benchmarks.stage_speed "
         f"--threads {args.threads} --steps {args.steps}"
         + (f" --baseline-src <checkout of {args.baseline_label}>" if args.baseline_src else ""),
     }
@@ -269,7 +268,7 @@ def report(payload: dict) -> str:
     lines += [
         "",
         f"Matmul peak measured in the run ({m['torch_threads']} thread(s)): {pk}.",
-        f"Command: `{payload['command']}`  ",
+        f"Command: `{shown_command(payload['command'])}`  ",
         f"Machine: {m['cpu']} ({m['cores']} cores, {m['torch_threads']} torch thread(s), CPU "
         f"flags: {', '.join(m['cpu_flags']) or 'none of note'}), load average "
         f"{m['load_avg_1min']}  ",

@@ -3,7 +3,7 @@ dataset: the reference that tells a wiring problem in ``TD3BCModule`` (TorchRL's
 from the algorithm's own behaviour at a given budget. Same data pipeline, normaliser and
 evaluation episodes as the module.
 
-    OMP_NUM_THREADS=1 python benchmarks/td3bc_reference.py \\
+    OMP_NUM_THREADS=1 python -m benchmarks.td3bc_reference \\
         [--dataset_id lit_itpo/halfcheetah/medium-v0] [--steps 20000] [--eval-every 5000]
 
 Writes benchmarks/results/td3bc_reference.json.
@@ -15,9 +15,9 @@ import argparse
 import time
 
 import torch
-from common import machine, save
-from corl_reference import corl_td3bc
 
+from benchmarks.common import machine, save
+from benchmarks.corl_reference import corl_td3bc
 from lit_itpo.data.datamodule import MinariDataModule
 from lit_itpo.evaluation import run_episodes
 
@@ -57,7 +57,7 @@ def main() -> None:
             "updates": args.steps,
             "batch": 256,
             "curve": curve,
-            "command": f"python benchmarks/td3bc_reference.py --dataset_id {args.dataset_id} "
+            "command": f"python -m benchmarks.td3bc_reference --dataset_id {args.dataset_id} "
             f"--steps {args.steps}",
         },
     )

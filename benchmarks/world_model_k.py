@@ -2,7 +2,7 @@
 respaced sampling), on a dataset's held-out episodes.
 
     lit-itpo fit --config conf/halfcheetah-medium/world_model.yaml      # trains with K = 20
-    python benchmarks/world_model_k.py --ckpt <that checkpoint> \
+    python -m benchmarks.world_model_k --ckpt <that checkpoint> \
         --dataset_id lit_itpo/halfcheetah/medium-v0 [--data_dir DIR]
 
 For each reverse variance (DDPM's "beta" and "beta_tilde") and K: one-step state RMSE and
@@ -17,9 +17,8 @@ from __future__ import annotations
 import argparse
 from functools import partial
 
-from common import machine, save, timeit
-from world_model_speed import rollout_step
-
+from benchmarks.common import machine, save, timeit
+from benchmarks.world_model_speed import rollout_step
 from lit_itpo.data.datamodule import MinariDataModule
 from lit_itpo.modules.world_model import load_world_model
 from lit_itpo.nets import TanhActor
@@ -70,7 +69,7 @@ def main() -> None:
             "ckpt": str(args.ckpt),
             "val_transitions": int(dm.val_data.shape[0]),
             "rows": rows,
-            "command": f"python benchmarks/world_model_k.py --ckpt {args.ckpt} "
+            "command": f"python -m benchmarks.world_model_k --ckpt {args.ckpt} "
             f"--dataset_id {args.dataset_id}",
         },
     )

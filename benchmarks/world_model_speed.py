@@ -2,7 +2,7 @@
 a naive per-particle loop for reference, training updates/s, and FLOP/s as a share of the
 machine's measured fp32 matmul throughput.
 
-    python benchmarks/world_model_speed.py [--device cpu] [--quick]
+    python -m benchmarks.world_model_speed [--device cpu] [--quick]
 
 Sizes are the paper's (HalfCheetah: obs 17, action 6; denoiser and reward 3 x 512; policy
 3 x 256). Writes benchmarks/results/world_model_speed_<device>.json.
@@ -14,8 +14,8 @@ import argparse
 from functools import partial
 
 import torch
-from common import flops, machine, matmul_peak, save, timeit
 
+from benchmarks.common import flops, machine, matmul_peak, save, timeit
 from lit_itpo.nets import TanhActor
 from lit_itpo.world_models import DiffusionTransition, DiffusionWorldModel, RewardModel
 
@@ -136,7 +136,7 @@ def main() -> None:
             "matmul_peak_gflop_per_s": peak / 1e9,
             "rollout": rows,
             "training": train,
-            "command": "python benchmarks/world_model_speed.py --device " + dev,
+            "command": "python -m benchmarks.world_model_speed --device " + dev,
         },
     )
     print("wrote", out)

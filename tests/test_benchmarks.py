@@ -1,24 +1,23 @@
-"""The benchmark reports render from their JSON (the committed files, and synthetic cells for
-queues that have not finished anything yet)."""
+"""The benchmarks package: reports render from their JSON (the committed files, and synthetic
+cells for suites that have not finished anything yet); a real score-suite cell runs through the
+local executor and submitit's, is recorded, and is not run again."""
 
 from __future__ import annotations
 
-import sys
+import json
 
 import pytest
 
-from tests.conftest import REPO
-
-sys.path.insert(0, str(REPO / "benchmarks"))
-
 
 def test_results_page_renders_every_section_from_committed_json():
-    import render_results
+    from benchmarks import render_results
 
     text = render_results.render()
     for title, *_ in render_results.SECTIONS:
         assert f"## {title}" in text
-    assert "Command: `python benchmarks/policy_quality.py" in text  # committed JSON is rendered
+    # the committed JSON is rendered, its recorded commands as they run today
+    assert "Command: `python -m benchmarks.policy_quality --steps 20000" in text
+    assert "python benchmarks/" not in text
 
 
 @pytest.fixture
@@ -27,7 +26,7 @@ def machine():
 
 
 def test_score_suite_report_means_over_seeds(machine):
-    import score_suite
+    from benchmarks import score_suite
 
     def cell(seed, base, diff, mf):
         return {
@@ -55,7 +54,7 @@ def test_score_suite_report_means_over_seeds(machine):
 
 
 def test_alpha_selection_report_sets_one_episode_beside_several(machine):
-    import alpha_selection
+    from benchmarks import alpha_selection
 
     def wm(alpha_1, score_1, alpha, score):
         return {"alpha_1": alpha_1, "score_1": score_1, "alpha": alpha, "score": score}
@@ -78,7 +77,7 @@ def test_alpha_selection_report_sets_one_episode_beside_several(machine):
 
 
 def test_score_suite_rerun_report_sets_each_rerun_beside_its_committed_cell(machine, monkeypatch):
-    import score_suite
+    from benchmarks import score_suite
 
     def cell(base, diff, mf, cpu, alpha=5e-5):
         return {
@@ -107,7 +106,7 @@ def test_score_suite_rerun_report_sets_each_rerun_beside_its_committed_cell(mach
 def test_alpha_selection_runs_only_on_a_suite_run_made_here(tmp_path, monkeypatch):
     """Its one-episode baseline is the run dir's own results.json (the checkpoints at hand), so
     without a finished run here it stops and names the command that makes one."""
-    import alpha_selection
+    from benchmarks import alpha_selection
 
     monkeypatch.setattr(alpha_selection, "run_dir", lambda ds, seed: tmp_path / f"{ds}-s{seed}")
     with pytest.raises(SystemExit, match=r"results.json is absent.*--datasets pointmaze-umaze "):
@@ -119,8 +118,9 @@ def test_alpha_selection_runs_only_on_a_suite_run_made_here(tmp_path, monkeypatc
 def test_score_suite_accuracy_reads_the_meanflow_stage_logs(tmp_path, machine):
     """The world models' errors come from the MeanFlow stage's TensorBoard events (its own
     ``val/*`` and the diffusion model's ``val/diffusion/*``); the report means them over seeds."""
-    import score_suite
     from torch.utils.tensorboard import SummaryWriter
+
+    from benchmarks import score_suite
 
     assert score_suite.accuracy(tmp_path) is None  # no MeanFlow stage logs
     w = SummaryWriter(str(tmp_path / "meanflow" / "tb" / "version_0"))
@@ -142,7 +142,7 @@ def test_score_suite_accuracy_reads_the_meanflow_stage_logs(tmp_path, machine):
 
 
 def test_cost_study_points_change_one_factor_at_a_time():
-    import cost_study
+    from benchmarks import cost_study
 
     pts = cost_study.points()
     assert len(pts) == len({tuple(p.values()) for p in pts}) == 1 + 2 + 3 + 2
@@ -155,9 +155,10 @@ def test_corl_reference_updates_train_their_actor(name):
     """The CORL peer of policy_speed.py is a working update, not an empty loop: on a toy
     dataset whose best action is known (a = -s[0], reward -(a + s[0])^2) its actor moves
     toward it."""
-    import corl_reference
     import torch
     from tensordict import TensorDict
+
+    from benchmarks import corl_reference
 
     torch.manual_seed(0)
     n = 4096
@@ -189,47 +190,95 @@ def test_corl_reference_updates_train_their_actor(name):
     assert err() < 0.5 * before, (before, err())
 
 
-def test_queue_workers_share_one_results_file(tmp_path, monkeypatch):
-    """Two workers draining one queue: a cell whose lock another worker holds is skipped, and a
-    cell finished by another worker while this one ran is kept when this one saves."""
-    import fcntl
+def test_suite_driver_records_each_cell_and_names_the_failed_ones(tmp_path, monkeypatch):
+    """Cells run in parallel; each finished one is recorded as it ends, a failed one does not
+    stop the others and is named at the end; a cell finished earlier (its ``cell.json``) is
+    recorded without running, unless that file is another command's (another budget)."""
+    import argparse
 
-    import cellqueue
-    import common
+    from benchmarks import cells, common
 
-    for mod in (common, cellqueue):
-        monkeypatch.setattr(mod, "RESULTS", tmp_path / "results")
-    monkeypatch.setattr(cellqueue, "REPO", tmp_path)
-    monkeypatch.setattr(cellqueue, "machine", lambda: {"cpu": "x"})
+    monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
 
-    def other_worker_finishes_c():  # runs while this worker is busy with cell "a"
-        payload = cellqueue.load("q")
-        payload["cells"]["c"] = {"summary": "by the other worker"}
-        common.save("q", payload)
-        return {"summary": "a"}
+    def fake_run(cell, threads=1):
+        if cell.key == "bad":
+            raise cells.CellError("bad: exit 2")
+        return {"command": cell.command, "wall_s": 1.0, "machine": {"cpu": "here"}}
 
-    lock_dir = tmp_path / "runs" / "locks" / "q"
-    lock_dir.mkdir(parents=True)
-    with open(lock_dir / "b.lock", "w") as held:  # the other worker is running "b"
-        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        ran = []
-        cells = [
-            ("a", other_worker_finishes_c),
-            ("b", lambda: ran.append("b") or {"summary": "b"}),
-            ("c", lambda: ran.append("c") or {"summary": "c"}),
-        ]
-        out = cellqueue.drain("q", cells, {"command": "x"})
-    assert ran == []  # b is locked by the other worker, c it finished
-    assert out["cells"]["a"]["summary"] == "a"
-    assert out["cells"]["c"]["summary"] == "by the other worker"
-    assert "b" not in out["cells"] and out["command"] == "x"
+    monkeypatch.setattr(cells, "run", fake_run)
+    mk = lambda key: cells.Cell(key, ("fit", "--x", key), tmp_path / key)  # noqa: E731
+    earlier, other = mk("earlier"), mk("other")
+    for c, command in ((earlier, earlier.command), (other, "lit-itpo fit --x another")):
+        c.run_dir.mkdir()
+        c.done_file.write_text(json.dumps({"command": command, "wall_s": 5.0, "machine": {}}))
+    p = argparse.ArgumentParser()
+    cells.add_executor_args(p)
+    args = p.parse_args(["--workers", "2"])
+    summarise = lambda c, d: {"wall_s": d["wall_s"], "summary": c.key}  # noqa: E731
+    todo = [mk("a"), earlier, other, mk("bad")]
+    with pytest.raises(SystemExit, match=r"1 cell\(s\) failed:\nbad: bad: exit 2"):
+        cells.run_cells("q", todo, summarise, {"command": "x"}, args)
+    got = common.load("q")
+    assert got["command"] == "x" and set(got["cells"]) == {"a", "earlier", "other"}
+    assert got["cells"]["earlier"] == {"wall_s": 5.0, "summary": "earlier", "machine": {}}
+    assert got["cells"]["other"]["wall_s"] == got["cells"]["a"]["wall_s"] == 1.0
+
+
+# A score-suite cell at a budget of a few updates on the embedded sample (found, like the
+# suite's datasets, under $MINARI_DATASETS_PATH), one short episode, one alpha.
+TINY_SUITE = [
+    "--datasets", "embedded", "--seeds", "0",
+    "--world-model-steps", "2", "--policy-steps", "2", "--meanflow-steps", "2",
+    "--batch", "32", "--eval-every", "2", "--particles", "4",
+    "--episodes", "1", "--max-episode-steps", "5", "--alpha-grid", "[5e-5]",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("executor", ["local", "submitit-local"])
+def test_score_suite_cell_runs_once_and_a_rerun_skips_it(executor, tmp_path, monkeypatch):
+    """One real cell through the local parallel executor and through submitit's local executor
+    (the SLURM path without a cluster): its command runs, its ``cell.json`` and the pipeline's
+    ``results.json`` appear and the cell is recorded; running the suite again runs nothing; a
+    cell finished but not recorded (a stopped driver) is recorded from its ``cell.json``, and a
+    job handed a finished cell returns its record without running it."""
+    from benchmarks import cells, common, score_suite
+    from lit_itpo.data.minari_io import EMBEDDED_ROOT
+
+    monkeypatch.chdir(common.REPO)  # the jobs import `benchmarks` from the repository root
+    monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
+    monkeypatch.setitem(score_suite.DATASETS, "embedded", "lit_itpo/halfcheetah/medium-small-v0")
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(EMBEDDED_ROOT))
+    argv = [*TINY_SUITE, "--runs", str(tmp_path / "runs"), "--executor", executor]
+    argv += ["--submitit-dir", str(tmp_path / "submitit")]
+    score_suite.main(argv)
+
+    run = tmp_path / "runs" / "embedded-s0"
+    done = json.loads((run / "cell.json").read_text())
+    cell = common.load("score_suite")["cells"]["embedded/s0"]
+    job = score_suite.make_cell("embedded", 0, score_suite.parse_args(argv))
+    assert cell["command"] == done["command"] == job.command
+    assert "--pipeline.policy_steps 2" in cell["command"] and (run / "results.json").is_file()
+    results = json.loads((run / "results.json").read_text())
+    assert cell["base_final"] == results["base"]["normalized_score"]
+    assert cell["alpha"] == results["alpha"] and cell["wall_s"] == done["wall_s"] > 0
+    assert cell["machine"] == done["machine"] and cell["budget"]["particles"] == 4
+    log = (run / "log.txt").read_text()
+    assert log.count("\n$ ") == 1
+
+    score_suite.main(argv)  # recorded: nothing runs
+    common.save("score_suite", {"cells": {}})  # finished, not recorded: recorded, not run
+    score_suite.main(argv)
+    assert (run / "log.txt").read_text() == log
+    assert common.load("score_suite")["cells"]["embedded/s0"] == cell
+    assert cells.run(job) == done and (run / "log.txt").read_text() == log
 
 
 def test_policy_speed_harness_times_fresh_weights_and_counts_flops():
     """Each timed update gets its own autocast region (one region around the loop would keep
     matmuls on the first bfloat16 copy of the weights), and FLOPs are counted per update."""
-    import policy_speed
     import torch
+
+    from benchmarks import policy_speed
 
     lin = torch.nn.Linear(8, 8, bias=False)
     opt = torch.optim.SGD(lin.parameters(), 0.1)
@@ -251,8 +300,9 @@ def test_policy_speed_harness_times_fresh_weights_and_counts_flops():
 def test_meanflow_mixture_reference_map_is_the_mixtures_quantile_map():
     """The reference row's target pushes N(0, 1) onto the test's mixture: monotone, the minority
     share below the gap, each mode's mean and spread."""
-    import meanflow_mixture
     import torch
+
+    from benchmarks import meanflow_mixture
 
     eps = torch.randn(200_000, 1, generator=torch.Generator().manual_seed(0))
     for cv in (-0.5, 0.5):
@@ -268,13 +318,12 @@ def test_meanflow_mixture_reference_map_is_the_mixtures_quantile_map():
 def test_meanflow_mixture_oracle_velocity_is_the_conditional_mean():
     """``marginal_velocity`` is E[eps - x | z_t, c]: the residual of the sampled velocity is
     uncorrelated with functions of (z_t, c) at several t; the mean of another c is not."""
-    import meanflow_mixture
     import torch
 
-    from tests.test_meanflow import _mixture
+    from benchmarks import meanflow_mixture
 
     torch.manual_seed(0)
-    c, x = _mixture(400_000)
+    c, x = meanflow_mixture.mixture(400_000)
     eps = torch.randn_like(x)
     for tv in (0.1, 0.5, 0.9):
         t = torch.full_like(x, tv)
@@ -287,7 +336,7 @@ def test_meanflow_mixture_oracle_velocity_is_the_conditional_mean():
 
 
 def test_meanflow_quality_report_groups_by_dataset_and_names_each_variant(machine):
-    import meanflow_quality
+    from benchmarks import meanflow_quality
 
     def cell(dataset, variant, seed, rmse):
         out = {"dataset": dataset, "variant": variant, "updates": 20000, "batch": 256}
@@ -317,8 +366,8 @@ def test_ascent_rate_true_objective_is_the_simulator_from_the_observed_state():
     import gymnasium as gym
     import numpy as np
     import torch
-    from ascent_rate import TrueObjective
 
+    from benchmarks.ascent_rate import TrueObjective
     from lit_itpo.itpo import ITPOConfig
     from lit_itpo.nets import TanhActor, TwinCritic
 
@@ -345,7 +394,7 @@ def test_ascent_rate_true_objective_is_the_simulator_from_the_observed_state():
 
 
 def test_precision_report_pairs_by_seed():
-    import policy_quality
+    from benchmarks import policy_quality
 
     def cell(seed, prec, final):
         return {"dataset": "d", "algorithm": "A", "seed": seed, "precision": prec, "final": final}
