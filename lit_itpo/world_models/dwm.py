@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from lit_itpo.world_models.base import WorldModel
-from lit_itpo.world_models.diffusion import DiffusionTransition, RewardModel, TerminationModel
+from lit_itpo.world_models.diffusion import DiffusionTransition
+from lit_itpo.world_models.parts import RewardModel, TerminationModel
 
 
 class DiffusionWorldModel(WorldModel):

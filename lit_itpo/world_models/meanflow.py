@@ -23,10 +23,10 @@ import torch
 
 from lit_itpo.nets.flow import AverageVelocityNet
 from lit_itpo.world_models.base import WorldModel
-from lit_itpo.world_models.diffusion import RewardModel, TerminationModel, _Conditioning
+from lit_itpo.world_models.parts import Conditioning, RewardModel, TerminationModel
 
 
-class MeanFlowTransition(_Conditioning):
+class MeanFlowTransition(Conditioning):
     """Conditional MeanFlow over the normalised state change.
 
     Args:
