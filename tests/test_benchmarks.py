@@ -5,6 +5,7 @@ local executor and submitit's, is recorded, and is not run again."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -234,13 +235,13 @@ TINY_SUITE = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize("executor", ["local", "submitit-local"])
-def test_score_suite_cell_runs_once_and_a_rerun_skips_it(executor, tmp_path, monkeypatch):
-    """One real cell through the local parallel executor and through submitit's local executor
-    (the SLURM path without a cluster): its command runs, its ``cell.json`` and the pipeline's
-    ``results.json`` appear and the cell is recorded; running the suite again runs nothing; a
-    cell finished but not recorded (a stopped driver) is recorded from its ``cell.json``, and a
-    job handed a finished cell returns its record without running it."""
+def test_score_suite_cell_runs_once_and_resumes_through_submitit(tmp_path, monkeypatch):
+    """One real cell through the local parallel executor: its command runs, its ``cell.json``
+    and the pipeline's ``results.json`` appear and the cell is recorded; running the suite again
+    runs nothing; a cell finished but not recorded (a stopped driver) is recorded from its
+    ``cell.json``; a job handed a finished cell returns its record without running. Then the
+    same cell stopped before its end, rerun through submitit's local executor (the SLURM path
+    without a cluster): its command runs again and resumes (no stage is trained again)."""
     from benchmarks import cells, common, score_suite
     from lit_itpo.data.minari_io import EMBEDDED_ROOT
 
@@ -248,8 +249,7 @@ def test_score_suite_cell_runs_once_and_a_rerun_skips_it(executor, tmp_path, mon
     monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
     monkeypatch.setitem(score_suite.DATASETS, "embedded", "lit_itpo/halfcheetah/medium-small-v0")
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(EMBEDDED_ROOT))
-    argv = [*TINY_SUITE, "--runs", str(tmp_path / "runs"), "--executor", executor]
-    argv += ["--submitit-dir", str(tmp_path / "submitit")]
+    argv = [*TINY_SUITE, "--runs", str(tmp_path / "runs"), "--workers", "2"]
     score_suite.main(argv)
 
     run = tmp_path / "runs" / "embedded-s0"
@@ -271,6 +271,21 @@ def test_score_suite_cell_runs_once_and_a_rerun_skips_it(executor, tmp_path, mon
     assert (run / "log.txt").read_text() == log
     assert common.load("score_suite")["cells"]["embedded/s0"] == cell
     assert cells.run(job) == done and (run / "log.txt").read_text() == log
+
+    # stopped after its stages, before the pipeline's results: the same command finishes it
+    stamps = {k: Path(p).stat().st_mtime_ns for k, p in results["checkpoints"].items()}
+    for name in ("cell.json", "results.json"):
+        (run / name).unlink()
+    common.save("score_suite", {"cells": {}})
+    score_suite.main(
+        [*argv, "--executor", "submitit-local", "--submitit-dir", str(tmp_path / "submitit")]
+    )
+    assert (run / "log.txt").read_text().count("\n$ ") == 2
+    assert {k: Path(p).stat().st_mtime_ns for k, p in results["checkpoints"].items()} == stamps
+    again = common.load("score_suite")["cells"]["embedded/s0"]
+    assert again["base_final"] == cell["base_final"] and again["alpha"] == cell["alpha"]
+    assert json.loads((run / "cell.json").read_text())["wall_s"] == again["wall_s"]
+    assert any((tmp_path / "submitit" / "score_suite").iterdir())  # the job ran through submitit
 
 
 def test_policy_speed_harness_times_fresh_weights_and_counts_flops():
