@@ -74,8 +74,10 @@ def resume_command(argv: Sequence[str]) -> str:
 
 
 def _no_advert(record: logging.LogRecord) -> bool:
-    """Drops Lightning's "Tip: ... try installing litlogger" line (printed at every fit)."""
-    return not str(record.msg).startswith("💡 Tip")
+    """Drops Lightning's "Tip: ... try installing litlogger" line (printed at every fit) and
+    its note that the project's own model summary replaces its default one."""
+    msg = str(record.msg)
+    return not (msg.startswith("💡 Tip") or msg.startswith("Trainer already configured with"))
 
 
 USAGE = """usage: lit-itpo {fit,validate,test,collect,pipeline} [options]

@@ -26,9 +26,16 @@ import lightning.pytorch as pl
 import torch
 import yaml
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import (
+    Callback,
+    ModelCheckpoint,
+    ModelSummary,
+    ProgressBar,
+    TQDMProgressBar,
+)
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.model_summary.model_summary import get_human_readable_count
 
 from lit_itpo.data.datamodule import MinariDataModule
 from lit_itpo.errors import CheckpointError, ConfigError, LitItpoError
@@ -296,6 +303,56 @@ class RNGState(Callback):
         self._apply()
 
 
+class StepProgressBar(TQDMProgressBar):
+    """One bar over the run's updates (the stages train for ``max_steps`` updates, so
+    Lightning's per-data-epoch "Epoch 2/-2" said nothing), labelled with the stage, without
+    Lightning's ``v_num``."""
+
+    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict:
+        items = super().get_metrics(trainer, pl_module)
+        items.pop("v_num", None)
+        return items
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        bar = self.train_progress_bar
+        total = trainer.max_steps if trainer.max_steps > 0 else None
+        if bar.total != total:  # once per run (a resumed run starts where it stopped)
+            bar.reset(total=total)
+            bar.n = trainer.global_step
+            bar.set_description(f"{type(pl_module).__name__} (updates)")
+            bar.refresh()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        bar, n = self.train_progress_bar, trainer.global_step
+        if self.is_enabled and (n % self.refresh_rate == 0 or n == bar.total):
+            bar.n = n
+            bar.set_postfix(self.get_metrics(trainer, pl_module))
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        pass  # one bar for the whole run: nothing to close between data epochs
+
+
+class StageSummary(ModelSummary):
+    """Lightning's model summary as one line per top-level part, without its FLOPs column and
+    total (always 0 here: the stages define no ``example_input_array``)."""
+
+    @staticmethod
+    def summarize(
+        summary_data, total_parameters, trainable_parameters, model_size, *_, **__
+    ) -> None:
+        cols = dict(summary_data)
+        parts = ", ".join(
+            f"{name} {params}" for name, params in zip(cols["Name"], cols["Params"], strict=True)
+        )
+        log.info(
+            "model: %s trainable of %s parameters (%.1f MB): %s",
+            get_human_readable_count(int(trainable_parameters)),
+            get_human_readable_count(int(total_parameters)),
+            model_size,
+            parts,
+        )
+
+
 class LitItpoCLI(LightningCLI):
     """LightningCLI with dataset dims and bounds linked into the model, one-line errors and
     checkpoint guards."""
@@ -354,6 +411,14 @@ class LitItpoCLI(LightningCLI):
         ):
             callbacks.append(RunCheckpoint())
         callbacks.append(RNGState())
+        if cfg.get("enable_progress_bar") is not False and not any(
+            isinstance(c, ProgressBar) for c in callbacks
+        ):
+            callbacks.append(StepProgressBar())
+        if cfg.get("enable_model_summary") is not False and not any(
+            isinstance(c, ModelSummary) for c in callbacks
+        ):
+            callbacks.append(StageSummary())
         cfg["callbacks"] = callbacks
         check_trainer_values(cfg)
         try:

@@ -127,9 +127,14 @@ def test_every_committed_stage_config_parses(config, tiny_root, capsys):
 def test_fit_prints_no_lightning_advert(tiny_root, tmp_path):
     """``lit-itpo fit`` drops Lightning's "Tip: ... litlogger" line (the rest of its log stays)."""
     args = cli_args("fit", "conf/embedded/bc.yaml", tiny_root[0], tmp_path, 2)
+    args += ["--trainer.enable_progress_bar", "true"]
     proc = subprocess.run(
         [sys.executable, "-m", "lit_itpo", *args], cwd=REPO, capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "litlogger" not in proc.stderr
     assert "max_steps=2" in proc.stderr  # Lightning's own messages still reach stderr
+    out = proc.stdout + proc.stderr
+    # one summary line per stage, no "Total FLOPs: 0", no per-data-epoch "Epoch 0/-2", no v_num
+    assert "model: " in proc.stderr and "FLOPs" not in out and "Trainer already" not in out
+    assert "Epoch" not in out and "v_num" not in out
