@@ -327,6 +327,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
             "ms_per_step": d.ms_per_step,
             "fallbacks": d.fallbacks,
             "nfe_per_step": d.nfe_per_step,
+            "ascent_rate": d.ascent_rate,
         }
     atomic_write_json(results, out / "results.json")
     return results
@@ -334,18 +335,22 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
 
 def format_table(res: dict) -> str:
     """The results as a Markdown table: score, return, paired gain over the base on the same
-    episodes with its 95% bootstrap interval, cost."""
+    episodes with its 95% bootstrap interval, the share of ITPO steps that raised the true
+    objective (:mod:`lit_itpo.ascent`), cost."""
 
     def f(x, spec=".1f"):
         return "n/a" if x is None else format(x, spec)
 
+    def pct(x):
+        return "n/a" if x is None else f"{100 * x:.0f}%"
+
     b, cfg = res["base"], res["config"]
     unit = next((res[k]["gain_unit"] for k in res if k.startswith("itpo_")), "normalised score")
     rows = [
-        f"| policy | normalised score | return | gain in {unit} [95% CI] | ms / env step | "
-        "net evals / step |",
-        "| --- | --- | --- | --- | --- | --- |",
-        f"| base policy | {f(b['normalized_score'])} | {f(b['return_mean'])} | | | |",
+        f"| policy | normalised score | return | gain in {unit} [95% CI] | ascent rate | "
+        "ms / env step | net evals / step |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+        f"| base policy | {f(b['normalized_score'])} | {f(b['return_mean'])} | | | | |",
     ]
     names = {"diffusion": "diffusion WM", "meanflow": "tilted MeanFlow WM"}
     for name, label in names.items():
@@ -356,14 +361,14 @@ def format_table(res: dict) -> str:
             rows.append(
                 f"| ITPO, {label}: fell back to the base policy (no alpha of the grid beat it on "
                 f"the held-out episodes) | {f(d['normalized_score'])} | {f(d['return_mean'])} | "
-                "+0.0 | - | - |"
+                "+0.0 | - | - | - |"
             )
             continue
         lo, hi = d["gain_ci"]
         rows.append(
             f"| ITPO, {label} (alpha {d['alpha']:g}) | {f(d['normalized_score'])} | "
             f"{f(d['return_mean'])} | {d['gain']:+.1f} [{lo:+.1f}, {hi:+.1f}] | "
-            f"{f(d['ms_per_step'])} | {f(d['nfe_per_step'], '.0f')} |"
+            f"{pct(d.get('ascent_rate'))} | {f(d['ms_per_step'])} | {f(d['nfe_per_step'], '.0f')} |"
         )
     steps = cfg["max_episode_steps"] or "the env's limit of"
     head = (

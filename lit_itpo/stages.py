@@ -294,7 +294,7 @@ class Score:
 class ITPOScore:
     """ITPO with one world model: its score, the paired gain over the base (normalised points
     where the dataset has reference scores, else return) with its 95% bootstrap interval over
-    the episodes, and its cost."""
+    the episodes, its cost, and its ascent rate (:mod:`lit_itpo.ascent`)."""
 
     alpha: float
     score: Score
@@ -303,6 +303,7 @@ class ITPOScore:
     fallbacks: float
     ms_per_step: float
     nfe_per_step: float
+    ascent_rate: float | None = None  # share of ITPO steps that raised J_true (settable envs)
 
 
 @dataclass
@@ -337,5 +338,6 @@ def evaluate(spec: EvalSpec) -> EvalResult:
             fallbacks=m[f"{p}/fallbacks"],
             ms_per_step=m[f"time/itpo_{name}_ms_per_step"],
             nfe_per_step=m[f"{p}/nfe_per_step"],
+            ascent_rate=m.get(f"{p}/ascent_rate"),
         )
     return out

@@ -23,6 +23,7 @@ ALLOWED = {
     "data": {"errors", "utils"},
     "envs": {"errors"},
     "evaluation": {"envs", "errors"},
+    "ascent": {"envs"},
     "collect": {"data", "envs", "errors", "utils", "evaluation"},
     "modules": {"nets", "world_models", "policies", "itpo", "data", "evaluation", "errors"},
     "callbacks": {
@@ -37,6 +38,7 @@ ALLOWED = {
         "errors",
         "utils",
         "stats",
+        "ascent",
     },  # fmt: skip
     "lightning_cli": {"data", "modules", "errors"},
     "stages": {"lightning_cli", "itpo", "errors", "utils"},

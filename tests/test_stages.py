@@ -132,6 +132,7 @@ def test_evaluate_chooses_alpha_on_a_batched_grid_and_reports_paired_gains(stage
     for name in models:
         d = res.itpo[name]
         assert d.gain_ci[0] <= d.gain <= d.gain_ci[1] and d.fallbacks == 0
+        assert 0 <= d.ascent_rate <= 1  # Hopper's state is set from its observation
         assert d.gain == pytest.approx(
             d.score.normalized_score - res.base.normalized_score, abs=1e-4
         )
@@ -193,3 +194,43 @@ def test_bootstrap_intervals_and_iqm():
     assert lo == hi == pytest.approx(1.0)
     assert bootstrap_ci([3.0]) == (3.0, 3.0)
     assert iqm([0, 1, 2, 3, 4, 5, 6, 100]) == pytest.approx(3.5)  # the middle half: 2..5
+
+
+def test_true_objective_sets_the_simulator_from_an_observation():
+    """J_true is deterministic (the simulator is set from the observation, not carried over),
+    its slope flips sign with the direction, and the ascent rate of the true objective's own
+    finite-difference gradient is 100% (on a linear actor small enough to difference)."""
+    from lit_itpo.ascent import TrueObjective
+
+    assert TrueObjective.settable("HalfCheetah-v5") and TrueObjective.settable("Hopper-v5")
+    assert not TrueObjective.settable("Pendulum-v1") and not TrueObjective.settable(None)
+    torch.manual_seed(0)
+    actor = torch.nn.Sequential(torch.nn.Linear(17, 6), torch.nn.Tanh())
+    critic = lambda s, a: torch.zeros(2, s.shape[0], 1, dtype=s.dtype)  # noqa: E731
+    true = TrueObjective("HalfCheetah-v5", actor, None, horizon=3, gamma=0.99)
+    true.critic = critic
+    env = true.env
+    obs, _ = env.reset(seed=3)
+    for _ in range(20):
+        obs, *_ = env.step(env.action_space.sample())
+    obs = obs.astype(np.float64)
+    assert true.set_state(obs) < 1e-9
+    p = {k: v.detach().double() for k, v in true.actor.named_parameters()}
+    assert true(p, obs) == true(p, obs)
+    d = {k: torch.randn_like(v) for k, v in p.items()}
+    n = torch.sqrt(sum(v.pow(2).sum() for v in d.values()))
+    d = {k: v / n for k, v in d.items()}
+    assert true.slope(p, d, obs) == pytest.approx(
+        -true.slope(p, {k: -v for k, v in d.items()}, obs)
+    )
+    # the finite-difference gradient of J_true on the last layer's bias: a step along it rises
+    g = {k: torch.zeros_like(v) for k, v in p.items()}
+    for i in range(6):
+        e = {k: torch.zeros_like(v) for k, v in p.items()}
+        e["0.bias"][i] = 1.0
+        g["0.bias"][i] = true.slope(p, e, obs)
+    before = {k: v[None] for k, v in p.items()}
+    after = {k: (v + 1e-2 * g[k])[None] for k, v in p.items()}
+    slopes = true.step_slopes(before, after, torch.as_tensor(obs)[None])
+    assert slopes[0] > 0
+    assert torch.isnan(true.step_slopes(before, before, torch.as_tensor(obs)[None]))[0]

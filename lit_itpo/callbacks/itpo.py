@@ -18,6 +18,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
+from lit_itpo.ascent import TrueObjective
 from lit_itpo.callbacks.evaluation import EpisodeEvalCallback, summary_line
 from lit_itpo.errors import ConfigError
 from lit_itpo.itpo import ITPOConfig, ITPOEngine, episode_generators, episode_noise
@@ -61,6 +62,11 @@ class ITPOCallback(EpisodeEvalCallback):
         noise_seed: seeds the world-model noise; episode ``i`` draws from its own stream
             (``noise_seed``, env seed ``seed + i``), so an episode's ITPO actions do not depend
             on which other episodes share its batch or its DDP rank.
+        ascent_every: every this many env steps, the true slope of each episode's ITPO step:
+            the directional derivative of J_true (the H-step objective with the simulator set
+            to the real state, :mod:`lit_itpo.ascent`) along it; ``itpo/<model>/ascent_rate``
+            is the share of those steps that raised J_true (chance 50%). Only on envs whose
+            state is set from the observation (HalfCheetah, Hopper, Walker2d); None: off.
         figure_every: episode 0's imagined rollout is drawn every this many steps (first 200).
         plot_dims: state dimensions in that figure.
         num_episodes, seed, max_episode_steps, every_n_validations: as the evaluation callback.
@@ -81,6 +87,7 @@ class ITPOCallback(EpisodeEvalCallback):
         sample_steps: int | None = None,
         sample_variance: str | None = None,
         noise_seed: int = 0,
+        ascent_every: int | None = 10,
         figure_every: int = 25,
         plot_dims: list[int] = (0, 1),
         num_episodes: int = 10,
@@ -110,8 +117,12 @@ class ITPOCallback(EpisodeEvalCallback):
             )
         self.alpha_grid = None if alpha_grid is None else [float(a) for a in alpha_grid]
         self.noise_seed = noise_seed
-        if figure_every < 1:
-            raise ConfigError(f"ITPOCallback figure_every={figure_every} must be >= 1.")
+        if figure_every < 1 or (ascent_every is not None and ascent_every < 1):
+            raise ConfigError(
+                f"ITPOCallback figure_every={figure_every} must be >= 1 and ascent_every="
+                f"{ascent_every} >= 1 (or null: off)."
+            )
+        self.ascent_every = ascent_every
         self.figure_every, self.plot_dims = figure_every, list(plot_dims)
         self.world_models: dict = {}
 
@@ -154,6 +165,12 @@ class ITPOCallback(EpisodeEvalCallback):
         alphas = torch.tensor([a for a in grid for _ in range(self.num_episodes)])
         mine = self.episodes_for_rank(trainer.global_rank, trainer.world_size, len(seeds))
         moves = bool((alphas > 0).any())
+        truth = None
+        if moves and self.ascent_every is not None and TrueObjective.settable(dm.env_spec):
+            truth = TrueObjective(
+                dm.env_spec, parts.actor, parts.critic, self.cfg.horizon, self.cfg.gamma,
+                parts.reward_scale, parts.reward_bias,
+            )  # fmt: skip
         # run_episodes steps the envs under torch.no_grad(); the ITPO engine differentiates with
         # torch.func.grad, which ignores an outer no_grad (but not inference mode, hence this).
         with torch.inference_mode(False), torch.enable_grad():
@@ -165,16 +182,21 @@ class ITPOCallback(EpisodeEvalCallback):
                 engine = ITPOEngine.for_policy(parts, wm, self.cfg)
                 engine.set_step_sizes(alphas[mine])
                 stats = {"steps": 0, "time": 0.0, "before": [], "after": [], "imagined": []}
+                stats["slopes"] = []
                 gens = episode_generators(
                     [seeds[i] for i in mine], self.noise_seed, pl_module.device
                 )
                 bar = self._progress(trainer, f"ITPO, {name} world model", len(seeds))
 
                 def act(obs, engine=engine, stats=stats, gens=gens, wm=wm, bar=bar):
+                    measure = truth is not None and stats["steps"] % self.ascent_every == 0
+                    before = engine.start_params(obs.shape[0]) if measure else None
                     t0 = time.perf_counter()
                     noise = episode_noise(wm, gens, self.cfg.particles, self.cfg.horizon)
                     action = engine.step(obs, noise)
                     stats["time"] += time.perf_counter() - t0
+                    if measure:
+                        stats["slopes"].append(truth.step_slopes(before, engine.params, obs))
                     if moves:  # at alpha 0 the world model is not run at all
                         stats["before"].append(engine.last["objective_before"].mean())
                         stats["after"].append(engine.objective(obs, noise).mean())
@@ -201,6 +223,9 @@ class ITPOCallback(EpisodeEvalCallback):
                 m[f"itpo/{name}/nfe_per_step"] = torch.tensor(
                     float(wm.nfe_per_step * self.cfg.horizon * self.cfg.inner_steps)
                 )
+                if truth is not None:  # every rank, so the gather meets (some may have none)
+                    slopes = stats["slopes"] or [torch.zeros(0, dtype=torch.float64)]
+                    m |= self._ascent_metrics(name, torch.cat(slopes), pl_module)
                 if stats["before"]:
                     m[f"itpo/{name}/objective_before"] = torch.stack(stats["before"]).nanmean()
                     m[f"itpo/{name}/objective_after"] = torch.stack(stats["after"]).nanmean()
@@ -233,6 +258,21 @@ class ITPOCallback(EpisodeEvalCallback):
             returns[alpha] = float(part["return"].mean())
         m[f"itpo/{name}/alpha"] = torch.tensor(choose_alpha(float(base["return"].mean()), returns))
         return m
+
+    @staticmethod
+    def _ascent_metrics(name: str, slopes: torch.Tensor, pl_module) -> dict:
+        """Share of measured ITPO steps whose true slope is positive, over every rank."""
+        measured = ~torch.isnan(slopes)
+        counts = torch.tensor(
+            [float((slopes[measured] > 0).sum()), float(measured.sum())], device=pl_module.device
+        )
+        if pl_module.trainer.world_size > 1:
+            counts = pl_module.all_gather(counts).sum(0)
+        ups, total = counts.tolist()
+        out = {f"itpo/{name}/ascent_states": torch.tensor(total)}
+        if total > 0:
+            out[f"itpo/{name}/ascent_rate"] = torch.tensor(ups / total)
+        return out
 
     @staticmethod
     def _paired_value(res: dict, dm) -> torch.Tensor:

@@ -189,6 +189,18 @@ class ITPOEngine:
             )
         return self.step_sizes.to(device)
 
+    def _prepare(self, n: int) -> None:
+        if self.params is None or next(iter(self.params.values())).shape[0] != n:
+            self.reset(n)
+        if self.cfg.reset_every_step:
+            self.reset(n)
+
+    def start_params(self, n: int) -> dict[str, torch.Tensor]:
+        """The per-episode parameters the next :meth:`step` on ``n`` episodes starts from
+        (carried over, or the pretrained ones after a reset)."""
+        self._prepare(n)
+        return {k: v.detach().clone() for k, v in self.params.items()}
+
     def reset(self, num_episodes: int, mask: torch.Tensor | None = None) -> None:
         """Reset psi to the pretrained parameters for all episodes, or those where ``mask``."""
         fresh = {
@@ -219,10 +231,7 @@ class ITPOEngine:
         fallback mask) for logging.
         """
         cfg, N = self.cfg, obs.shape[0]
-        if self.params is None or next(iter(self.params.values())).shape[0] != N:
-            self.reset(N)
-        if cfg.reset_every_step:
-            self.reset(N)
+        self._prepare(N)
         if noise is None:
             noise = self.world_model.sample_noise(N, cfg.particles, cfg.horizon, generator)
         with torch.no_grad():
