@@ -20,10 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
+from pathlib import Path
 
 from benchmarks.common import load, run_in_process
 from benchmarks.common import mean_std as ms
-from benchmarks.score_suite import DATASETS, parse_cell, run_dir
+from benchmarks.score_suite import parse_cell, run_dir
 
 NAME = "alpha_selection"
 MODELS = ("diffusion", "meanflow")
@@ -36,67 +38,69 @@ CELLS = (
 )
 
 
-def config(ds: str, seed: int, episodes: int, particles: int):
-    """The score suite's pipeline settings for this cell (its ITPO fields), ``alpha_episodes``
-    changed."""
-    from lit_itpo.pipeline import PipelineConfig
+def evaluation(sc: dict, root: Path, world_models: dict, lr: float | None = None, **changes):
+    """An ITPO evaluation (``lit_itpo.stages.evaluate``: reused when done, like the pipeline's)
+    with the suite run's own settings (its ``results.json``: config and checkpoints), at step
+    size ``lr`` or with ``changes`` (episodes, env seed, alpha grid)."""
+    from lit_itpo.itpo import ITPOConfig
+    from lit_itpo.stages import EvalSpec, evaluate
 
-    return PipelineConfig(
-        dataset_id=DATASETS[ds],
-        data_dir=None,
-        out_dir=str(run_dir(ds, seed)),
-        num_episodes=10,
-        max_episode_steps=None,
-        particles=particles,
-        seed=seed,
-        alpha_episodes=episodes,
-    )
+    c = sc["config"]
+    itpo = ITPOConfig(horizon=c["horizon"], particles=c["particles"], inner_steps=c["inner_steps"])
+    itpo = itpo if lr is None else replace(itpo, lr=lr)
+    spec = EvalSpec(
+        c["itpo_config"], str(root), sc["dataset_id"], sc["checkpoints"]["policy"], world_models,
+        itpo, data_dir=c["data_dir"], seed=c["seed"], max_episode_steps=c["max_episode_steps"],
+        sample_steps=c["sample_steps"], sample_variance=c["sample_variance"],
+    )  # fmt: skip
+    return evaluate(replace(spec, **changes))
 
 
 def cell(key: str, episodes: int) -> dict:
     """Alpha chosen on ``episodes`` held-out episodes for the suite run ``key``, and scored."""
     ds, seed = parse_cell(key, "alpha_selection")
     src = run_dir(ds, seed)
-    ckpts = {"diffusion": src / "world_model.ckpt", "meanflow": src / "meanflow.ckpt"}
-    needed = (src / "results.json", src / "policy.ckpt", *ckpts.values())
-    missing = [p for p in needed if not p.is_file()]
-    if missing:
+    sc = json.loads((src / "results.json").read_text()) if (src / "results.json").is_file() else {}
+    if "checkpoints" not in sc:
+        why = "is absent" if not sc else "names no checkpoints (an earlier pipeline's)"
         raise SystemExit(
             f"alpha_selection: {key} needs a finished score-suite run on this machine "
-            f"({missing[0]} is absent); run `python -m benchmarks.score_suite --datasets {ds} "
-            f"--seeds {seed}` (or with --rerun for a cell already in the committed results)."
+            f"({src / 'results.json'} {why}); run `python -m benchmarks.score_suite --datasets "
+            f"{ds} --seeds {seed}` (or with --rerun for a cell already in the committed results)."
         )
-    from lit_itpo.pipeline import choose_alpha, run_itpo, select_alpha
-
-    # The one-episode choice and scores of the run whose checkpoints are here (the suite
-    # pipeline's own results.json), so both choices are made on the same checkpoints.
-    sc = json.loads((src / "results.json").read_text())
-    cfg = config(ds, seed, episodes, sc["config"]["particles"])
+    # The one-episode choice and scores are the run's own (the suite pipeline's results.json),
+    # so both choices are made on the same checkpoints.
+    ck = sc["checkpoints"]
+    ckpts = {"diffusion": ck["world_model"], "meanflow": ck["meanflow"]}
     out = src / f"alpha_x{episodes}"
     t0 = time.perf_counter()
-    sel = select_alpha(cfg, out, ckpts, src / "policy.ckpt")
+    grid = sc["config"]["alpha_grid"]
+    sel = evaluation(
+        sc, out / "alpha", ckpts, alpha_grid=grid, episodes=episodes,
+        env_seed=sc["config"]["alpha_seed"],
+    )  # fmt: skip
     base = sc["base"]["normalized_score"]
     res = {"dataset": ds, "seed": seed, "episodes": episodes, "base": base}
     res["held_out"] = {
-        f"{lr:g}": {"base": m["eval/return_mean"]} | {n: m[f"itpo/{n}/return_mean"] for n in MODELS}
-        for lr, m in sel.items()
+        f"{lr:g}": {"base": sel.base.return_mean} | {n: sel.grid[n][lr].return_mean for n in MODELS}
+        for lr in grid
     }
     res["held_out_1"] = {  # the same grid on the run's one held-out episode
         lr: {"base": m["base_return"]} | {n: m[f"itpo_{n}_return"] for n in MODELS}
         for lr, m in sc["alpha_selection"].items()
     }
     for n in MODELS:
-        alpha, score_1 = choose_alpha(sel, n), sc[f"itpo_{n}"]["normalized_score"]
+        alpha, score_1 = sel.alpha[n], sc[f"itpo_{n}"]["normalized_score"]
         if alpha == 0.0:
             score, source = base, "base policy"
         elif alpha == sc["alpha"][n]:
             score, source = score_1, "score suite's run"
         else:
-            final = run_itpo(
-                cfg, out, f"final_{n}", {n: ckpts[n]}, src / "policy.ckpt", alpha,
-                cfg.eval_seed, cfg.num_episodes,
+            final = evaluation(
+                sc, out / f"final_{n}", {n: ckpts[n]}, lr=alpha,
+                episodes=sc["config"]["num_episodes"], env_seed=sc["config"]["eval_seed"],
             )  # fmt: skip
-            score, source = final[f"itpo/{n}/normalized_score"], "run here"
+            score, source = final.itpo[n].score.normalized_score, "run here"
         res[n] = {
             "alpha_1": sc["alpha"][n],
             "score_1": score_1,

@@ -64,10 +64,11 @@ class Setup:
         res = json.loads((run_dir / "results.json").read_text())
         self.dm = MinariDataModule(res["dataset_id"], data_dir=res["config"]["data_dir"])
         self.dm.setup()
-        self.policy = load_policy(run_dir / "policy.ckpt")
+        ckpts = res["checkpoints"]
+        self.policy = load_policy(ckpts["policy"])
         self.world_models = {
-            "diffusion": load_world_model(run_dir / "world_model.ckpt"),
-            "meanflow": load_meanflow(run_dir / "meanflow.ckpt"),
+            "diffusion": load_world_model(ckpts["world_model"]),
+            "meanflow": load_meanflow(ckpts["meanflow"]),
         }
         steps, var = res["config"]["sample_steps"], res["config"]["sample_variance"]
         tr = self.world_models["diffusion"].transition
@@ -89,17 +90,9 @@ class Setup:
 
 
 def measure(setup: Setup, name: str, pt: dict, args, base: torch.Tensor) -> dict:
-    wm, pol = setup.world_models[name], setup.policy
-    hp = pol.hparams
-    cfg = ITPOConfig(
-        horizon=pt["H"],
-        particles=pt["M"],
-        inner_steps=pt["E"],
-        lr=setup.alpha[name],
-        reward_scale=hp.get("reward_scale", 1.0),
-        reward_bias=hp.get("reward_bias", 0.0),
-    )
-    engine = ITPOEngine(pol.actor, pol.critic, wm, cfg)
+    wm = setup.world_models[name]
+    cfg = ITPOConfig(horizon=pt["H"], particles=pt["M"], inner_steps=pt["E"], lr=setup.alpha[name])
+    engine = ITPOEngine.for_policy(setup.policy.policy_parts(), wm, cfg)
     gens = episode_generators([1_000_000 + i for i in range(args.episodes)])  # as ITPOCallback
     spent = {"t": 0.0, "n": 0}
 

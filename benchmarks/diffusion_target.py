@@ -20,7 +20,7 @@ import time
 import torch
 
 from benchmarks.common import REPO, machine, record
-from lit_itpo.cli import lightning_main
+from lit_itpo.lightning_cli import lightning_main
 from lit_itpo.world_models.metrics import one_step_errors
 
 NAME = "diffusion_target"

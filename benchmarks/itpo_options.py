@@ -8,13 +8,14 @@ benchmarks/results/itpo_options.json at once, and a rerun runs only the missing 
         [--alpha 5e-5] [--episodes 5] [--max-steps 200]
     python -m benchmarks.itpo_options --report
 
-``--run`` is a finished ``lit-itpo pipeline`` output directory (its ``policy.ckpt``,
-``world_model.ckpt`` and ``meanflow.ckpt``; the embedded dataset unless ``--dataset_id``).
+``--run`` is a finished ``lit-itpo pipeline`` output directory (the policy, world-model and
+MeanFlow checkpoints its ``results.json`` names; the embedded dataset unless ``--dataset_id``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,17 +25,17 @@ from benchmarks.common import REPO, load, scalars
 NAME = "itpo_options"
 OPTIONS = {
     "paper (sgd, psi carried over)": [],
-    "reset every step": ["reset_every_step", "true"],
-    "adam": ["optimizer", "adam"],
-    "proximity 1e3": ["proximity", "1000.0"],
-    "uncertainty penalty 1.0": ["uncertainty_penalty", "1.0"],
+    "reset every step": ["itpo.reset_every_step", "true"],
+    "adam": ["itpo.optimizer", "adam"],
+    "proximity 1e3": ["itpo.proximity", "1000.0"],
+    "uncertainty penalty 1.0": ["itpo.uncertainty_penalty", "1.0"],
 }
 MODELS = ("diffusion", "meanflow")
 
 
 def make_cell(option: str, args) -> Cell:
     """The ``lit-itpo validate`` command of the ITPO callback with ``option`` set."""
-    run = Path(args.run).resolve()
+    ckpts = json.loads((Path(args.run) / "results.json").read_text())["checkpoints"]
     slug = option.split(" (")[0].replace(" ", "_")
     run_dir = REPO / "runs" / "itpo_options" / slug
     cb = "--trainer.callbacks.init_args."
@@ -46,14 +47,14 @@ def make_cell(option: str, args) -> Cell:
         "--trainer.default_root_dir", str(run_dir),
         "--trainer.logger.init_args.save_dir", str(run_dir),
         "--trainer.enable_progress_bar", "false",
-        f"{cb}world_model_ckpt", str(run / "world_model.ckpt"),
-        f"{cb}meanflow_ckpt", str(run / "meanflow.ckpt"),
-        f"{cb}lr", str(args.alpha),
+        f"{cb}world_model_ckpt", ckpts["world_model"],
+        f"{cb}meanflow_ckpt", ckpts["meanflow"],
+        f"{cb}itpo.lr", str(args.alpha),
         f"{cb}num_episodes", str(args.episodes),
         f"{cb}max_episode_steps", str(args.max_steps),
         f"{cb}sample_steps", "5",
         f"{cb}sample_variance", "beta_tilde",
-        "--ckpt_path", str(run / "policy.ckpt"),
+        "--ckpt_path", ckpts["policy"],
     ]  # fmt: skip
     opt = OPTIONS[option]
     if opt:
