@@ -3,12 +3,10 @@
     python -m benchmarks.ascent_rate --policy P.ckpt --world-model WM.ckpt [--meanflow MF.ckpt] \\
         --dataset_id lit_itpo/halfcheetah/medium-v0 [--states 200] [--particles 64]
 
-ITPO climbs J_wm(psi), the imagined H-step objective (rewards through the world model, then the
-critic's min(Q1, Q2) at s_H). What matters is J_true(psi): the same objective with the MuJoCo
-simulator set to the real state in place of the world model (HalfCheetah, Hopper and Walker2d v5
-are deterministic; the state is set from the observation, qpos = (0, obs[:nq-1]), qvel =
-obs[nq-1:], the x position not mattering; an episode that terminates inside the horizon stops
-there, with no terminal value). For each held-out real state s and each world model:
+ITPO climbs J_wm(psi), the imagined H-step objective; what matters is J_true(psi), the same
+objective with the MuJoCo simulator set to the real state (``lit_itpo.ascent.TrueObjective``,
+which every ITPO evaluation also samples as ``itpo/<model>/ascent_rate``). Here, with more
+states and probes, for each held-out real state s and each world model:
 
 - g = grad_psi J_wm(psi_0) at s with ITPO's fixed noise (M particles), the step ITPO takes;
 - the directional derivative of J_true along g / |g| by central differences (step ``--h`` in
@@ -24,60 +22,21 @@ one record per run to benchmarks/results/ascent_rate.json.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import time
 
 import numpy as np
 import torch
-from torch.func import functional_call, grad
+from torch.func import grad
 
 from benchmarks.common import machine, record
+from lit_itpo.ascent import TrueObjective
 from lit_itpo.data.datamodule import MinariDataModule
-from lit_itpo.envs import make_gym_env
 from lit_itpo.itpo import ITPOConfig
 from lit_itpo.itpo.step import imagined_objective
 from lit_itpo.modules import load_meanflow, load_policy, load_world_model
 
 NAME = "ascent_rate"
-
-
-class TrueObjective:
-    """J_true(psi) at a real state: the simulator set to it, H steps of pi_psi (float64)."""
-
-    def __init__(self, env_spec: str, actor, critic, cfg: ITPOConfig):
-        self.env = make_gym_env(env_spec)
-        self.env.reset(seed=0)
-        self.sim = self.env.unwrapped
-        self.nq = self.sim.model.nq
-        self.actor, self.critic, self.cfg = actor.double(), critic.double(), cfg
-        self.buffers = dict(self.actor.named_buffers())
-
-    def set_state(self, obs: np.ndarray) -> float:
-        """Set the simulator from ``obs``; returns how far its own observation then is from it
-        (0 unless a clipped velocity made the observation lossy)."""
-        qpos = np.concatenate([[0.0], obs[: self.nq - 1]])
-        self.sim.set_state(qpos, obs[self.nq - 1 :])
-        return float(np.abs(self.sim._get_obs() - obs).max())
-
-    @torch.no_grad()
-    def __call__(self, params: dict, obs: np.ndarray) -> tuple[float, float]:
-        """``(J_true, its terminal-value part)``."""
-        cfg = self.cfg
-        self.set_state(obs)
-        s, total = obs, 0.0
-        low, high = self.sim.action_space.low, self.sim.action_space.high
-        for j in range(cfg.horizon):
-            o = torch.as_tensor(s, dtype=torch.float64)[None]
-            a = functional_call(self.actor, {**params, **self.buffers}, (o,))[0].numpy()
-            s, r, terminated, _, _ = self.sim.step(np.clip(a, low, high))
-            total += cfg.gamma**j * (r * cfg.reward_scale + cfg.reward_bias)
-            if terminated:
-                return total, 0.0
-        o = torch.as_tensor(s, dtype=torch.float64)[None]
-        a = functional_call(self.actor, {**params, **self.buffers}, (o,))
-        q = cfg.gamma**cfg.horizon * float(self.critic(o, a).min(0).values)
-        return total + q, q
 
 
 def flat(d: dict) -> torch.Tensor:
@@ -92,7 +51,11 @@ def unflat(x: torch.Tensor, like: dict) -> dict:
     return out
 
 
-def measure(wm, policy, true_j: TrueObjective, states, cfg: ITPOConfig, args) -> dict:
+def measure(
+    wm, policy, true_j: TrueObjective, no_value: TrueObjective, states, cfg: ITPOConfig, args
+) -> dict:
+    """Ascent rate, random-direction sign agreement, predicted over true slope and the terminal
+    value's share of J_true (``no_value``: the same objective without the critic)."""
     actor32 = policy.actor
     psi32 = {k: v.detach() for k, v in actor32.named_parameters()}
     buf32 = dict(actor32.named_buffers())
@@ -112,15 +75,14 @@ def measure(wm, policy, true_j: TrueObjective, states, cfg: ITPOConfig, args) ->
             continue
 
         def slope(d: torch.Tensor, s=s) -> float:
-            jp = true_j(unflat(psi64 + args.h * d, like64), s)[0]
-            jm = true_j(unflat(psi64 - args.h * d, like64), s)[0]
-            return (jp - jm) / (2 * args.h)
+            return true_j.slope(unflat(psi64, like64), unflat(d, like64), s, args.h)
 
         d = g / g.norm()
         true_slope = slope(d)
         ascents.append(true_slope > 0)
         ratios.append(float(g.norm()) / true_slope if true_slope != 0 else float("nan"))
-        j0, q = true_j(unflat(psi64, like64), s)
+        j0 = true_j(unflat(psi64, like64), s)
+        q = j0 - no_value(unflat(psi64, like64), s)  # the critic's part of J_true
         q_share.append(q / j0 if j0 != 0 else float("nan"))
         for _ in range(args.directions):
             r = torch.randn(g.shape, generator=gen, dtype=torch.float64)
@@ -169,10 +131,14 @@ def main() -> None:
         models["meanflow"] = load_meanflow(args.meanflow, dataset_id=args.dataset_id)
     rows = {}
     for name, wm in models.items():
-        p64 = copy.deepcopy(policy)
-        true_j = TrueObjective(dm.env_spec, p64.actor, p64.critic, cfg)
+        true_j, no_value = (
+            TrueObjective(dm.env_spec, policy.actor, critic, cfg.horizon, cfg.gamma,
+                          cfg.reward_scale, cfg.reward_bias)
+            for critic in (policy.critic, None)
+        )  # fmt: skip
         lossy = max(true_j.set_state(s) for s in states[:50])
-        rows[name] = measure(wm, policy, true_j, states, cfg, args) | {"obs_set_error": lossy}
+        measured = measure(wm, policy, true_j, no_value, states, cfg, args)
+        rows[name] = measured | {"obs_set_error": lossy}
         print(name, json.dumps(rows[name]), flush=True)
     key = f"{args.dataset_id}|{args.policy}|K{args.sample_steps}|M{args.particles}|h{args.h}"
     command = (
