@@ -71,3 +71,24 @@ def make_gym_env(spec: gym.envs.registration.EnvSpec | str) -> gym.Env:
             return gym.make(spec)
     register_env_packages(spec.id)
     return gym.make(spec)
+
+
+# The healthy-state rules of gymnasium's v5 MuJoCo locomotion envs, on the observation (x
+# excluded: obs[0] is the torso height z, obs[1] its angle), as ITPO's imagination needs them:
+# ``next_obs [..., o] -> [...]`` True where the env would terminate.
+def _hopper_falls(obs):
+    return (obs[..., 0] <= 0.7) | (obs[..., 1].abs() >= 0.2) | (obs[..., 1:].abs() >= 100).any(-1)
+
+
+def _walker_falls(obs):
+    return (obs[..., 0] <= 0.8) | (obs[..., 0] >= 2.0) | (obs[..., 1].abs() >= 1.0)
+
+
+TERMINATION_RULES = {"Hopper": _hopper_falls, "Walker2d": _walker_falls}
+
+
+def termination_rule(env_id: str):
+    """The env family's known termination rule on observations (Hopper, Walker2d), None for
+    envs that never terminate on their state (HalfCheetah, Swimmer) or whose rule is unknown."""
+    family = env_id.split("/")[-1].split("-v")[0]
+    return TERMINATION_RULES.get(family)

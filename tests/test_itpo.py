@@ -419,3 +419,69 @@ def test_pipeline_follows_a_dataset_given_only_by_id(tiny_root, monkeypatch, cap
     given = PipelineConfig(dataset_id=DID, data_dir=str(root), out_dir="x", policy_config="p.y")
     assert (given.data_dir, given.out_dir, given.policy_config) == (str(root), "x", "p.y")
     assert conf_folder("mujoco/halfcheetah/medium-v0") == "halfcheetah-medium"
+
+
+class _Counter(WorldModel):
+    """s' = s + 1 in every coordinate, reward 1, an optional constant termination probability."""
+
+    def __init__(self, p_end=None):
+        class One(nn.Module):
+            def forward(self, s, a):
+                return torch.ones(*s.shape[:-1], 1)
+
+        class End(nn.Module):
+            def forward(self, s, a, s_next):
+                return torch.full((*s.shape[:-1], 1), p_end)
+
+        super().__init__(One(), None if p_end is None else End())
+
+    def noise_shape(self, batch, particles, horizon):
+        return (batch, particles, horizon, 1)
+
+    def next(self, obs, action, noise):
+        return obs + 1
+
+
+def test_termination_aware_imagination_masks_what_follows_a_fall():
+    """'rule': a step's own reward counts, the rewards after the predicted end do not;
+    'model': each later reward is weighted by the learned probability of still running."""
+    from lit_itpo.itpo import imagined_returns
+
+    actor, g = nn.Linear(1, 1), 0.9
+    params = dict(actor.named_parameters())
+    obs, noise = torch.zeros(1), torch.zeros(2, 3, 1)
+    falls = lambda s: s[..., 0] >= 2  # noqa: E731  (s: 0 -> 1 -> 2 (falls) -> 3)
+
+    def ret(wm, **kw):
+        cfg = ITPOConfig(horizon=3, particles=2, gamma=g, **kw)
+        return imagined_returns(params, actor, None, wm, obs, noise, cfg, falls)
+
+    assert torch.allclose(ret(_Counter()), torch.full((2,), 1 + g + g**2))
+    assert torch.allclose(ret(_Counter(), termination="rule"), torch.full((2,), 1 + g))
+    p = 0.25
+    want = 1 + g * (1 - p) + g**2 * (1 - p) ** 2
+    assert torch.allclose(ret(_Counter(p), termination="model"), torch.full((2,), want))
+    with pytest.raises(ConfigError, match="termination model"):
+        ret(_Counter(), termination="model")
+    with pytest.raises(ConfigError, match="termination="):
+        ITPOConfig(termination="always")
+
+
+def test_acceptance_test_keeps_a_step_only_if_it_improves_on_fresh_noise():
+    """An overshooting step (alpha far too large on J = -||W s + b - K s||^2) lowers the
+    imagined return on independent noise: rejected, the episode acts as before. A small step
+    raises it: kept."""
+    wm, actor, _ = _linear_system()
+    obs = torch.randn(4, 3)
+    noise, fresh = wm.sample_noise(4, 4, 1), wm.sample_noise(4, 4, 1)
+    base = actor(obs).detach()
+
+    def run(lr):
+        cfg = ITPOConfig(horizon=1, particles=4, inner_steps=1, lr=lr, accept_z=1.0)
+        eng = ITPOEngine(actor, None, wm, cfg)
+        return eng, eng.step(obs, noise, accept_noise=fresh)
+
+    eng, act = run(50.0)
+    assert not eng.last["accepted"].any() and torch.allclose(act, base, atol=1e-6)
+    eng, act = run(0.01)
+    assert eng.last["accepted"].all() and not torch.allclose(act, base, atol=1e-6)

@@ -234,3 +234,44 @@ def test_true_objective_sets_the_simulator_from_an_observation():
     slopes = true.step_slopes(before, after, torch.as_tensor(obs)[None])
     assert slopes[0] > 0
     assert torch.isnan(true.step_slopes(before, before, torch.as_tensor(obs)[None]))[0]
+
+
+def test_the_termination_rule_follows_the_env():
+    from lit_itpo.callbacks import ITPOCallback
+    from lit_itpo.envs import termination_rule
+    from lit_itpo.errors import ConfigError
+
+    hop = termination_rule("Hopper-v5")
+    obs = torch.tensor([[1.25, 0.0] + [0.0] * 9, [0.5, 0.0] + [0.0] * 9, [1.25, 0.3] + [0.0] * 9])
+    assert hop(obs).tolist() == [False, True, True]  # healthy; too low; tilted
+    walker = termination_rule("Walker2d-v5")
+    assert walker(torch.tensor([[1.25, 0.0], [2.5, 0.0], [1.25, -1.5]])).tolist() == [
+        False, True, True
+    ]  # fmt: skip
+    assert termination_rule("HalfCheetah-v5") is None
+    cb = ITPOCallback(world_model_ckpt="x.ckpt", itpo=ITPOConfig(termination="rule"))
+    assert cb._termination_rule('{"id": "Hopper-v5"}') is hop
+    with pytest.raises(ConfigError, match="HalfCheetah-v5"):
+        cb._termination_rule('{"id": "HalfCheetah-v5"}')
+
+
+@pytest.mark.parametrize("env_id", ["Hopper-v5", "Walker2d-v5"])
+def test_the_termination_rule_agrees_with_the_env(env_id):
+    """On real random-action episodes the rule says 'fell' exactly where gymnasium terminates."""
+    import gymnasium as gym
+
+    from lit_itpo.envs import termination_rule
+
+    rule, env = termination_rule(env_id), gym.make(env_id)
+    agree = total = 0
+    for seed in range(5):
+        env.reset(seed=seed)
+        env.action_space.seed(seed)
+        done = False
+        while not done:
+            obs, _, terminated, truncated, _ = env.step(env.action_space.sample())
+            agree += bool(rule(torch.as_tensor(obs))) == terminated
+            total += 1
+            done = terminated or truncated
+    env.close()
+    assert agree == total

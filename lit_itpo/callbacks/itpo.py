@@ -20,6 +20,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from lit_itpo.ascent import TrueObjective
 from lit_itpo.callbacks.evaluation import EpisodeEvalCallback, summary_line
+from lit_itpo.envs import TERMINATION_RULES, termination_rule
 from lit_itpo.errors import ConfigError
 from lit_itpo.itpo import ITPOConfig, ITPOEngine, episode_generators, episode_noise
 from lit_itpo.stats import bootstrap_ci
@@ -165,6 +166,7 @@ class ITPOCallback(EpisodeEvalCallback):
         alphas = torch.tensor([a for a in grid for _ in range(self.num_episodes)])
         mine = self.episodes_for_rank(trainer.global_rank, trainer.world_size, len(seeds))
         moves = bool((alphas > 0).any())
+        terminated = self._termination_rule(dm.env_spec)
         truth = None
         if moves and self.ascent_every is not None and TrueObjective.settable(dm.env_spec):
             truth = TrueObjective(
@@ -179,10 +181,10 @@ class ITPOCallback(EpisodeEvalCallback):
             rank_zero_info(summary_line("eval", trainer.global_step, metrics))
             self.last = {"base": base}
             for name, wm in self.world_models.items():
-                engine = ITPOEngine.for_policy(parts, wm, self.cfg)
+                engine = ITPOEngine.for_policy(parts, wm, self.cfg, terminated)
                 engine.set_step_sizes(alphas[mine])
                 stats = {"steps": 0, "time": 0.0, "before": [], "after": [], "imagined": []}
-                stats["slopes"] = []
+                stats["slopes"], stats["accepted"] = [], []
                 gens = episode_generators(
                     [seeds[i] for i in mine], self.noise_seed, pl_module.device
                 )
@@ -193,8 +195,15 @@ class ITPOCallback(EpisodeEvalCallback):
                     before = engine.start_params(obs.shape[0]) if measure else None
                     t0 = time.perf_counter()
                     noise = episode_noise(wm, gens, self.cfg.particles, self.cfg.horizon)
-                    action = engine.step(obs, noise)
+                    check = (
+                        episode_noise(wm, gens, self.cfg.particles, self.cfg.horizon)
+                        if self.cfg.accept_z > 0
+                        else None
+                    )
+                    action = engine.step(obs, noise, accept_noise=check)
                     stats["time"] += time.perf_counter() - t0
+                    if "accepted" in engine.last:
+                        stats["accepted"].append(engine.last["accepted"].float().mean())
                     if measure:
                         stats["slopes"].append(truth.step_slopes(before, engine.params, obs))
                     if moves:  # at alpha 0 the world model is not run at all
@@ -223,6 +232,8 @@ class ITPOCallback(EpisodeEvalCallback):
                 m[f"itpo/{name}/nfe_per_step"] = torch.tensor(
                     float(wm.nfe_per_step * self.cfg.horizon * self.cfg.inner_steps)
                 )
+                if self.cfg.accept_z > 0 and stats["accepted"]:
+                    m[f"itpo/{name}/accept_rate"] = torch.stack(stats["accepted"]).mean()
                 if truth is not None:  # every rank, so the gather meets (some may have none)
                     slopes = stats["slopes"] or [torch.zeros(0, dtype=torch.float64)]
                     m |= self._ascent_metrics(name, torch.cat(slopes), pl_module)
@@ -258,6 +269,20 @@ class ITPOCallback(EpisodeEvalCallback):
             returns[alpha] = float(part["return"].mean())
         m[f"itpo/{name}/alpha"] = torch.tensor(choose_alpha(float(base["return"].mean()), returns))
         return m
+
+    def _termination_rule(self, env_spec: str | None):
+        """The env family's termination rule when ``itpo.termination`` is ``"rule"``."""
+        if self.cfg.termination != "rule":
+            return None
+        env_id = json.loads(env_spec).get("id", "") if env_spec else ""
+        rule = termination_rule(env_id)
+        if rule is None:
+            raise ConfigError(
+                f"ITPO termination='rule': no known termination rule for env '{env_id}' (known: "
+                f"{sorted(TERMINATION_RULES)}); use 'model' (a world model trained with "
+                "termination) or 'none'."
+            )
+        return rule
 
     @staticmethod
     def _ascent_metrics(name: str, slopes: torch.Tensor, pl_module) -> dict:

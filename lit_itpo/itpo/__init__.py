@@ -7,6 +7,7 @@ from lit_itpo.itpo.step import (
     episode_generators,
     episode_noise,
     imagined_objective,
+    imagined_returns,
 )
 
 __all__ = [
@@ -16,4 +17,5 @@ __all__ = [
     "episode_generators",
     "episode_noise",
     "imagined_objective",
+    "imagined_returns",
 ]

@@ -19,6 +19,7 @@ parameters and takes the base (pretrained) policy's action for that step; it is 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
@@ -49,6 +50,14 @@ class ITPOConfig:
         proximity: J - proximity * ||psi - psi_0||^2, a pull back to the pretrained parameters.
         uncertainty_penalty: J - uncertainty_penalty * std over particles of the imagined
             returns (risk-averse: prefers actions whose imagined outcome the model agrees on).
+        termination: ``"none"`` (the paper: imagined episodes never end), ``"rule"`` (the env
+            family's known termination rule on imagined states, given to the engine) or
+            ``"model"`` (the world model's learned termination probability): reward and
+            terminal value after a predicted fall are masked out.
+        accept_z: > 0: an acceptance test per real step. The adapted parameters are re-scored
+            against the previous ones on an independent set of M noise sequences (paired); the
+            step is kept only if the mean improvement exceeds ``accept_z`` standard errors,
+            otherwise the episode acts with its previous parameters. 0: off (the paper).
     """
 
     horizon: int = 5
@@ -62,8 +71,16 @@ class ITPOConfig:
     optimizer: str = "sgd"
     proximity: float = 0.0
     uncertainty_penalty: float = 0.0
+    termination: str = "none"
+    accept_z: float = 0.0
 
     def __post_init__(self) -> None:
+        if self.termination not in ("none", "rule", "model"):
+            raise ConfigError(
+                f"ITPO termination={self.termination!r} must be 'none', 'rule' or 'model'."
+            )
+        if not self.accept_z >= 0:
+            raise ConfigError(f"ITPO accept_z={self.accept_z} must be >= 0 (0: no test).")
         if self.optimizer not in ("sgd", "adam"):
             raise ConfigError(f"ITPO optimizer={self.optimizer!r} must be 'sgd' or 'adam'.")
         if not (self.proximity >= 0 and self.uncertainty_penalty >= 0):
@@ -98,7 +115,7 @@ def episode_noise(
     return torch.cat([world_model.sample_noise(1, particles, horizon, g) for g in generators])
 
 
-def imagined_objective(
+def imagined_returns(
     params: dict,
     actor: nn.Module,
     critic: nn.Module | None,
@@ -106,8 +123,12 @@ def imagined_objective(
     obs: torch.Tensor,
     noise: torch.Tensor,
     cfg: ITPOConfig,
+    terminated: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """J(psi) for one episode: ``obs [obs_dim]``, ``noise noise_shape(1, M, H)[1:]`` -> scalar.
+    """The imagined return of each particle ``[M]`` for one episode: ``obs [obs_dim]``,
+    ``noise noise_shape(1, M, H)[1:]``. With ``cfg.termination`` (``"rule"``: the callable
+    ``terminated(next_obs) -> bool``; ``"model"``: the world model's termination probability)
+    reward and terminal value after a predicted end are masked out.
 
     ``critic`` maps ``(obs [..., o], action [..., a]) -> [n_q, ..., 1]`` (None: no terminal
     value).
@@ -121,11 +142,43 @@ def imagined_objective(
     )
     r = td["next", "reward"][0, ..., 0] * cfg.reward_scale + cfg.reward_bias  # [M, H]
     disc = cfg.gamma ** torch.arange(cfg.horizon, device=r.device, dtype=r.dtype)
-    ret = (r * disc).sum(-1)  # [M]
+    alive = None  # [M, H]: the imagined episode is still running after step j
+    if cfg.termination == "rule":
+        if terminated is None:
+            raise ConfigError("ITPO termination='rule' needs the env's rule (none given).")
+        alive = torch.cumprod((~terminated(td["next", "observation"][0])).to(r.dtype), -1)
+    elif cfg.termination == "model":
+        if "terminated" not in td["next"].keys():
+            raise ConfigError(
+                "ITPO termination='model' needs a world model trained with a termination model "
+                "(model.init_args.termination: true)."
+            )
+        alive = torch.cumprod(1 - td["next", "terminated"][0, ..., 0].to(r.dtype), -1)
+    if alive is None:
+        ret = (r * disc).sum(-1)  # [M]
+    else:  # a step's own reward counts; what follows a fall does not
+        before = torch.cat([torch.ones_like(alive[:, :1]), alive[:, :-1]], -1)
+        ret = (r * disc * before).sum(-1)
     if critic is not None:
         s_h = td["next", "observation"][0, :, -1]  # [M, o]
         q = critic(s_h, policy(s_h)).min(0).values[..., 0]  # [M]
-        ret = ret + cfg.gamma**cfg.horizon * q
+        ret = ret + cfg.gamma**cfg.horizon * q * (1 if alive is None else alive[:, -1])
+    return ret
+
+
+def imagined_objective(
+    params: dict,
+    actor: nn.Module,
+    critic: nn.Module | None,
+    world_model: WorldModel,
+    obs: torch.Tensor,
+    noise: torch.Tensor,
+    cfg: ITPOConfig,
+    terminated: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """J(psi) for one episode (scalar): the mean of :func:`imagined_returns`, minus
+    ``cfg.uncertainty_penalty`` times their standard deviation."""
+    ret = imagined_returns(params, actor, critic, world_model, obs, noise, cfg, terminated)
     if cfg.uncertainty_penalty > 0 and ret.shape[0] > 1:
         return ret.mean() - cfg.uncertainty_penalty * ret.std()
     return ret.mean()
@@ -142,7 +195,12 @@ class ITPOEngine:
     """
 
     def __init__(
-        self, actor: nn.Module, critic: nn.Module | None, world_model: WorldModel, cfg: ITPOConfig
+        self,
+        actor: nn.Module,
+        critic: nn.Module | None,
+        world_model: WorldModel,
+        cfg: ITPOConfig,
+        terminated: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ):
         self.actor, self.critic, self.world_model, self.cfg = actor, critic, world_model, cfg
         self.base = {k: v.detach() for k, v in actor.named_parameters()}
@@ -154,21 +212,34 @@ class ITPOEngine:
         self.step_sizes: torch.Tensor | None = None  # per-episode alpha; None: cfg.lr for all
 
         def objective(p, o, eps):
-            j = imagined_objective({**p, **self.buffers}, actor, critic, world_model, o, eps, cfg)
+            j = imagined_objective(
+                {**p, **self.buffers}, actor, critic, world_model, o, eps, cfg, terminated
+            )
             if cfg.proximity > 0:
                 j = j - cfg.proximity * sum((v - self.base[k]).pow(2).sum() for k, v in p.items())
             return j
 
         self._grad_value = vmap(grad_and_value(objective))
         self._value = vmap(objective)
+        self._returns = vmap(
+            lambda p, o, eps: imagined_returns(
+                {**p, **self.buffers}, actor, critic, world_model, o, eps, cfg, terminated
+            )
+        )
         self._act = vmap(lambda p, o: functional_call(actor, {**p, **self.buffers}, (o,)))
 
     @classmethod
-    def for_policy(cls, policy: PolicyParts, world_model: WorldModel, cfg: ITPOConfig):
+    def for_policy(
+        cls,
+        policy: PolicyParts,
+        world_model: WorldModel,
+        cfg: ITPOConfig,
+        terminated: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ):
         """An engine on a policy stage's :class:`PolicyParts`, imagined rewards in its critic's
         units (its reward transform replaces ``cfg``'s)."""
         cfg = replace(cfg, reward_scale=policy.reward_scale, reward_bias=policy.reward_bias)
-        return cls(policy.actor, policy.critic, world_model, cfg)
+        return cls(policy.actor, policy.critic, world_model, cfg, terminated)
 
     def set_step_sizes(self, step_sizes: torch.Tensor | list[float] | None) -> None:
         """One alpha per episode (``[N]``, e.g. a grid of step sizes on the same episodes in one
@@ -223,6 +294,7 @@ class ITPOEngine:
         obs: torch.Tensor,
         noise: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        accept_noise: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Adapt every episode's psi at ``obs [N, obs_dim]`` and return actions ``[N, act]``.
 
@@ -247,6 +319,7 @@ class ITPOEngine:
             }
             return base_action
         params = {k: v.detach() for k, v in self.params.items()}
+        start = params
         ok = torch.ones(N, dtype=torch.bool, device=obs.device)
         j_before = None
         for _ in range(cfg.inner_steps):
@@ -260,6 +333,14 @@ class ITPOEngine:
             grads = {k: torch.nan_to_num(g) for k, g in grads.items()}
             steps = self._ascent(grads, ok, alpha)
             params = {k: torch.where(_bcast(ok, v), v + steps[k], v) for k, v in params.items()}
+        accepted = torch.ones(N, dtype=torch.bool, device=obs.device)
+        if cfg.accept_z > 0:
+            if accept_noise is None:
+                accept_noise = self.world_model.sample_noise(
+                    N, cfg.particles, cfg.horizon, generator
+                )
+            accepted = self._accept(start, params, obs, accept_noise)
+            params = {k: torch.where(_bcast(accepted, v), v, start[k]) for k, v in params.items()}
         with torch.no_grad():
             action = self._act(params, obs)
             ok &= torch.isfinite(action).all(-1)
@@ -270,8 +351,16 @@ class ITPOEngine:
             k: torch.where(_bcast(ok, v), v, self.params[k]).detach() for k, v in params.items()
         }
         self.fallbacks += int((~ok).sum())
-        self.last = {"fallback": ~ok, "objective_before": j_before}
+        self.last = {"fallback": ~ok, "objective_before": j_before, "accepted": accepted}
         return action
+
+    @torch.no_grad()
+    def _accept(self, start: dict, adapted: dict, obs: torch.Tensor, noise: torch.Tensor):
+        """``[N]``: the adapted parameters' imagined returns beat the previous ones' on the
+        independent ``noise`` by more than ``accept_z`` standard errors of the paired mean."""
+        diff = self._returns(adapted, obs, noise) - self._returns(start, obs, noise)  # [N, M]
+        se = diff.std(-1) / diff.shape[-1] ** 0.5 if diff.shape[-1] > 1 else 0.0
+        return torch.nan_to_num(diff.mean(-1), nan=-1.0) > self.cfg.accept_z * se
 
     @torch.no_grad()
     def _ascent(self, grads: dict, ok: torch.Tensor, alpha: torch.Tensor) -> dict:
