@@ -136,7 +136,10 @@ def _submitit_executor(args: argparse.Namespace, name: str):
     import submitit
 
     cluster = {"slurm": "slurm", "submitit-local": "local", "debug": "debug"}[args.executor]
-    ex = submitit.AutoExecutor(folder=Path(args.submitit_dir) / name / "%j", cluster=cluster)
+    try:
+        ex = submitit.AutoExecutor(folder=Path(args.submitit_dir) / name / "%j", cluster=cluster)
+    except RuntimeError as exc:  # no srun on this machine
+        raise SystemExit(f"--executor {args.executor}: {exc} (--executor local here)") from None
     ex.update_parameters(
         name=name,
         timeout_min=args.timeout_min,
