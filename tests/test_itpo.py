@@ -92,6 +92,13 @@ def test_gradient_ascent_matches_the_closed_form_step():
     # J(W, b) = -||W s + b - K s||^2  =>  dJ/db = -2 (W s + b - K s)
     resid = actor(s).detach() - s @ K.T
     assert torch.allclose(eng.params["bias"][0], actor.bias + lr * (-2 * resid[0]), atol=1e-6)
+    # grad_and_value: the same gradient at the current parameters, without the update
+    fresh = ITPOEngine(actor, None, wm, ITPOConfig(horizon=1, particles=2, lr=lr))
+    fresh.reset(1)
+    grads, j = fresh.grad_and_value(s, wm.sample_noise(1, 2, 1))
+    assert torch.allclose(grads["bias"][0], -2 * resid[0], atol=1e-5)
+    assert torch.allclose(j[0], -resid[0].pow(2).sum(), atol=1e-5)
+    assert torch.equal(fresh.params["bias"][0], actor.bias.detach())
 
 
 def test_guard_keeps_non_finite_episodes_on_base_action_and_old_params():
