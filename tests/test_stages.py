@@ -129,6 +129,13 @@ def test_evaluate_chooses_alpha_on_a_batched_grid_and_reports_paired_gains(stage
     res = evaluate(EvalSpec("conf/embedded/itpo.yaml", str(tmp_path / "final"), DID,
                             str(pol.checkpoint), models, ITPOConfig(particles=4, horizon=2,
                             lr=1e-1), **common))  # fmt: skip
+    import json
+
+    eps = json.loads(next((tmp_path / "final").glob("tb/*/itpo_episodes.json")).read_text())
+    assert eps["seeds"] == [5, 6] and len(eps["base"]) == 2
+    assert set(eps["itpo"]) == set(models) and all(
+        len(v["return"]) == 2 for v in eps["itpo"].values()
+    )
     for name in models:
         d = res.itpo[name]
         assert d.gain_ci[0] <= d.gain <= d.gain_ci[1] and d.fallbacks == 0

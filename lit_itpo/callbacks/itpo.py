@@ -24,6 +24,7 @@ from lit_itpo.envs import TERMINATION_RULES, termination_rule
 from lit_itpo.errors import ConfigError
 from lit_itpo.itpo import ITPOConfig, ITPOEngine, episode_generators, episode_noise
 from lit_itpo.stats import bootstrap_ci
+from lit_itpo.utils import atomic_write_json
 
 
 def _env_limit(env_spec: str | None) -> int | None:
@@ -244,6 +245,25 @@ class ITPOCallback(EpisodeEvalCallback):
                 if trainer.is_global_zero and self.alpha_grid is None and moves:
                     self._figure(trainer, pl_module, name, base, res, stats)
         pl_module.log_dict({k: v.float() for k, v in metrics.items()}, rank_zero_only=False)
+        if trainer.is_global_zero:
+            self._write_episodes(trainer, seeds, alphas)
+
+    def _write_episodes(self, trainer: pl.Trainer, seeds: list[int], alphas: torch.Tensor) -> None:
+        """Every episode's return, base and per world model, beside the run's logs
+        (``itpo_episodes.json``): the paired data behind the means, for analyses across runs."""
+        log_dir = trainer.log_dir or trainer.default_root_dir
+        n = self.num_episodes
+        rec = {
+            "step": trainer.global_step,
+            "seeds": seeds[:n],
+            "base": self.last["base"]["return"].tolist(),
+            "itpo": {
+                name: {"alpha": alphas.tolist(), "seeds": seeds, "return": res["return"].tolist()}
+                for name, res in self.last.items()
+                if name != "base"
+            },
+        }
+        atomic_write_json(rec, f"{log_dir}/itpo_episodes.json")
 
     def _itpo_metrics(self, name: str, res: dict, base: dict, alphas: torch.Tensor, dm) -> dict:
         """One world model's scores: paired gains over the episodes (one evaluation), or per
