@@ -10,6 +10,19 @@ benchmarks/results/itpo_options.json at once, and a rerun runs only the missing 
 
 ``--run`` is a finished ``lit-itpo pipeline`` output directory (the policy, world-model and
 MeanFlow checkpoints its ``results.json`` names; the embedded dataset unless ``--dataset_id``).
+Each cell also keeps every episode's return (the callback's ``itpo_episodes.json``), so each
+option is compared with the paper's rule episode by episode (paired, 95% bootstrap interval).
+
+The hopper-medium study (carry-over vs reset vs proximity, and the guards against hurting: the
+acceptance test and termination-aware imagination), its protocol fixed before its runs: the
+pipeline run ``lit-itpo pipeline --pipeline.dataset_id lit_itpo/hopper/medium-v0
+--pipeline.out_dir runs/pipeline/hopper-medium-s0 --pipeline.max_episode_steps null`` (seed 0,
+the pipeline's default budgets), every option below at alpha 5e-5 on the same 10 full-length
+episodes (seeds 1000000 + i), each cell run once:
+
+    OMP_NUM_THREADS=1 python -m benchmarks.itpo_options --out itpo_options_hopper \\
+        --run runs/pipeline/hopper-medium-s0 --dataset_id lit_itpo/hopper/medium-v0 \\
+        --data_dir null --episodes 10 --max-steps 0
 """
 
 from __future__ import annotations
@@ -19,8 +32,11 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from benchmarks.cells import Cell, add_executor_args, run_cells
 from benchmarks.common import REPO, load, scalars
+from lit_itpo.stats import bootstrap_ci
 
 NAME = "itpo_options"
 OPTIONS = {
@@ -29,7 +45,10 @@ OPTIONS = {
     "adam": ["itpo.optimizer", "adam"],
     "proximity 1e3": ["itpo.proximity", "1000.0"],
     "uncertainty penalty 1.0": ["itpo.uncertainty_penalty", "1.0"],
+    "acceptance test z 1": ["itpo.accept_z", "1.0"],
+    "termination rule": ["itpo.termination", "rule"],  # envs that terminate (Hopper, Walker2d)
 }
+PAPER = "paper (sgd, psi carried over)"
 MODELS = ("diffusion", "meanflow")
 
 
@@ -37,7 +56,7 @@ def make_cell(option: str, args) -> Cell:
     """The ``lit-itpo validate`` command of the ITPO callback with ``option`` set."""
     ckpts = json.loads((Path(args.run) / "results.json").read_text())["checkpoints"]
     slug = option.split(" (")[0].replace(" ", "_")
-    run_dir = REPO / "runs" / "itpo_options" / slug
+    run_dir = REPO / "runs" / args.out / slug
     cb = "--trainer.callbacks.init_args."
     argv = [
         "validate",
@@ -51,7 +70,7 @@ def make_cell(option: str, args) -> Cell:
         f"{cb}meanflow_ckpt", ckpts["meanflow"],
         f"{cb}itpo.lr", str(args.alpha),
         f"{cb}num_episodes", str(args.episodes),
-        f"{cb}max_episode_steps", str(args.max_steps),
+        f"{cb}max_episode_steps", str(args.max_steps or "null"),
         f"{cb}sample_steps", "5",
         f"{cb}sample_variance", "beta_tilde",
         "--ckpt_path", ckpts["policy"],
@@ -74,6 +93,12 @@ def summarise(cell: Cell, done: dict, args) -> dict:
         out[f"{m}_objective_gain"] = (last(f"itpo/{m}/objective_after") or 0.0) - (
             last(f"itpo/{m}/objective_before") or 0.0
         )
+    found = sorted(Path(cell.run_dir).glob("tb/*/itpo_episodes.json"))
+    if found:  # every episode's return: the paired comparisons of the report
+        eps = json.loads(found[-1].read_text())
+        out["episode_returns"] = {"base": eps["base"]} | {
+            m: eps["itpo"][m]["return"] for m in MODELS if m in eps["itpo"]
+        }
     out["command"] = cell.command
     out["summary"] = (
         f"base {out['base_return']:.1f}, diffusion {out['diffusion_return']:.1f}, "
@@ -82,15 +107,27 @@ def summarise(cell: Cell, done: dict, args) -> dict:
     return out
 
 
+def _paired(c: dict, ref: dict | None, m: str) -> str:
+    """Mean per-episode return difference to the paper's rule, with its 95% interval."""
+    if ref is None or "episode_returns" not in c or c is ref:
+        return ""
+    d = np.subtract(c["episode_returns"][m], ref["episode_returns"][m])
+    lo, hi = bootstrap_ci(d)
+    return f"; vs paper {d.mean():+.1f} [{lo:+.1f}, {hi:+.1f}]"
+
+
 def report(payload: dict) -> str:
+    cells = payload["cells"]
+    ref = next((c for c in cells.values() if c["option"] == PAPER), None)
     lines = [
         "| option | base return | ITPO diffusion: return, ms/step, imagined gain | "
         "ITPO MeanFlow: return, ms/step, imagined gain |",
         "| --- | --- | --- | --- |",
     ]
-    for c in payload["cells"].values():
+    for c in cells.values():
         cols = [
             f"{c[f'{m}_return']:.1f}, {c[f'{m}_ms_per_step']:.0f}, {c[f'{m}_objective_gain']:+.3f}"
+            + _paired(c, ref, m)
             for m in MODELS
         ]
         lines.append(f"| {c['option']} | {c['base_return']:.1f} | {cols[0]} | {cols[1]} |")
@@ -104,19 +141,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--data_dir", default="embedded")
     p.add_argument("--alpha", type=float, default=5e-5)
     p.add_argument("--episodes", type=int, default=5)
-    p.add_argument("--max-steps", type=int, default=200)
+    p.add_argument("--max-steps", type=int, default=200, help="0: the env's own limit")
+    p.add_argument("--out", default=NAME, help="results name (benchmarks/results/<out>.json)")
+    p.add_argument("--options", nargs="*", default=None, help="a subset of the options")
     p.add_argument("--report", action="store_true")
     add_executor_args(p)
     args = p.parse_args(argv)
     if args.report:
-        print(report(load(NAME)))
+        print(report(load(args.out)))
         return
     meta = {
-        "command": f"python -m benchmarks.itpo_options --run {args.run} --alpha {args.alpha} "
+        "command": f"python -m benchmarks.itpo_options --out {args.out} --run {args.run} "
+        f"--dataset_id {args.dataset_id} --data_dir {args.data_dir} --alpha {args.alpha} "
         f"--episodes {args.episodes} --max-steps {args.max_steps}"
     }
-    cells = [make_cell(o, args) for o in OPTIONS]
-    print(report(run_cells(NAME, cells, lambda c, d: summarise(c, d, args), meta, args)))
+    cells = [make_cell(o, args) for o in (args.options or OPTIONS)]
+    print(report(run_cells(args.out, cells, lambda c, d: summarise(c, d, args), meta, args)))
 
 
 if __name__ == "__main__":

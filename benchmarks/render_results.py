@@ -232,6 +232,17 @@ SECTIONS = [
         itpo_options.report,
         "Embedded smoke-run policy and world models, 5 episodes x 200 steps, one seed: indicative.",
     ),
+    (
+        "ITPO options on hopper-medium, paired with the paper's rule",
+        "itpo_options_hopper",
+        itpo_options.report,
+        "The hopper-medium pipeline run of seed 0 (world model 3k, ReBRAC 5k x 1024, MeanFlow "
+        "3k updates), alpha 5e-5 for every option, the same 10 full-length episodes; returns; "
+        "'vs paper': the mean per-episode return difference to the paper's rule (psi carried "
+        "over, plain ascent) with its 95% bootstrap interval. Protocol fixed before the runs "
+        "(benchmarks/itpo_options.py); one training seed: it can show an option hurting or "
+        "helping on these episodes, not across seeds.",
+    ),
 ]
 
 
