@@ -17,6 +17,7 @@ from benchmarks import (
     cost_study,
     diffusion_target,
     itpo_options,
+    main_job,
     meanflow_mixture,
     meanflow_quality,
     policy_quality,
@@ -83,6 +84,16 @@ def speed_table(payload: dict) -> str:
 
 
 SECTIONS = [
+    (
+        "The main job (`lit-itpo pipeline` on the embedded sample, defaults)",
+        "main_job",
+        main_job.report,
+        "The README's first command, timed in one fresh process on the machine named below "
+        "(float32). Scores are of 200-step episodes against the 1000-step D4RL references; "
+        "gain: ITPO minus the base policy on the same episodes, mean and 95% bootstrap interval "
+        "over the 10 episodes; ascent rate: the share of measured ITPO steps (every 10th env "
+        "step) that raised the true H-step objective (MuJoCo set to the real state).",
+    ),
     (
         "Scores: ReBRAC vs ITPO (diffusion world model) vs ITPO (tilted one-step MeanFlow)",
         "score_suite",

@@ -422,3 +422,16 @@ def test_precision_report_pairs_by_seed():
     assert "| 2 |" in row and "+1.0 [-2.0, +4.0]" in row  # seed 2 has no float32 partner
     one = policy_quality.paired_precision_report({"cells": dict(enumerate(cells[:2]))})
     assert "-2.0 no CI from one pair" in one
+
+
+def test_main_job_record_and_table(tiny_pipeline):
+    """The main job's record (run times from the runs' metrics.json, the results) renders."""
+    from benchmarks import main_job
+
+    out, _ = tiny_pipeline
+    t0 = min((out / r / "metrics.json").stat().st_mtime for r in main_job.RUNS) - 5.0
+    rec = main_job.summarise(out, t0, 100.0, 0.1)
+    assert set(rec["run_s"]) == set(main_job.RUNS) and rec["run_s"]["world_model"] >= 5.0
+    assert sum(rec["run_s"].values()) <= 100.0
+    table = main_job.report({"cells": {"machine x": rec}})
+    assert "| ReBRAC (base) |" in table and "MeanFlow WM" in table and "1.7 min" in table

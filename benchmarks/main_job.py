@@ -1,0 +1,119 @@
+"""The main job as a user runs it, timed: ``lit-itpo pipeline`` on the embedded dataset (the
+README's first command, defaults), in a fresh output directory, one fresh process.
+
+    python -m benchmarks.main_job [--out-dir runs/main_job] [-- <extra pipeline arguments>]
+    python -m benchmarks.main_job --report
+
+Records in benchmarks/results/main_job.json, per machine and precision: the wall time of the
+whole job and of each run in it (from the runs' ``metrics.json`` write times), and its results
+table (base vs ITPO with each world model on the same episodes: paired gain with its 95%
+interval, ascent rate, ms per env step). Time it on a quiet machine: ``load_avg_1min`` is
+recorded beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from benchmarks.common import REPO, load, machine, record
+
+NAME = "main_job"
+RUNS = ("world_model", "policy", "meanflow", "itpo/alpha", "itpo/final_diffusion",
+        "itpo/final_meanflow")  # fmt: skip
+
+
+def run(out_dir: Path, extra: Sequence[str]) -> dict:
+    shutil.rmtree(out_dir, ignore_errors=True)
+    cmd = [sys.executable, "-m", "lit_itpo", "pipeline", "--pipeline.out_dir", str(out_dir), *extra]
+    before = machine()  # the load before the job: what the timing shared the machine with
+    t0 = time.time()
+    subprocess.run(cmd, cwd=REPO, check=True)
+    return summarise(out_dir, t0, time.time() - t0, before["load_avg_1min"])
+
+
+def summarise(out_dir: Path, t0: float, wall: float, load_before: float) -> dict:
+    """A finished job's record: wall times (whole, per run) and its results."""
+    ends = {r: (out_dir / r / "metrics.json").stat().st_mtime - t0 for r in RUNS}
+    spans, last = {}, 0.0
+    for r in RUNS:  # the pipeline runs them in this order
+        spans[r] = round(ends[r] - last, 1)
+        last = ends[r]
+    res = json.loads((out_dir / "results.json").read_text())
+    keep = ("alpha", "alpha_selection", "base", "itpo_diffusion", "itpo_meanflow", "config")
+    return {
+        "wall_s": round(wall, 1),
+        "run_s": spans,
+        "results": {k: res[k] for k in keep},
+        "precision": "32-true",
+        "load_avg_before": load_before,
+        "summary": f"{wall / 60:.1f} min",
+    }
+
+
+def report(payload: dict) -> str:
+    """Per recorded job: the time of each run and the results table."""
+    out = []
+    for key, c in payload["cells"].items():
+        r, cfg = c["results"], c["results"]["config"]
+        t = c["run_s"]
+        out += [
+            f"**{key}**: {c['wall_s'] / 60:.1f} min in all (load average before: "
+            f"{c['load_avg_before']}); world model {t['world_model']:.0f} s "
+            f"({cfg['world_model_steps']} updates), ReBRAC {t['policy']:.0f} s "
+            f"({cfg['policy_steps']} updates), MeanFlow {t['meanflow']:.0f} s "
+            f"({cfg['meanflow_steps']} updates), alpha grid {t['itpo/alpha']:.0f} s "
+            f"({len(cfg['alpha_grid'])} step sizes x {cfg['alpha_episodes']} held-out "
+            f"episode(s), per world model in one batch), final evaluations "
+            f"{t['itpo/final_diffusion']:.0f} s + {t['itpo/final_meanflow']:.0f} s "
+            f"({cfg['num_episodes']} episodes of {cfg['max_episode_steps']} steps).",
+            "",
+            "| policy | normalised score | return | gain in normalised score [95% CI] | "
+            "ascent rate | ms / env step (10 episodes batched) |",
+            "| --- | --- | --- | --- | --- | --- |",
+            f"| ReBRAC (base) | {r['base']['normalized_score']:.1f} | "
+            f"{r['base']['return_mean']:.1f} | | | |",
+        ]
+        for name, label in (("diffusion", "diffusion WM"), ("meanflow", "MeanFlow WM")):
+            d = r[f"itpo_{name}"]
+            if d["fell_back"]:
+                out.append(
+                    f"| ITPO, {label}: no alpha beat the base on the held-out episodes, fell "
+                    f"back | {d['normalized_score']:.1f} | {d['return_mean']:.1f} | +0.0 | - | - |"
+                )
+                continue
+            asc = "n/a" if d.get("ascent_rate") is None else f"{100 * d['ascent_rate']:.0f}%"
+            lo, hi = d["gain_ci"]
+            out.append(
+                f"| ITPO, {label} (alpha {d['alpha']:g}) | {d['normalized_score']:.1f} | "
+                f"{d['return_mean']:.1f} | {d['gain']:+.2f} [{lo:+.2f}, {hi:+.2f}] | {asc} | "
+                f"{d['ms_per_step']:.0f} |"
+            )
+        out.append("")
+    return "\n".join(out).rstrip()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--out-dir", default="runs/main_job")
+    p.add_argument("--report", action="store_true")
+    p.add_argument("extra", nargs="*", help="more `lit-itpo pipeline` arguments (after --)")
+    args = p.parse_args(argv)
+    if not args.report:
+        m = machine()
+        key = f"{m['cpu']}, {m['cores']} cores, torch threads {m['torch_threads']}"
+        cmd = " ".join(
+            ["python -m benchmarks.main_job", *(["--", *args.extra] if args.extra else [])]
+        )
+        record(NAME, key, run(REPO / args.out_dir, args.extra) | {"machine": m}, {"command": cmd})
+    print(report(load(NAME)))
+
+
+if __name__ == "__main__":
+    main()
