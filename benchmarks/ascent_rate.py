@@ -32,8 +32,7 @@ from torch.func import grad
 from benchmarks.common import machine, record
 from lit_itpo.ascent import TrueObjective
 from lit_itpo.data.datamodule import MinariDataModule
-from lit_itpo.itpo import ITPOConfig
-from lit_itpo.itpo.step import imagined_objective
+from lit_itpo.itpo import ITPOConfig, imagined_returns, objective
 from lit_itpo.modules import load_meanflow, load_policy, load_world_model
 
 NAME = "ascent_rate"
@@ -68,7 +67,8 @@ def measure(
         noise = wm.sample_noise(1, cfg.particles, cfg.horizon, gen)[0]
 
         def j_wm(p, obs=obs, noise=noise):
-            return imagined_objective({**p, **buf32}, actor32, policy.critic, wm, obs, noise, cfg)
+            ret = imagined_returns({**p, **buf32}, actor32, policy.critic, wm, obs, noise, cfg)
+            return objective(ret, cfg)
 
         g = flat(grad(j_wm)(psi32)).double()
         if not torch.isfinite(g).all() or g.norm() == 0:

@@ -6,8 +6,8 @@ from lit_itpo.itpo.step import (
     ITPOEngine,
     episode_generators,
     episode_noise,
-    imagined_objective,
     imagined_returns,
+    objective,
 )
 
 __all__ = [
@@ -16,6 +16,6 @@ __all__ = [
     "PolicyParts",
     "episode_generators",
     "episode_noise",
-    "imagined_objective",
     "imagined_returns",
+    "objective",
 ]

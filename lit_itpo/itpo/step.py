@@ -166,22 +166,12 @@ def imagined_returns(
     return ret
 
 
-def imagined_objective(
-    params: dict,
-    actor: nn.Module,
-    critic: nn.Module | None,
-    world_model: WorldModel,
-    obs: torch.Tensor,
-    noise: torch.Tensor,
-    cfg: ITPOConfig,
-    terminated: Callable[[torch.Tensor], torch.Tensor] | None = None,
-) -> torch.Tensor:
-    """J(psi) for one episode (scalar): the mean of :func:`imagined_returns`, minus
-    ``cfg.uncertainty_penalty`` times their standard deviation."""
-    ret = imagined_returns(params, actor, critic, world_model, obs, noise, cfg, terminated)
-    if cfg.uncertainty_penalty > 0 and ret.shape[0] > 1:
-        return ret.mean() - cfg.uncertainty_penalty * ret.std()
-    return ret.mean()
+def objective(returns: torch.Tensor, cfg: ITPOConfig) -> torch.Tensor:
+    """J(psi) of one episode from its particles' :func:`imagined_returns` ``[M]``: their mean,
+    minus ``cfg.uncertainty_penalty`` times their standard deviation."""
+    if cfg.uncertainty_penalty > 0 and returns.shape[0] > 1:
+        return returns.mean() - cfg.uncertainty_penalty * returns.std()
+    return returns.mean()
 
 
 class ITPOEngine:
@@ -211,21 +201,20 @@ class ITPOEngine:
         self.last: dict[str, torch.Tensor] = {}
         self.step_sizes: torch.Tensor | None = None  # per-episode alpha; None: cfg.lr for all
 
-        def objective(p, o, eps):
-            j = imagined_objective(
+        def returns(p, o, eps):
+            return imagined_returns(
                 {**p, **self.buffers}, actor, critic, world_model, o, eps, cfg, terminated
             )
+
+        def j_of(p, o, eps):
+            j = objective(returns(p, o, eps), cfg)
             if cfg.proximity > 0:
                 j = j - cfg.proximity * sum((v - self.base[k]).pow(2).sum() for k, v in p.items())
             return j
 
-        self._grad_value = vmap(grad_and_value(objective))
-        self._value = vmap(objective)
-        self._returns = vmap(
-            lambda p, o, eps: imagined_returns(
-                {**p, **self.buffers}, actor, critic, world_model, o, eps, cfg, terminated
-            )
-        )
+        self._grad_value = vmap(grad_and_value(j_of))
+        self._value = vmap(j_of)
+        self._returns = vmap(returns)
         self._act = vmap(lambda p, o: functional_call(actor, {**p, **self.buffers}, (o,)))
 
     @classmethod
