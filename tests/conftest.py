@@ -14,8 +14,12 @@ from lit_itpo.collect.recipes import uniform_policy
 from lit_itpo.collect.rollout import rollout_episodes
 
 # Tiny nets gain nothing from a second thread, and on a busy 2-core machine torch's 2-thread
-# pool can be ~100x slower (measured here with two SAC runs in the background).
+# pool can be ~100x slower (measured here with two SAC runs in the background). The suite runs
+# on pytest-xdist workers (pyproject's addopts: one per core), so one thread each also keeps
+# the workers off each other's cores; OMP_NUM_THREADS carries that into the processes tests
+# start (DDP ranks, the notebook's kernel).
 torch.set_num_threads(1)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MUJOCO_GL", "disable")
 
 
