@@ -196,9 +196,10 @@ def test_tilt_weights_normalise_clip_and_calibrate():
     assert wq[a.sum(-1) > 0.5].mean() > wq[a.sum(-1) < -0.5].mean()
 
 
-def _fit_tilted(eta: float, steps: int = 1500) -> float:
+def _fit_tilted(eta: float, steps: int = 750) -> float:
     """A model linear in the action fitted to s' = a^2 (a ~ U[-1, 1]); its mean prediction at
-    the policy's action 0.8."""
+    the policy's action 0.8. 750 updates reach the test's bounds with room (measured: plain
+    0.342, tilted 0.665, each within 0.01 of its answer)."""
     torch.manual_seed(0)
     m = MeanFlowTransition(1, 1, [-1.0], [1.0], hidden=[], equal_fraction=0.75, adaptive_p=0.0)
     tilt = PolicyTilt(lambda s: torch.full_like(s, 0.8), [-1.0], [1.0], eta, 0.2, clip=None)
