@@ -74,15 +74,16 @@ def _validate_itpo(tiny_pipeline, out, devices: int) -> list[dict]:
     run, _ = tiny_pipeline
     out.mkdir()
     cb = "--trainer.callbacks.init_args."
+    ckpt = lambda stage: str(run / stage / "tb/version_0/checkpoints/last.ckpt")  # noqa: E731
     cmd = [
         sys.executable, "-m", "lit_itpo", "validate",
         "--config", str(REPO / "conf/embedded/itpo.yaml"),
-        "--ckpt_path", str(run / "policy.ckpt"),
-        f"{cb}world_model_ckpt", str(run / "world_model.ckpt"),
-        f"{cb}meanflow_ckpt", str(run / "meanflow.ckpt"),
+        "--ckpt_path", ckpt("policy"),
+        f"{cb}world_model_ckpt", ckpt("world_model"),
+        f"{cb}meanflow_ckpt", ckpt("meanflow"),
         f"{cb}num_episodes", "3",  # odd: rank 0 runs episodes 0 and 2, rank 1 episode 1
-        f"{cb}max_episode_steps", "10", f"{cb}particles", "4", f"{cb}sample_steps", "2",
-        f"{cb}lr", "0.01",  # large enough that ITPO's actions differ from the base policy's
+        f"{cb}max_episode_steps", "10", f"{cb}itpo.particles", "4", f"{cb}sample_steps", "2",
+        f"{cb}itpo.lr", "0.01",  # large enough that ITPO's actions differ from the base policy's
         "--trainer.devices", str(devices), "--trainer.accelerator", "cpu",
         *(["--trainer.strategy", "ddp"] if devices > 1 else []),
         "--trainer.default_root_dir", str(out), "--trainer.logger.init_args.save_dir", str(out),
