@@ -18,11 +18,12 @@ acceptance test and termination-aware imagination), its protocol fixed before it
 pipeline run ``lit-itpo pipeline --pipeline.dataset_id lit_itpo/hopper/medium-v0
 --pipeline.out_dir runs/pipeline/hopper-medium-s0 --pipeline.max_episode_steps null`` (seed 0,
 the pipeline's default budgets), every option below at alpha 5e-5 on the same 10 full-length
-episodes (seeds 1000000 + i), each cell run once:
+episodes (seeds 1000000 + i), with the MeanFlow world model (the diffusion model's ITPO steps
+cost ~5x more CPU time: not affordable for every option here), each cell run once:
 
     OMP_NUM_THREADS=1 python -m benchmarks.itpo_options --out itpo_options_hopper \\
         --run runs/pipeline/hopper-medium-s0 --dataset_id lit_itpo/hopper/medium-v0 \\
-        --data_dir null --episodes 10 --max-steps 0
+        --data_dir null --episodes 10 --max-steps 0 --models meanflow
 """
 
 from __future__ import annotations
@@ -66,8 +67,8 @@ def make_cell(option: str, args) -> Cell:
         "--trainer.default_root_dir", str(run_dir),
         "--trainer.logger.init_args.save_dir", str(run_dir),
         "--trainer.enable_progress_bar", "false",
-        f"{cb}world_model_ckpt", ckpts["world_model"],
-        f"{cb}meanflow_ckpt", ckpts["meanflow"],
+        *([f"{cb}world_model_ckpt", ckpts["world_model"]] if "diffusion" in args.models else []),
+        *([f"{cb}meanflow_ckpt", ckpts["meanflow"]] if "meanflow" in args.models else []),
         f"{cb}itpo.lr", str(args.alpha),
         f"{cb}num_episodes", str(args.episodes),
         f"{cb}max_episode_steps", str(args.max_steps or "null"),
@@ -87,7 +88,7 @@ def summarise(cell: Cell, done: dict, args) -> dict:
     out = {"option": cell.key, "alpha": args.alpha, "episodes": args.episodes}
     out["wall_s"] = done["wall_s"]
     out["base_return"] = last("eval/return_mean")
-    for m in MODELS:
+    for m in args.models:
         out[f"{m}_return"] = last(f"itpo/{m}/return_mean")
         out[f"{m}_ms_per_step"] = last(f"time/itpo_{m}_ms_per_step")
         out[f"{m}_objective_gain"] = (last(f"itpo/{m}/objective_after") or 0.0) - (
@@ -97,7 +98,7 @@ def summarise(cell: Cell, done: dict, args) -> dict:
     if found:  # every episode's return: the paired comparisons of the report
         eps = json.loads(found[-1].read_text())
         out["episode_returns"] = {"base": eps["base"]} | {
-            m: eps["itpo"][m]["return"] for m in MODELS if m in eps["itpo"]
+            m: eps["itpo"][m]["return"] for m in args.models if m in eps["itpo"]
         }
     out["command"] = cell.command
     out["summary"] = (
@@ -128,6 +129,8 @@ def report(payload: dict) -> str:
         cols = [
             f"{c[f'{m}_return']:.1f}, {c[f'{m}_ms_per_step']:.0f}, {c[f'{m}_objective_gain']:+.3f}"
             + _paired(c, ref, m)
+            if f"{m}_return" in c
+            else "not run"
             for m in MODELS
         ]
         lines.append(f"| {c['option']} | {c['base_return']:.1f} | {cols[0]} | {cols[1]} |")
@@ -144,6 +147,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--max-steps", type=int, default=200, help="0: the env's own limit")
     p.add_argument("--out", default=NAME, help="results name (benchmarks/results/<out>.json)")
     p.add_argument("--options", nargs="*", default=None, help="a subset of the options")
+    p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     p.add_argument("--report", action="store_true")
     add_executor_args(p)
     args = p.parse_args(argv)
@@ -153,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     meta = {
         "command": f"python -m benchmarks.itpo_options --out {args.out} --run {args.run} "
         f"--dataset_id {args.dataset_id} --data_dir {args.data_dir} --alpha {args.alpha} "
-        f"--episodes {args.episodes} --max-steps {args.max_steps}"
+        f"--episodes {args.episodes} --max-steps {args.max_steps} --models {' '.join(args.models)}"
     }
     cells = [make_cell(o, args) for o in (args.options or OPTIONS)]
     print(report(run_cells(args.out, cells, lambda c, d: summarise(c, d, args), meta, args)))

@@ -248,7 +248,8 @@ SECTIONS = [
         "itpo_options_hopper",
         itpo_options.report,
         "The hopper-medium pipeline run of seed 0 (world model 3k, ReBRAC 5k x 1024, MeanFlow "
-        "3k updates), alpha 5e-5 for every option, the same 10 full-length episodes; returns; "
+        "3k updates), alpha 5e-5 for every option, MeanFlow world model, the same 10 full-length "
+        "episodes; returns; "
         "'vs paper': the mean per-episode return difference to the paper's rule (psi carried "
         "over, plain ascent) with its 95% bootstrap interval. Protocol fixed before the runs "
         "(benchmarks/itpo_options.py); one training seed: it can show an option hurting or "
