@@ -245,13 +245,15 @@ class ITPOCallback(EpisodeEvalCallback):
                 if trainer.is_global_zero and self.alpha_grid is None and moves:
                     self._figure(trainer, pl_module, name, base, res, stats)
         pl_module.log_dict({k: v.float() for k, v in metrics.items()}, rank_zero_only=False)
+        log_dir = trainer.log_dir or trainer.default_root_dir  # a broadcast: every rank asks
         if trainer.is_global_zero:
-            self._write_episodes(trainer, seeds, alphas)
+            self._write_episodes(trainer, log_dir, seeds, alphas)
 
-    def _write_episodes(self, trainer: pl.Trainer, seeds: list[int], alphas: torch.Tensor) -> None:
+    def _write_episodes(
+        self, trainer, log_dir: str, seeds: list[int], alphas: torch.Tensor
+    ) -> None:
         """Every episode's return, base and per world model, beside the run's logs
         (``itpo_episodes.json``): the paired data behind the means, for analyses across runs."""
-        log_dir = trainer.log_dir or trainer.default_root_dir
         n = self.num_episodes
         rec = {
             "step": trainer.global_step,
