@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmarks.meanflow_mixture import fit_mixture, sampled_mixture
 from lit_itpo.cli import lightning_main
 from lit_itpo.errors import CheckpointError, ConfigError
 from lit_itpo.modules import load_meanflow, load_world_model
@@ -70,60 +71,15 @@ def test_model_velocity_target_replaces_v_where_r_lt_t():
         _mf(target_velocity="model", equal_fraction=0.0)
 
 
-def _mixture(n: int, c: torch.Tensor | None = None):
-    """x | c = w(c) N(-1.5 + c/2, 0.3^2) + (1 - w(c)) N(1.5 + c/2, 0.3^2), w(c) = 0.3 + 0.2 c."""
-    c = torch.rand(n, 1) * 2 - 1 if c is None else c
-    low = torch.rand(n, 1) < 0.3 + 0.2 * c
-    x = torch.where(low, -1.5 + 0.5 * c, 1.5 + 0.5 * c) + 0.3 * torch.randn(n, 1)
-    return c, x
-
-
-def _em_two_gaussians(x: torch.Tensor, mu0: list[float], iters: int = 100):
-    mu, sd, w = torch.tensor(mu0), torch.tensor([0.5, 0.5]), torch.tensor([0.5, 0.5])
-    for _ in range(iters):
-        resp = (-0.5 * ((x[:, None] - mu) / sd) ** 2 - sd.log() + w.log()).softmax(-1)
-        n = resp.sum(0)
-        w, mu = n / len(x), (resp * x[:, None]).sum(0) / n
-        sd = ((resp * (x[:, None] - mu) ** 2).sum(0) / n).sqrt()
-    return w, mu, sd
-
-
-def _fit_mixture(steps: int, hidden=(128, 128), **time_sampling) -> MeanFlowTransition:
-    torch.manual_seed(0)
-    # adaptive_p = 0: MeanFlow's adaptive weight (p = 1) is a robust loss that down-weights the
-    # minority component; measured here, it gave that component weight 0.13 instead of 0.3.
-    kw = {"equal_fraction": 0.25} | time_sampling
-    m = MeanFlowTransition(1, 1, [-1.0], [1.0], hidden=list(hidden), adaptive_p=0.0, **kw)
-    opt = torch.optim.Adam(m.parameters(), 3e-3)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    zero = torch.zeros(1024, 1)
-    for _ in range(steps):
-        c, x = _mixture(1024)
-        loss, _ = m.loss(zero, c, zero + x)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-    return m
-
-
-@torch.no_grad()
-def _sampled_mixture(m: MeanFlowTransition, cv: float, steps: int = 1):
-    m.sample_steps = steps
-    c = torch.full((4000, 1), cv)
-    s = m.sample(torch.zeros(4000, 1), c, torch.randn(4000, 1)).squeeze(-1)
-    return _em_two_gaussians(s, [-1.5 + cv / 2, 1.5 + cv / 2])
-
-
 def test_one_step_sampling_learns_a_conditional_gaussian_mixture():
     """What one step reaches in 3k updates (~20 s): the weights within 0.1 and the majority
     component within 0.1, following c. The minority component comes out too wide and pulled
     inward here (measured: mean -1.22 for -1.75, spread 0.65 for 0.3); the slow test below
     has the settings and budget that reach the issue's tolerance."""
-    m = _fit_mixture(3000)
+    m = fit_mixture(3000)
     majority = []
     for cv in (-0.5, 0.0, 0.5):
-        w, mu, sd = _sampled_mixture(m, cv)
+        w, mu, sd = sampled_mixture(m, cv)
         assert abs(w[0] - (0.3 + 0.2 * cv)) < 0.1, (cv, w)
         assert abs(mu[1] - (1.5 + cv / 2)) < 0.1, (cv, mu)
         assert mu[1] - mu[0] > 2.0, (cv, mu)  # two separated modes, not one blurred one
@@ -140,7 +96,7 @@ def test_one_step_sampling_recovers_a_conditional_gaussian_mixture():
     v = eps - x in the target the minority mode stays ~25% too wide (0.376 for 0.3 at c = -0.5,
     also after 100k updates), because the one-step map ramps between the modes; the exact
     marginal velocity removes that, and the network's own u(z, t, t) approximates it."""
-    m = _fit_mixture(
+    m = fit_mixture(
         30_000,
         hidden=(256, 256, 256),
         time_mean=0.0,
@@ -149,7 +105,7 @@ def test_one_step_sampling_recovers_a_conditional_gaussian_mixture():
         target_velocity="model",
     )
     for cv in (-0.5, 0.0, 0.5):
-        w, mu, sd = _sampled_mixture(m, cv)
+        w, mu, sd = sampled_mixture(m, cv)
         assert abs(w[0] - (0.3 + 0.2 * cv)) < 0.1, (cv, w)
         assert (mu - torch.tensor([-1.5 + cv / 2, 1.5 + cv / 2])).abs().max() < 0.1, (cv, mu)
         assert ((sd / 0.3 - 1).abs() < 0.2).all(), (cv, sd)
