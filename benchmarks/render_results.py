@@ -24,6 +24,7 @@ from benchmarks import (
     policy_speed,
     score_suite,
     stage_speed,
+    td3bc_reference,
 )
 from benchmarks.common import REPO, RESULTS, shown_command
 from lit_itpo.utils import atomic_write_text
@@ -236,6 +237,16 @@ SECTIONS = [
         "itpo_speed_cuda",
         speed_table,
         "",
+    ),
+    (
+        "TD3+BC on halfcheetah-medium: the plateau is the budget",
+        "td3bc_budget",
+        td3bc_reference.budget_report,
+        "TD3+BC scores 3.6 on halfcheetah-medium at 20k x 256 (offline policies table). The "
+        "module through `lit-itpo fit` (seed 0, batch 256, 10 episodes of 1000 steps per "
+        "evaluation) beside CORL's TD3+BC math written out on the same data, normaliser and "
+        "episodes (`python -m benchmarks.td3bc_reference --steps 60000`, 2026-11-24, one run), "
+        "score by updates.",
     ),
     (
         "ITPO options beyond the paper",

@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from benchmarks.common import machine, save
+from benchmarks.common import load, machine, save
 from benchmarks.corl_reference import corl_td3bc
 from lit_itpo.data.datamodule import MinariDataModule
 from lit_itpo.evaluation import run_episodes
@@ -66,3 +66,16 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def budget_report(payload: dict) -> str:
+    """Markdown: the module's TD3+BC curve (``policy_quality --out td3bc_budget``) beside this
+    reference's (CORL's math on the same data), score by updates."""
+    ref = dict(load("td3bc_reference").get("curve", []))
+    lines = ["| updates | TD3BCModule (lit-itpo fit) | CORL's TD3+BC math (td3bc_reference) |",
+             "| --- | --- | --- |"]  # fmt: skip
+    for c in payload["cells"].values():
+        for step, score in c["curve"]:
+            other = ref.get(step)
+            lines.append(f"| {step} | {score:.1f} | {'' if other is None else f'{other:.1f}'} |")
+    return "\n".join(lines)
