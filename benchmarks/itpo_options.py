@@ -101,9 +101,8 @@ def summarise(cell: Cell, done: dict, args) -> dict:
             m: eps["itpo"][m]["return"] for m in args.models if m in eps["itpo"]
         }
     out["command"] = cell.command
-    out["summary"] = (
-        f"base {out['base_return']:.1f}, diffusion {out['diffusion_return']:.1f}, "
-        f"meanflow {out['meanflow_return']:.1f}"
+    out["summary"] = f"base {out['base_return']:.1f}, " + ", ".join(
+        f"{m} {out[f'{m}_return']:.1f}" for m in args.models
     )
     return out
 
