@@ -76,6 +76,7 @@ def budget_report(payload: dict) -> str:
              "| --- | --- | --- |"]  # fmt: skip
     for c in payload["cells"].values():
         for step, score in c["curve"]:
+            step = round(step, -3)  # logged at the 0-based step of the batch: 9999 for 10k
             other = ref.get(step)
             lines.append(f"| {step} | {score:.1f} | {'' if other is None else f'{other:.1f}'} |")
     return "\n".join(lines)
