@@ -21,6 +21,7 @@ Each finished run writes one ``metrics.json`` in its directory (atomically), bes
 from __future__ import annotations
 
 import copy
+import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -144,10 +145,18 @@ def _stamp(path: str) -> list[int] | None:
 
 
 def _record(spec: StageSpec) -> dict:
-    """What makes a run's result: the spec (paths resolved) and its input files' stamps."""
+    """What makes a run's result: the spec (every path resolved, so a relative and an absolute
+    spelling of one run agree) and its input files' stamps."""
+
+    def canonical(v):
+        is_path = isinstance(v, str) and (v.endswith(".ckpt") or v.endswith(".yaml"))
+        return str(Path(v).resolve()) if is_path else v
+
     spec_d = asdict(spec)
     spec_d["root"] = str(Path(spec.root).resolve())
-    spec_d["config"] = str(Path(spec.config).resolve())
+    spec_d["config"] = canonical(spec.config)
+    spec_d["ckpt_path"] = canonical(spec.ckpt_path)
+    spec_d["overrides"] = {k: canonical(v) for k, v in spec.overrides.items()}
     return {"spec": spec_d, "inputs": {str(Path(p).resolve()): _stamp(p) for p in spec.inputs()}}
 
 
@@ -156,8 +165,6 @@ def stage_state(spec: StageSpec) -> tuple[str, StageResult | None]:
     root = Path(spec.root)
     done = root / METRICS
     if done.is_file():
-        import json
-
         kept = json.loads(done.read_text())
         ckpt = kept.get("checkpoint")
         if kept.get("made_by") == _record(spec) and (ckpt is None or Path(ckpt).is_file()):
@@ -188,6 +195,7 @@ def run_stage(spec: StageSpec) -> StageResult:
         ckpt = Path(last) if last else find_last_checkpoint(trainer)
         if ckpt is None or not ckpt.is_file():
             raise ConfigError(f"{spec.root}: the fit wrote no checkpoint under {spec.root}.")
+        ckpt = ckpt.resolve()  # the same spelling as a reused run's
         got = read_checkpoint(ckpt).get("global_step")
         if got != spec.max_steps:
             raise BudgetError(spec, ckpt, got)
@@ -195,7 +203,7 @@ def run_stage(spec: StageSpec) -> StageResult:
     atomic_write_json(
         {
             "made_by": made_by,
-            "checkpoint": None if ckpt is None else str(ckpt.resolve()),
+            "checkpoint": None if ckpt is None else str(ckpt),
             "step": step,
             "metrics": metrics,
         },

@@ -12,7 +12,7 @@ import torch
 from lit_itpo.itpo import ITPOConfig, ITPOEngine
 from lit_itpo.stages import EvalSpec, StageSpec, evaluate, fit_stage, run_stage, stage_state
 from lit_itpo.stats import bootstrap_ci, iqm, stratified_bootstrap_ci
-from tests.conftest import DID
+from tests.conftest import DID, REPO
 
 SMALL = {"model.init_args.hidden": [32, 32], "data.batch_size": 64,
          "trainer.enable_progress_bar": False, "trainer.log_every_n_steps": 2}  # fmt: skip
@@ -52,8 +52,12 @@ def stages(tiny_root, tmp_path_factory):
     return root, out, wm, pol, mf
 
 
-def test_one_rule_decides_done_resume_and_fresh(stages, tmp_path):
+def test_one_rule_decides_done_resume_and_fresh(stages, tmp_path, monkeypatch):
     root, out, wm, _, _ = stages
+    monkeypatch.chdir(out)  # the same run spelled relative: still done (paths are resolved)
+    conf = str(REPO / "conf/embedded/world_model.yaml")
+    assert stage_state(spec(root, "wm", conf, 6, WM))[0] == "done"
+    monkeypatch.chdir(REPO)
     s = spec(root, out / "wm", "conf/embedded/world_model.yaml", 6, WM)
     state, kept = stage_state(s)
     assert state == "done" and kept.checkpoint == wm.checkpoint and kept.step == 6
