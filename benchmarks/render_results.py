@@ -16,6 +16,7 @@ from benchmarks import (
     ascent_rate,
     cost_study,
     diffusion_target,
+    itpo_bases,
     itpo_options,
     main_job,
     meanflow_mixture,
@@ -249,6 +250,15 @@ SECTIONS = [
         "score by updates. The module follows the reference at every budget: the plateau near "
         "3 up to 20k updates is TD3+BC's own on this data (it takes off between 30k and 40k), "
         "not a fault of the module; 20k x 256 is too short a budget for it here.",
+    ),
+    (
+        "ITPO on different bases (halfcheetah-medium, seed 0)",
+        "itpo_bases",
+        itpo_bases.report,
+        "The same tilted MeanFlow world model and episodes for every base; alpha from the "
+        "grid 5e-7 .. 5e-4 on 2 held-out episodes; 10 full-length evaluation episodes; "
+        "normalised scores; gain paired by episode with its 95% bootstrap interval. One "
+        "training seed per base (protocol: benchmarks/itpo_bases.py).",
     ),
     (
         "ITPO options beyond the paper",

@@ -1,0 +1,94 @@
+"""ITPO on different bases: does its gain depend on the policy it starts from?
+
+The same world model and episodes with each policy stage's seed-0 halfcheetah-medium checkpoint
+as the base (ReBRAC and IQL at 20k x 256 from the precision study, TD3+BC at 60k x 256 from
+its budget run: the runs named in ``BASES``), one after another in this process. Per base:
+alpha chosen from the grid on 2 held-out episodes (one batch), then base vs ITPO on 10
+full-length episodes (seeds 1000000 + i), the paired gain with its 95% bootstrap interval and
+the ascent rate. World model: the tilted MeanFlow model of the ascent-rate benchmark's run
+(``runs/ascent/mf``: 5k updates, tilted toward a ReBRAC policy), M = 64, H = 5, E = 1.
+Protocol fixed before the runs; one training seed per base, so it can show a base where ITPO
+hurts or helps on these episodes, not a difference between algorithms across seeds.
+
+    OMP_NUM_THREADS=1 MINARI_DATASETS_PATH=<root> python -m benchmarks.itpo_bases
+    python -m benchmarks.itpo_bases --report
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Sequence
+
+from benchmarks.common import REPO, load, run_in_process
+from lit_itpo.itpo import ITPOConfig
+from lit_itpo.stages import EvalSpec, evaluate
+
+NAME = "itpo_bases"
+DATASET = "lit_itpo/halfcheetah/medium-v0"
+CKPT = "tb/version_0/checkpoints/last.ckpt"
+BASES = {
+    "ReBRAC (20k x 256)": "runs/precision_study/halfcheetah-medium-rebrac-s0",
+    "IQL (20k x 256)": "runs/precision_study/halfcheetah-medium-iql-s0",
+    "TD3+BC (60k x 256)": "runs/td3bc_budget/halfcheetah-medium-td3bc-s0",
+}
+WORLD_MODEL = "runs/ascent/mf"
+GRID = [5e-7, 5e-6, 5e-5, 5e-4]
+
+
+def measure(base: str, run: str) -> dict:
+    t0 = time.time()
+    slug = base.split()[0].replace("+", "")
+    common = dict(data_dir=None, seed=0, sample_steps=None)
+    spec = lambda tag, **kw: EvalSpec(  # noqa: E731
+        "conf/embedded/itpo.yaml", str(REPO / "runs" / NAME / slug / tag), DATASET,
+        str(REPO / run / CKPT), {"meanflow": str(REPO / WORLD_MODEL / CKPT)}, **kw, **common,
+    )  # fmt: skip
+    sel = evaluate(spec("alpha", itpo=ITPOConfig(), alpha_grid=GRID, episodes=2, env_seed=999))
+    alpha = sel.alpha["meanflow"]
+    final = evaluate(spec("final", itpo=ITPOConfig(lr=alpha), episodes=10, env_seed=1_000_000))
+    d = final.itpo["meanflow"]
+    return {
+        "base": base,
+        "alpha": alpha,
+        "held_out": {f"{a:g}": s.return_mean for a, s in sel.grid["meanflow"].items()}
+        | {"base": sel.base.return_mean},
+        "base_score": final.base.normalized_score,
+        "itpo_score": d.score.normalized_score,
+        "gain": d.gain,
+        "gain_ci": list(d.gain_ci),
+        "ascent_rate": d.ascent_rate,
+        "ms_per_step": d.ms_per_step,
+        "wall_s": time.time() - t0,
+        "summary": f"alpha {alpha:g}: {final.base.normalized_score:.1f} -> "
+        f"{d.score.normalized_score:.1f} ({d.gain:+.2f})",
+    }
+
+
+def report(payload: dict) -> str:
+    lines = [
+        "| base (seed 0) | alpha chosen | base score | ITPO score | gain [95% CI] | ascent rate |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for c in payload["cells"].values():
+        lo, hi = c["gain_ci"]
+        asc = "n/a" if c["ascent_rate"] is None else f"{100 * c['ascent_rate']:.0f}%"
+        lines.append(
+            f"| {c['base']} | {c['alpha']:g} | {c['base_score']:.1f} | {c['itpo_score']:.1f} | "
+            f"{c['gain']:+.2f} [{lo:+.2f}, {hi:+.2f}] | {asc} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--report", action="store_true")
+    args = p.parse_args(argv)
+    if not args.report:
+        cells = [(b, lambda b=b, r=r: measure(b, r)) for b, r in BASES.items()]
+        run_in_process(NAME, cells, {"command": "python -m benchmarks.itpo_bases"})
+    print(report(load(NAME)))
+
+
+if __name__ == "__main__":
+    main()
