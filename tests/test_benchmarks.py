@@ -435,3 +435,13 @@ def test_main_job_record_and_table(tiny_pipeline):
     assert sum(rec["run_s"].values()) <= 100.0
     table = main_job.report({"cells": {"machine x": rec}})
     assert "| ReBRAC (base) |" in table and "MeanFlow WM" in table and "1.7 min" in table
+
+
+def test_itpo_bases_table():
+    from benchmarks import itpo_bases
+
+    cell = {"base": "IQL (20k x 256)", "alpha": 5e-6, "base_score": 44.1, "itpo_score": 45.0,
+            "gain": 0.9, "gain_ci": [-0.2, 2.0], "ascent_rate": 0.61}  # fmt: skip
+    table = itpo_bases.report({"cells": {"IQL": cell, "BC": cell | {"ascent_rate": None}}})
+    assert "| IQL (20k x 256) | 5e-06 | 44.1 | 45.0 | +0.90 [-0.20, +2.00] | 61% |" in table
+    assert table.endswith("| n/a |") and set(itpo_bases.BASES) >= {"IQL (20k x 256)"}
