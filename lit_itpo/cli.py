@@ -73,13 +73,6 @@ def resume_command(argv: Sequence[str]) -> str:
     return shlex.join(["lit-itpo", *argv])
 
 
-def _no_advert(record: logging.LogRecord) -> bool:
-    """Drops Lightning's "Tip: ... try installing litlogger" line (printed at every fit) and
-    its note that the project's own model summary replaces its default one."""
-    msg = str(record.msg)
-    return not (msg.startswith("💡 Tip") or msg.startswith("Trainer already configured with"))
-
-
 USAGE = """usage: lit-itpo {fit,validate,test,collect,pipeline} [options]
 
   fit, validate, test  one stage with LightningCLI (`lit-itpo fit --help`), e.g.
@@ -97,9 +90,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.stdout.write(USAGE)
         return
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for handler in logging.getLogger("lightning.pytorch").handlers:  # its own, not the root's
-        if _no_advert not in handler.filters:
-            handler.addFilter(_no_advert)
     _STOPPED.clear()
     try:
         if argv and argv[0] == "collect":

@@ -488,10 +488,21 @@ class LitItpoCLI(LightningCLI):
             raise
 
 
+def _no_advert(record: logging.LogRecord) -> bool:
+    """Drops Lightning's "Tip: ... try installing litlogger" line (printed at every fit) and
+    its note that the project's own model summary replaces its default one."""
+    msg = str(record.msg)
+    return not (msg.startswith("💡 Tip") or msg.startswith("Trainer already configured with"))
+
+
 def lightning_main(args: Sequence[str] | dict | None = None, run: bool = True) -> LitItpoCLI:
     """Run LightningCLI (``fit|validate|test``) on ``args``: command-line arguments (default
     ``sys.argv[1:]``) or a config dict ``{"subcommand": "fit", "fit": {...}}``."""
     import lit_itpo.modules  # noqa: F401  (registers the model classes for class_path lookup)
+
+    for handler in logging.getLogger("lightning.pytorch").handlers:  # its own, not the root's
+        if _no_advert not in handler.filters:
+            handler.addFilter(_no_advert)
 
     if not isinstance(args, dict):
         check_config_files(sys.argv[1:] if args is None else args)
