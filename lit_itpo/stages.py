@@ -252,9 +252,15 @@ class EvalSpec:
     sample_variance: str | None = None
 
     def stage(self) -> StageSpec:
+        """The validate run: the ITPO config with the policy stage's own class (any policy
+        stage: ReBRAC, TD3+BC, IQL, BC), the callback's arguments, the world models."""
+        from lit_itpo.lightning_cli import read_checkpoint
+
+        algorithm = read_checkpoint(self.policy, "EvalSpec policy")["lit_itpo"]["algorithm"]
         cb = "trainer.callbacks.init_args."
         keys = {"diffusion": "world_model_ckpt", "meanflow": "meanflow_ckpt"}
         overrides = {
+            "model": {"class_path": f"lit_itpo.modules.{algorithm}"},
             f"{cb}itpo": asdict(self.itpo),
             f"{cb}alpha_grid": self.alpha_grid,
             f"{cb}num_episodes": self.episodes,

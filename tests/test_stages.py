@@ -286,3 +286,15 @@ def test_the_termination_rule_agrees_with_the_env(env_id):
             done = terminated or truncated
     env.close()
     assert agree == total
+
+
+def test_evaluate_takes_any_policy_stage(stages, tmp_path):
+    """ITPO through the typed API on an IQL base: the validate run takes the checkpoint's own
+    class (the ITPO config names ReBRAC)."""
+    root, _, _, _, mf = stages
+    iql = fit_stage(spec(root, tmp_path / "iql", "conf/embedded/iql.yaml", 4, POLICY))
+    res = evaluate(EvalSpec("conf/embedded/itpo.yaml", str(tmp_path / "itpo"), DID,
+                            str(iql.checkpoint), {"meanflow": str(mf.checkpoint)},
+                            ITPOConfig(particles=4, horizon=2, lr=0.1), data_dir=str(root),
+                            episodes=1, env_seed=5, max_episode_steps=3))  # fmt: skip
+    assert res.itpo["meanflow"].score.length_mean == 3 and res.itpo["meanflow"].fallbacks == 0
