@@ -169,6 +169,14 @@ def test_itpo_adapts_every_policy_stage(algo):
     eng = ITPOEngine.for_policy(parts, wm, ITPOConfig(horizon=2, particles=4, lr=0.5))
     act = eng.step(obs, generator=torch.Generator().manual_seed(0))
     assert eng.fallbacks == 0 and not torch.allclose(act, parts.actor(obs).detach())
+    # alpha 0: exactly the stage's own evaluation action (a 1e-7 difference is chaos in MuJoCo)
+    still = ITPOEngine.for_policy(parts, wm, ITPOConfig(horizon=2, particles=4, lr=0.0))
+    assert torch.equal(still.step(obs), module.act(obs))
+    if algo == "IQLModule":  # TorchRL's deterministic action of the Tanh-Gaussian
+        from lit_itpo.policies import tanh_normal
+
+        ref = tanh_normal(module.actor, obs, module.action_low, module.action_high)
+        assert torch.allclose(module.act(obs), ref.deterministic_sample, atol=1e-6)
 
 
 def test_a_grid_of_step_sizes_in_one_batch_equals_separate_runs():

@@ -20,7 +20,7 @@ from lit_itpo.modules.actor_critic import frozen_copy
 from lit_itpo.modules.checkpoints import StageCheckpoint, set_obs_normalisers
 from lit_itpo.modules.optim import adam
 from lit_itpo.nets import GaussianActor, TanhGaussianMode, TwinCritic, ValueNet
-from lit_itpo.policies import iql_losses, tanh_normal
+from lit_itpo.policies import iql_losses
 
 # 2: plain actor / critic / value modules (1 kept them inside TorchRL's loss)
 FORMAT_VERSION = 2
@@ -73,8 +73,10 @@ class IQLModule(StageCheckpoint, pl.LightningModule):
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor) -> torch.Tensor:
-        """The Tanh-Gaussian's deterministic action for raw observations."""
-        return tanh_normal(self.actor, obs, self.action_low, self.action_high).deterministic_sample
+        """The Tanh-Gaussian's deterministic action for raw observations (TorchRL's
+        ``deterministic_sample``, computed as :meth:`policy_parts`' actor does, so ITPO at
+        alpha 0 acts exactly as this)."""
+        return self.policy_parts().actor(obs)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.act(obs)
