@@ -139,6 +139,13 @@ class EpisodeEvalCallback(Callback):
         return (self._count - 1) % self.every == 0
 
     @staticmethod
+    def normalized_scores(res: dict[str, torch.Tensor], dm) -> torch.Tensor:
+        """Each episode's normalised score ``[N]`` (float64; needs the dataset's references)."""
+        return torch.tensor(
+            [dm.normalized_score(float(r)) for r in res["return"]], dtype=torch.float64
+        )
+
+    @staticmethod
     def scores(prefix: str, res: dict[str, torch.Tensor], dm) -> dict[str, torch.Tensor]:
         """Return, length and (where reference scores exist) normalised-score statistics."""
         out = {
@@ -149,7 +156,7 @@ class EpisodeEvalCallback(Callback):
         if "success" in res:  # maze envs
             out[f"{prefix}/success_rate"] = res["success"].double().mean()
         if dm.ref_scores is not None:
-            s = torch.tensor([dm.normalized_score(float(r)) for r in res["return"]])
+            s = EpisodeEvalCallback.normalized_scores(res, dm).float()
             out[f"{prefix}/normalized_score"] = s.mean()
             out[f"{prefix}/normalized_score_std"] = s.std(unbiased=False)
         return out

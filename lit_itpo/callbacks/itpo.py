@@ -326,7 +326,7 @@ class ITPOCallback(EpisodeEvalCallback):
         """Per-episode normalised score where the dataset has reference scores, else return."""
         if dm.ref_scores is None:
             return res["return"].double()
-        return torch.tensor([dm.normalized_score(float(r)) for r in res["return"]]).double()
+        return EpisodeEvalCallback.normalized_scores(res, dm)
 
     def _progress(self, trainer: pl.Trainer, desc: str, episodes: int):
         """A bar over the env steps of an ITPO evaluation (rank 0, when the trainer shows
