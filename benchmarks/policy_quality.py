@@ -60,7 +60,8 @@ def behaviour_score(dataset_id: str) -> float | None:
 def make_cell(ds: str, algo: str, seed: int, precision: str, args) -> Cell:
     """The ``lit-itpo fit`` command of one dataset, algorithm, seed and precision."""
     tag = "" if precision == "32-true" else f"-{precision}"
-    run_dir = REPO / "runs" / args.out / f"{ds}-{algo}-s{seed}{tag}"
+    coefs = "".join(f"-{k}{v}" for k, v in args.model_arg)
+    run_dir = REPO / "runs" / args.out / f"{ds}-{algo}-s{seed}{tag}{coefs}"
     argv = [
         "fit",
         "--config", f"conf/{ds}/{algo}.yaml",
@@ -74,8 +75,12 @@ def make_cell(ds: str, algo: str, seed: int, precision: str, args) -> Cell:
         "--trainer.precision", precision,
         "--ckpt_path", "last",
     ]  # fmt: skip
+    for k, v in args.model_arg:
+        argv += [f"--model.init_args.{k}", v]
     key = f"{ds}/{algo}/s{seed}" + ("" if precision == "32-true" else f"@{precision}")
+    key += "".join(f"[{k}={v}]" for k, v in args.model_arg)
     info = {"dataset": ds, "algo": algo, "seed": seed, "precision": precision}
+    info["model_args"] = dict(args.model_arg)
     return Cell(key, tuple(argv), run_dir, info)
 
 
@@ -92,6 +97,7 @@ def summarise(cell: Cell, done: dict, args) -> dict:
         "updates": args.steps,
         "batch": args.batch,
         "precision": cell.info["precision"],
+        **({"model_args": cell.info["model_args"]} if cell.info["model_args"] else {}),
         "final": scores[-1],
         "best": max(scores),
         "curve": curve,
@@ -108,6 +114,7 @@ def report(payload: dict) -> str:
         algo = c["algorithm"]
         if c.get("precision", "32-true") != "32-true":
             algo += f" ({c['precision']})"
+        algo += "".join(f" {k}={v}" for k, v in c.get("model_args", {}).items())
         rows.setdefault((c["dataset"], algo), []).append(c)
     lines = [
         "| dataset | algorithm | seeds | final | best | behaviour data | budget |",
@@ -185,6 +192,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         choices=["32-true", "bf16-mixed"],
         help="Lightning precision(s) of the training runs (bf16-mixed cells are kept apart)",
     )
+    p.add_argument(
+        "--model-arg",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "VALUE"),
+        help="a model init argument for every cell (repeatable), e.g. --model-arg beta_actor 0.1;"
+        " it joins the cell's key and run folder",
+    )
     p.add_argument("--out", default=NAME, help="results name (benchmarks/results/<out>.json)")
     p.add_argument("--report", action="store_true", help="print the table and exit")
     add_executor_args(p)
@@ -202,7 +218,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     meta = {
         "command": f"python -m benchmarks.policy_quality --out {args.out} --steps {args.steps} "
         f"--batch {args.batch} --eval-every {args.eval_every} --datasets "
-        f"{' '.join(args.datasets)} --precision {' '.join(args.precision)}",
+        f"{' '.join(args.datasets)} --precision {' '.join(args.precision)}"
+        + "".join(f" --model-arg {k} {v}" for k, v in args.model_arg),
         "behaviour": {ds: behaviour_score(did) for ds, did in DATASETS.items()},
     }
     payload = run_cells(args.out, cells, lambda c, d: summarise(c, d, args), meta, args)

@@ -16,6 +16,7 @@ from benchmarks import (
     ascent_rate,
     cost_study,
     diffusion_target,
+    gain_suite,
     itpo_bases,
     itpo_options,
     main_job,
@@ -95,6 +96,17 @@ SECTIONS = [
         "gain: ITPO minus the base policy on the same episodes, mean and 95% bootstrap interval "
         "over the 10 episodes; ascent rate: the share of measured ITPO steps (every 10th env "
         "step) that raised the true H-step objective (MuJoCo set to the real state).",
+    ),
+    (
+        "The gain suite: ITPO over its own ReBRAC base (protocol fixed before the runs)",
+        "gain_suite",
+        gain_suite.report,
+        "The protocol (`conf/suite/gain_suite.yaml`) fixes datasets, 5 training seeds, budgets, "
+        "the alpha grid and its held-out episodes, 20 full-length evaluation episodes and the "
+        "statistics before any cell runs; cells are recorded as they finish and never rerun. "
+        "Gain: ITPO minus the same policy on the same episodes (normalised points); per dataset "
+        "a percentile bootstrap over seeds, over all cells rliable's stratified bootstrap "
+        "(strata: datasets), 10,000 resamples; IQM: the interquartile mean of the cells' gains.",
     ),
     (
         "Scores: ReBRAC vs ITPO (diffusion world model) vs ITPO (tilted one-step MeanFlow)",

@@ -445,3 +445,81 @@ def test_itpo_bases_table():
     table = itpo_bases.report({"cells": {"IQL": cell, "BC": cell | {"ascent_rate": None}}})
     assert "| IQL (20k x 256) | 5e-06 | 44.1 | 45.0 | +0.90 [-0.20, +2.00] | 61% |" in table
     assert table.endswith("| n/a |") and set(itpo_bases.BASES) >= {"IQL (20k x 256)"}
+
+
+def _gain_cell(ds: str, seed: int, diffusion: float, meanflow: float, mf_ms=90.0) -> dict:
+    itpo = {
+        m: {"gain": g, "fell_back": g == 0.0, "ms_per_step": ms, "score": 50.0 + g, "alpha": 5e-5}
+        for m, g, ms in (("diffusion", diffusion, 300.0), ("meanflow", meanflow, mf_ms))
+    }
+    return {"dataset": ds, "seed": seed, "base": {"score": 50.0}, "itpo": itpo}
+
+
+def test_gain_suite_aggregates_paired_gains_per_dataset_and_checks_the_targets():
+    """Per dataset and over all cells: the mean gain, its bootstrap interval (stratified over
+    datasets), the IQM and fallbacks; each protocol target gets a verdict from those numbers."""
+    from benchmarks import gain_suite
+    from lit_itpo.stats import stratified_bootstrap_ci
+
+    cells = [_gain_cell("hopper-medium", s, 4.0 + s, 3.5 + s) for s in range(3)]
+    cells += [_gain_cell("walker2d-medium", s, -2.0, 0.0, mf_ms=180.0) for s in range(2)]
+    agg = gain_suite.aggregate(cells, "diffusion")
+    assert agg["hopper-medium"]["mean"] == pytest.approx(5.0)
+    assert agg["walker2d-medium"]["mean"] == pytest.approx(-2.0)
+    strata = {"hopper-medium": [4.0, 5.0, 6.0], "walker2d-medium": [-2.0, -2.0]}
+    assert agg["all"]["ci"] == pytest.approx(list(stratified_bootstrap_ci(strata)))
+    assert agg["all"]["mean"] == pytest.approx(11.0 / 5) and agg["all"]["fallbacks"] == 0
+    assert gain_suite.aggregate(cells, "meanflow")["all"]["fallbacks"] == 2
+
+    proto = gain_suite.load_protocol()
+    rows = gain_suite.verdicts(cells, proto["targets"])
+    assert [met for _, _, met in rows] == [False, False, False]  # CI crosses 0; walker -2; 40%
+    good = [_gain_cell("hopper-medium", s, 4.0 + 0.1 * s, 3.6 + 0.1 * s) for s in range(3)]
+    assert [met for _, _, met in gain_suite.verdicts(good, proto["targets"])] == [True] * 3
+    text = gain_suite.report({"protocol": proto, "cells": {str(i): c for i, c in enumerate(cells)}})
+    assert "| hopper-medium | 3 | 50.0 (102.0) | +5.00 [" in text
+    assert "| halfcheetah-medium | 0 | not run yet |" in text
+
+
+def test_gain_suite_runs_its_protocol_and_refuses_another(tmp_path, monkeypatch):
+    """A one-cell protocol (embedded sample, tiny budgets) runs through the real pipeline and is
+    recorded in the suite's schema with the protocol; the same results under a changed protocol
+    are refused."""
+    import yaml
+
+    from benchmarks import common, gain_suite, score_suite
+    from lit_itpo.data.minari_io import EMBEDDED_ROOT
+
+    monkeypatch.chdir(common.REPO)
+    monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
+    monkeypatch.setitem(score_suite.DATASETS, "embedded", "lit_itpo/halfcheetah/medium-small-v0")
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(EMBEDDED_ROOT))
+    proto = yaml.safe_load(gain_suite.PROTOCOL.read_text())
+    proto["datasets"], proto["seeds"] = ["embedded"], [0]
+    proto["budget"] |= {"world_model_steps": 2, "policy_steps": 2, "meanflow_steps": 2}
+    proto["budget"] |= {"policy_batch_size": 32, "policy_eval_every": 2, "policy_eval_episodes": 1}
+    proto["itpo"] |= {"particles": 4, "alpha_grid": [5e-5], "alpha_episodes": 1}
+    proto["evaluation"] = {"episodes": 2, "max_episode_steps": 5}
+    path = tmp_path / "protocol.yaml"
+    path.write_text(yaml.safe_dump(proto))
+    argv = ["--protocol", str(path), "--runs", str(tmp_path / "runs")]
+    gain_suite.main(argv)
+
+    payload = common.load("gain_suite")
+    cell = payload["cells"]["embedded/s0"]
+    res = json.loads((tmp_path / "runs" / "embedded-s0" / "results.json").read_text())
+    assert payload["protocol"] == gain_suite.load_protocol(path)
+    assert cell["base"] == {
+        "algo": "rebrac", "score": res["base"]["normalized_score"], "updates": 2, "batch": 32,
+        "length_mean": res["base"]["length_mean"],
+    }  # fmt: skip
+    for m in ("diffusion", "meanflow"):
+        assert cell["itpo"][m]["gain"] == res[f"itpo_{m}"]["gain"]
+        assert cell["itpo"][m]["alpha"] == res[f"itpo_{m}"]["alpha"]
+    assert res["config"]["num_episodes"] == 2 and res["config"]["alpha_grid"] == [5e-5]
+    assert "--pipeline.policy_batch_size 32" in cell["command"]
+
+    proto["evaluation"]["episodes"] = 3
+    path.write_text(yaml.safe_dump(proto))
+    with pytest.raises(SystemExit, match="another protocol"):
+        gain_suite.main(argv)

@@ -1,0 +1,275 @@
+"""Gain suite: does ITPO improve its own ReBRAC base? Paired gains over datasets x seeds with a
+stratified bootstrap interval and the IQM, under a protocol fixed before the runs.
+
+The protocol is a committed file (``conf/suite/gain_suite.yaml``: datasets, seeds, budgets,
+ITPO settings and alpha grid, evaluation episodes, selection rule, statistics, targets). A cell
+is one ``lit-itpo pipeline`` command of one dataset and training seed; cells run seed-major in
+the protocol's order, here or as a SLURM job array (``--executor``, see ``benchmarks.cells``),
+and each finished cell goes to ``benchmarks/results/gain_suite.json`` at once, with the
+protocol itself. There is no way to pick cells: a recorded cell is never run again, a stopped
+one resumes by the same command, and a results file made under another protocol is refused.
+
+    OMP_NUM_THREADS=1 python -m benchmarks.gain_suite [--workers N |
+        --executor slurm --slurm-partition gpu --cpus-per-task 4]
+    python -m benchmarks.gain_suite --report
+
+A cell's gain is ITPO's mean normalised score minus its base's on the same evaluation episodes
+(0 where the held-out episodes chose the base: a fallback). Over cells: the mean and IQM of the
+gains, with rliable's stratified bootstrap (strata = datasets, units = seeds;
+:func:`lit_itpo.stats.stratified_bootstrap_ci`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from benchmarks.cells import Cell, add_executor_args, run_cells
+from benchmarks.common import REPO, load
+from benchmarks.score_suite import DATASETS, data_record
+from lit_itpo.data.minari_io import datasets_root
+from lit_itpo.stats import bootstrap_ci, iqm, stratified_bootstrap_ci
+
+NAME = "gain_suite"
+PROTOCOL = REPO / "conf" / "suite" / "gain_suite.yaml"
+RUNS = REPO / "runs" / "gain_suite"
+MODELS = ("diffusion", "meanflow")
+# ReBRAC's published D4RL scores (ReBRAC paper, 10 seeds, 1M updates; docs/METHOD.md)
+PUBLISHED_BASE = {
+    "halfcheetah-medium": 65.6,
+    "halfcheetah-medium-replay": 51.0,
+    "hopper-medium": 102.0,
+    "hopper-medium-replay": 98.1,
+    "walker2d-medium": 82.5,
+    "walker2d-medium-replay": 77.3,
+}
+
+
+def load_protocol(path: Path = PROTOCOL) -> dict:
+    """The protocol file as a plain dict; an unknown dataset stops with the names to use."""
+    proto = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    unknown = [ds for ds in proto["datasets"] if ds not in DATASETS]
+    if unknown:
+        raise SystemExit(f"gain_suite: {path}: unknown datasets {unknown}; use {list(DATASETS)}")
+    return proto
+
+
+def make_cell(ds: str, seed: int, proto: dict, runs: Path = RUNS) -> Cell:
+    """The ``lit-itpo pipeline`` command of one dataset and seed under ``proto``."""
+    b, it, ev = proto["budget"], proto["itpo"], proto["evaluation"]
+    out = Path(runs) / f"{ds}-s{seed}"
+    p = "--pipeline."
+    argv = [
+        "pipeline",
+        f"{p}dataset_id", DATASETS[ds], f"{p}data_dir", "null", f"{p}out_dir", str(out),
+        f"{p}world_model_config", f"conf/{ds}/world_model.yaml",
+        f"{p}policy_config", f"conf/{ds}/rebrac.yaml",
+        f"{p}meanflow_config", f"conf/{ds}/meanflow.yaml",
+        f"{p}world_model_steps", str(b["world_model_steps"]),
+        f"{p}policy_steps", str(b["policy_steps"]),
+        f"{p}policy_batch_size", str(b["policy_batch_size"]),
+        f"{p}meanflow_steps", str(b["meanflow_steps"]),
+        f"{p}policy_eval_every", str(b["policy_eval_every"]),
+        f"{p}policy_eval_episodes", str(b["policy_eval_episodes"]),
+        f"{p}particles", str(it["particles"]),
+        f"{p}horizon", str(it["horizon"]),
+        f"{p}inner_steps", str(it["inner_steps"]),
+        f"{p}sample_steps", str(it["sample_steps"]),
+        f"{p}alpha_grid", "[" + ", ".join(f"{a:g}" for a in it["alpha_grid"]) + "]",
+        f"{p}alpha_episodes", str(it["alpha_episodes"]),
+        f"{p}num_episodes", str(ev["episodes"]),
+        f"{p}max_episode_steps", "null" if ev["max_episode_steps"] is None
+        else str(ev["max_episode_steps"]),
+        f"{p}seed", str(seed),
+    ]  # fmt: skip
+    return Cell(f"{ds}/s{seed}", tuple(argv), out, {"dataset": ds, "seed": seed})
+
+
+def summarise(cell: Cell, done: dict, proto: dict) -> dict:
+    """A finished cell in the suite's schema: base and each world model's ITPO (normalised
+    scores), the paired gain with its episode-level 95% CI, the chosen alpha and its cost."""
+    ds, out = cell.info["dataset"], Path(cell.run_dir)
+    res = json.loads((out / "results.json").read_text())
+    b = proto["budget"]
+    itpo = {}
+    for m in MODELS:
+        r = res[f"itpo_{m}"]
+        itpo[m] = {
+            "score": r["normalized_score"],
+            "gain": r["gain"],
+            "gain_ci": r.get("gain_ci"),
+            "alpha": r["alpha"],
+            "fell_back": r["fell_back"],
+            "ms_per_step": r["ms_per_step"],
+            "nfe_per_step": r.get("nfe_per_step"),
+            "ascent_rate": r.get("ascent_rate"),
+            "length_mean": r["length_mean"],
+        }
+    base = res["base"]
+    return {
+        "dataset": ds,
+        "seed": cell.info["seed"],
+        "base": {
+            "algo": "rebrac",
+            "score": base["normalized_score"],
+            "updates": b["policy_steps"],
+            "batch": b["policy_batch_size"],
+            "length_mean": base["length_mean"],
+        },
+        "published_base": PUBLISHED_BASE.get(ds),
+        "itpo": itpo,
+        "data": data_record(ds),
+        "wall_s": done["wall_s"],
+        "summary": f"base {base['normalized_score']:.1f}, gain "
+        + ", ".join(f"{m} {itpo[m]['gain']:+.2f}" for m in MODELS)
+        + f" ({done['wall_s'] / 60:.0f} min)",
+        "command": cell.command,
+    }
+
+
+def aggregate(cells: Sequence[dict], model: str, seed: int = 0) -> dict:
+    """Per dataset and over all cells: count, mean gain, its 95% (stratified) bootstrap
+    interval, IQM, fallbacks and the mean ms per env step of ``model``'s ITPO."""
+    strata: dict[str, list[float]] = {}
+    for c in cells:
+        strata.setdefault(c["dataset"], []).append(c["itpo"][model]["gain"])
+    out = {}
+    for ds, g in strata.items():
+        out[ds] = {"n": len(g), "mean": float(np.mean(g)), "iqm": iqm(g)}
+        out[ds]["ci"] = list(bootstrap_ci(g, seed=seed)) if len(g) > 1 else None
+    every = [x for g in strata.values() for x in g]
+    out["all"] = {
+        "n": len(every),
+        "mean": float(np.mean(every)) if every else float("nan"),
+        "iqm": iqm(every),
+        "ci": list(stratified_bootstrap_ci(strata, seed=seed)) if len(every) > 1 else None,
+        "iqm_ci": list(stratified_bootstrap_ci(strata, stat=iqm, seed=seed))
+        if len(every) > 1
+        else None,
+        "fallbacks": sum(c["itpo"][model]["fell_back"] for c in cells),
+        "ms_per_step": statistics.mean(c["itpo"][model]["ms_per_step"] for c in cells)
+        if cells
+        else None,
+    }
+    return out
+
+
+def verdicts(cells: Sequence[dict], targets: dict) -> list[tuple[str, str, bool | None]]:
+    """Each target of the protocol: (what, measured, met); ``None``: not measurable yet."""
+    if not cells:
+        return []
+    agg = {m: aggregate(cells, m) for m in MODELS}
+    rows = []
+    best = max(MODELS, key=lambda m: agg[m]["all"]["mean"])
+    a, need = agg[best]["all"], targets["mean_gain_min"]
+    ci = a["ci"] or [float("nan")] * 2
+    rows.append((
+        f"mean gain >= {need:+g} with its CI above 0 (one world model)",
+        f"{best}: {a['mean']:+.2f} [{ci[0]:+.2f}, {ci[1]:+.2f}]",
+        None if a["ci"] is None else a["mean"] >= need and ci[0] > 0,
+    ))  # fmt: skip
+    floor = targets["dataset_mean_gain_floor"]
+    worst = {m: min((v["mean"], ds) for ds, v in agg[m].items() if ds != "all") for m in MODELS}
+    rows.append((
+        f"no dataset's mean gain below {floor:+g} (both world models)",
+        "; ".join(f"{m}: lowest {v:+.2f} ({ds})" for m, (v, ds) in worst.items()),
+        all(v >= floor for v, _ in worst.values()),
+    ))  # fmt: skip
+    d, f = agg["diffusion"]["all"], agg["meanflow"]["all"]
+    share, cost = targets["meanflow_share_of_gain"], targets["meanflow_cost_share"]
+    kept = f["mean"] / d["mean"] if d["mean"] > 0 else None
+    ratio = f["ms_per_step"] / d["ms_per_step"]
+    rows.append((
+        f"MeanFlow keeps >= {share:.0%} of the diffusion gain at <= {cost:.0%} of its ms/step",
+        ("kept " + ("n/a (no diffusion gain)" if kept is None else f"{kept:.0%}"))
+        + f", cost {ratio:.0%} ({f['ms_per_step']:.0f} vs {d['ms_per_step']:.0f} ms)",
+        None if kept is None else kept >= share and ratio <= cost,
+    ))  # fmt: skip
+    return rows
+
+
+def report(payload: dict) -> str:
+    """Markdown: the protocol's line, per-dataset cells (base vs published, gains), the
+    aggregate per world model, and each target's verdict."""
+    proto, cells = payload.get("protocol"), list(payload.get("cells", {}).values())
+    if not cells:
+        return "No cell of the gain suite has finished yet."
+    b, ev = proto["budget"], proto["evaluation"]
+    lines = [
+        f"Protocol `conf/suite/gain_suite.yaml`: {len(proto['datasets'])} datasets x "
+        f"{len(proto['seeds'])} seeds; ReBRAC {b['policy_steps'] // 1000}k x "
+        f"{b['policy_batch_size']}, world model {b['world_model_steps'] // 1000}k, MeanFlow "
+        f"{b['meanflow_steps'] // 1000}k; {ev['episodes']} evaluation episodes per cell; "
+        f"{len(cells)} of {len(proto['datasets']) * len(proto['seeds'])} cells finished.",
+        "",
+        "| dataset | seeds | ReBRAC (published) | gain, diffusion (mean, 95% CI; IQM) | "
+        "gain, MeanFlow (mean, 95% CI; IQM) | fallbacks (diff. / MF) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    agg = {m: aggregate(cells, m) for m in MODELS}
+
+    def gain(v: dict) -> str:
+        ci = "" if v["ci"] is None else f" [{v['ci'][0]:+.2f}, {v['ci'][1]:+.2f}]"
+        return f"{v['mean']:+.2f}{ci}; {v['iqm']:+.2f}"
+
+    for ds in proto["datasets"]:
+        cs = [c for c in cells if c["dataset"] == ds]
+        if not cs:
+            lines.append(f"| {ds} | 0 | not run yet | | | |")
+            continue
+        base = statistics.mean(c["base"]["score"] for c in cs)
+        falls = " / ".join(str(sum(c["itpo"][m]["fell_back"] for c in cs)) for m in MODELS)
+        lines.append(
+            f"| {ds} | {len(cs)} | {base:.1f} ({PUBLISHED_BASE.get(ds, 'n/a')}) | "
+            f"{gain(agg['diffusion'][ds])} | {gain(agg['meanflow'][ds])} | {falls} |"
+        )
+    falls = " / ".join(str(agg[m]["all"]["fallbacks"]) for m in MODELS)
+    lines.append(
+        f"| all (stratified) | {len(cells)} | | {gain(agg['diffusion']['all'])} | "
+        f"{gain(agg['meanflow']['all'])} | {falls} |"
+    )
+    lines += ["", "| target | measured | met |", "| --- | --- | --- |"]
+    for what, measured, met in verdicts(cells, proto["targets"]):
+        verdict = "n/a" if met is None else "yes" if met else "no"
+        lines.append(f"| {what} | {measured} | {verdict} |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--protocol", type=Path, default=PROTOCOL, help="the committed protocol")
+    p.add_argument("--out", default=NAME, help="results name (benchmarks/results/<out>.json)")
+    p.add_argument("--runs", type=Path, default=RUNS, help="the cells' run directories")
+    p.add_argument("--report", action="store_true", help="print the tables and exit")
+    add_executor_args(p)
+    args = p.parse_args(argv)
+    if args.report:
+        print(report(load(args.out)))
+        return
+    proto = load_protocol(args.protocol)
+    was = load(args.out)
+    if was["cells"] and was.get("protocol") != proto:
+        raise SystemExit(
+            f"gain_suite: benchmarks/results/{args.out}.json was made under another protocol "
+            f"than {args.protocol}; a changed protocol is a new suite: pass --out <new name>."
+        )
+    missing = [ds for ds in proto["datasets"] if not (datasets_root() / DATASETS[ds]).is_dir()]
+    if missing:
+        raise SystemExit(
+            f"gain_suite: datasets {missing} are not under {datasets_root()}: make them with "
+            "lit-itpo collect --config conf/collect/<env>.yaml (the protocol runs every cell)."
+        )
+    cells = [make_cell(ds, s, proto, args.runs) for s in proto["seeds"] for ds in proto["datasets"]]
+    meta = {"protocol": proto, "command": f"python -m benchmarks.gain_suite --out {args.out}"}
+    payload = run_cells(args.out, cells, lambda c, d: summarise(c, d, proto), meta, args)
+    print(report(payload))
+
+
+if __name__ == "__main__":
+    main()
