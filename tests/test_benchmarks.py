@@ -523,3 +523,29 @@ def test_gain_suite_runs_its_protocol_and_refuses_another(tmp_path, monkeypatch)
     path.write_text(yaml.safe_dump(proto))
     with pytest.raises(SystemExit, match="another protocol"):
         gain_suite.main(argv)
+
+
+def test_world_model_vs_mlp_trains_the_regression_and_scores_every_predictor(tiny_root):
+    """The MLP baseline learns on the training split (its held-out error falls below the
+    trivial predictor's), and ``errors`` reports raw and per-dimension standardised RMSE."""
+    import torch
+
+    from benchmarks import world_model_vs_mlp as wvm
+    from lit_itpo.data.datamodule import MinariDataModule
+    from lit_itpo.world_models.parts import Conditioning
+    from tests.conftest import DID
+
+    dm = MinariDataModule(DID, data_dir=str(tiny_root[0]), val_fraction=0.2)
+    dm.setup("fit")
+    cond = Conditioning(dm.obs_dim, dm.action_dim, dm.action_low, dm.action_high)
+    cond.set_stats(dm.stats)
+    val, scale = dm.val_data, dm.stats["obs_std"]
+    exact = wvm.errors(lambda o, a, _: val["next", "observation"][: o.shape[0]], val, scale)
+    assert exact == {"raw": 0.0, "standardised": 0.0}
+    shift = wvm.errors(lambda o, a, _: val["next", "observation"] + scale, val, scale)
+    assert shift["standardised"] == pytest.approx(1.0, rel=1e-5)
+    trivial = wvm.errors(lambda o, a, _: o + cond.delta_mean, val, scale)
+    mlp, _ = wvm.train_mlp(dm, cond, steps=300, batch=64, seed=0)
+    with torch.no_grad():
+        learned = wvm.errors(lambda o, a, _: mlp(o, a), val, scale)
+    assert learned["raw"] < 0.8 * trivial["raw"], (learned, trivial)

@@ -127,6 +127,31 @@ def test_gradients_flow_through_one_step_sampling_to_state_and_action():
     assert wm.nfe_per_step == 2 and not torch.equal(out, wm.next(s, a, noise))
 
 
+def test_mean_head_adds_its_prediction_and_trains_with_the_tilt_weights():
+    """With a mean head the flow learns the residual: a sample is the head's mean plus the
+    flow's output, the head's loss is weighted like the flow's, and gradients reach both."""
+    m = _mf(mean_hidden=[8])
+    s, a, sn = torch.randn(6, 3), torch.rand(6, 2) * 2 - 1, torch.randn(6, 3)
+    noise = torch.randn(6, 3)
+    cond = m.cond(s, a)
+    flow = m.sample_normalised(cond, noise)
+    expect = s + m.delta_mean + m.delta_std * (flow + m.mean_net(cond))
+    assert torch.allclose(m.sample(s, a, noise), expect)
+    w = torch.tensor([0.0, 0.0, 0.0, 2.0, 2.0, 2.0])
+    loss, info = m.loss(s, a, sn, w)
+    loss.backward()
+    assert m.mean_net[0].weight.grad.abs().sum() > 0 and m.net.net[0].weight.grad.abs().sum() > 0
+    assert info["transition/mean_mse"] > 0
+    m.zero_grad()
+    _, x, mean_se = m.generative_target(s, a, sn)
+    assert torch.allclose(x, m.target(s, sn) - m.mean_net(cond).detach())
+    (mean_se * w).mean().backward(retain_graph=True)  # zero weights: no trace on the head
+    g = m.mean_net[0].weight.grad.clone()
+    m.zero_grad()
+    (mean_se[3:] * 2.0).sum().div(6).backward()
+    assert torch.allclose(g, m.mean_net[0].weight.grad)
+
+
 def _reward():
     from lit_itpo.world_models import RewardModel
 

@@ -15,17 +15,19 @@ from lit_itpo.world_models import DiffusionTransition, DiffusionWorldModel, Rewa
 from tests.conftest import DID, cli_args
 
 
-def _tiny_wm(obs_dim=3, act_dim=2, K=4, dtype=torch.float64, seed=0):
+def _tiny_wm(obs_dim=3, act_dim=2, K=4, dtype=torch.float64, seed=0, mean_hidden=None):
     torch.manual_seed(seed)
     tr = DiffusionTransition(
-        obs_dim, act_dim, [-1.0] * act_dim, [1.0] * act_dim, steps=K, hidden=(16, 16), clip_x0=None
-    )
+        obs_dim, act_dim, [-1.0] * act_dim, [1.0] * act_dim, steps=K, hidden=(16, 16),
+        clip_x0=None, mean_hidden=mean_hidden,
+    )  # fmt: skip
     rw = RewardModel(obs_dim, act_dim, [-1.0] * act_dim, [1.0] * act_dim, hidden=(16, 16))
     return DiffusionWorldModel(tr, rw).to(dtype)
 
 
-def test_sampling_gradients_match_finite_differences():
-    wm = _tiny_wm()
+@pytest.mark.parametrize("mean_hidden", [None, (16,)])
+def test_sampling_gradients_match_finite_differences(mean_hidden):
+    wm = _tiny_wm(mean_hidden=mean_hidden)
     s = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
     a = (torch.rand(5, 2, dtype=torch.float64) * 2 - 1).requires_grad_(True)
     noise = torch.randn(5, 4, 3, dtype=torch.float64)
@@ -94,6 +96,31 @@ def test_learns_linear_gaussian_mean_and_spread():
     true_mean = (s0 @ A.T + a0 @ Bm.T)[0]
     assert torch.allclose(out.mean(0), true_mean, rtol=0.1), (out.mean(0), true_mean)
     assert torch.allclose(out.std(0), sig, rtol=0.1), (out.std(0), sig)
+
+
+def test_mean_head_learns_the_mean_and_the_residual_its_spread():
+    """With a mean head the diffusion models the residual: the samples keep the system's mean
+    and spread, the head alone predicts the mean, and both parts get gradients."""
+    torch.manual_seed(0)
+    A = torch.tensor([[0.9, 0.2], [-0.1, 0.8]])
+    sig = torch.tensor([0.1, 0.3])
+    n = 20_000
+    s, a = torch.randn(n, 2), torch.rand(n, 1) * 2 - 1
+    sn = s @ A.T + 0.5 * a + sig * torch.randn(n, 2)
+    m = DiffusionTransition(2, 1, [-1.0], [1.0], steps=10, hidden=(64, 64), mean_hidden=(64, 64))
+    loss, info = m.loss(s[:64], a[:64], sn[:64])
+    loss.backward()
+    assert m.mean_net[0].weight.grad.abs().sum() > 0 and "transition/mean_mse" in info
+    assert m.denoiser.net[0].weight.grad.abs().sum() > 0
+    _fit_transition(m, s, a, sn, steps=3000, batch=512, cosine=True)
+    s0, a0 = torch.tensor([[0.5, -1.0]]), torch.tensor([[0.3]])
+    true_mean = (s0 @ A.T + 0.5 * a0)[0]
+    with torch.no_grad():
+        out = m.sample(s0.expand(8000, 2), a0.expand(8000, 1), torch.randn(8000, 10, 2))
+        head = m.to_next_obs(s0, torch.zeros(1, 2), m.cond(s0, a0))[0]
+    assert torch.allclose(out.mean(0), true_mean, rtol=0.1), (out.mean(0), true_mean)
+    assert torch.allclose(out.std(0), sig, rtol=0.15), (out.std(0), sig)
+    assert torch.allclose(head, true_mean, rtol=0.1), (head, true_mean)
 
 
 def test_rollout_keys_shapes_and_graph():

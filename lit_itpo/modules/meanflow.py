@@ -64,6 +64,8 @@ class MeanFlowModule(WorldModelStage):
         policy_episodes: real episodes of the policy collected for the policy-distribution
             error (seeds ``policy_episode_seed + i``; disjoint from evaluation seeds).
         policy_episode_steps: cut those episodes there (default: the env's limit).
+        mean_hidden: widths of a deterministic mean head; the flow then models the residual
+            (beyond the paper; off by default; as :class:`~lit_itpo.modules.WorldModelModule`).
     """
 
     stage = STAGE
@@ -103,6 +105,7 @@ class MeanFlowModule(WorldModelStage):
         policy_episodes: int = 5,
         policy_episode_seed: int = 2_000_000,
         policy_episode_steps: int | None = None,
+        mean_hidden: list[int] | None = None,
     ):
         super().__init__()
         if tilt not in ("policy", "q"):
@@ -141,6 +144,7 @@ class MeanFlowModule(WorldModelStage):
                 adaptive_p,
                 adaptive_c,
                 target_velocity,
+                mean_hidden,
             )
         except ValueError as exc:
             raise ConfigError(f"model.{exc}") from exc

@@ -212,6 +212,9 @@ class WorldModelModule(WorldModelStage):
         eval_windows: at most this many held-out windows per validation.
         plot_dims: state dimensions drawn in the trajectory figure.
         termination: also learn p(terminated | s, a, s') (beyond the paper; off by default).
+        mean_hidden: widths of a deterministic mean head; the diffusion then models the
+            residual (beyond the paper; off by default; :class:`~lit_itpo.world_models.parts.
+            Conditioning`).
     """
 
     stage = STAGE
@@ -237,6 +240,7 @@ class WorldModelModule(WorldModelStage):
         eval_windows: int = 1024,
         plot_dims: list[int] = (0, 1, 2),
         termination: bool = False,
+        mean_hidden: list[int] | None = None,
     ):
         super().__init__()
         if lr <= 0 or lr_schedule not in ("cosine", "constant"):
@@ -262,6 +266,7 @@ class WorldModelModule(WorldModelStage):
             prediction,
             variance=variance,
             sample_steps=sample_steps,
+            mean_hidden=mean_hidden,
         )
         reward = RewardModel(obs_dim, action_dim, action_low, action_high, list(reward_hidden))
         term = (

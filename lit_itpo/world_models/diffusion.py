@@ -70,8 +70,9 @@ class DiffusionTransition(Conditioning):
         clip_x0: float | None = 5.0,
         variance: str = "beta",
         sample_steps: int | None = None,
+        mean_hidden: Sequence[int] | None = None,
     ):
-        super().__init__(obs_dim, action_dim, action_low, action_high)
+        super().__init__(obs_dim, action_dim, action_low, action_high, mean_hidden)
         if prediction not in PREDICTIONS:
             raise ValueError(f"prediction={prediction!r} must be one of {PREDICTIONS}.")
         if variance not in ("beta_tilde", "beta"):
@@ -126,8 +127,7 @@ class DiffusionTransition(Conditioning):
         weight: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict]:
         """Denoising loss on a batch ``[B, ...]``; optional per-sample ``weight [B]``."""
-        x0 = self.target(obs, next_obs)
-        cond = self.cond(obs, action)
+        cond, x0, mean_se = self.generative_target(obs, action, next_obs)
         t = torch.randint(0, self.train_steps, (x0.shape[0],), device=x0.device)
         eps = torch.randn_like(x0)
         xt = self.train_sqrt_abar[t, None] * x0 + self.train_sqrt_1m_abar[t, None] * eps
@@ -137,8 +137,12 @@ class DiffusionTransition(Conditioning):
         else:
             target = eps if self.prediction == "eps" else x0
         per = (out - target).pow(2).mean(-1)
+        info = {"transition/denoise_mse": per.detach().mean()}
+        if mean_se is not None:
+            per = per + mean_se
+            info["transition/mean_mse"] = mean_se.detach().mean()
         loss = per.mean() if weight is None else (per * weight).mean()
-        return loss, {"transition/denoise_mse": per.detach().mean()}
+        return loss, info
 
     def x0_estimate(self, xt: torch.Tensor, i: int, cond: torch.Tensor) -> torch.Tensor:
         """x0 estimate at position ``i`` (ascending) of the sampling chain."""
@@ -172,4 +176,4 @@ class DiffusionTransition(Conditioning):
                     + self.coef_xt[i] * x
                     + self.post_std[i] * noise[..., j + 1, :]
                 )
-        return self.to_next_obs(obs, x)
+        return self.to_next_obs(obs, x, cond)

@@ -62,8 +62,9 @@ class MeanFlowTransition(Conditioning):
         adaptive_p: float = 1.0,
         adaptive_c: float = 1e-2,
         target_velocity: str = "sample",
+        mean_hidden: Sequence[int] | None = None,
     ):
-        super().__init__(obs_dim, action_dim, action_low, action_high)
+        super().__init__(obs_dim, action_dim, action_low, action_high, mean_hidden)
         if target_velocity not in ("sample", "model") or (
             target_velocity == "model" and equal_fraction == 0
         ):
@@ -133,8 +134,7 @@ class MeanFlowTransition(Conditioning):
         """MeanFlow loss on a batch ``[B, ...]`` with optional per-sample ``weight [B]`` (the
         tilt; mean 1). The prediction is a plain forward pass (the JVP only makes the target),
         so the backward runs through whatever wraps the module (DDP synchronises it)."""
-        x = self.target(obs, next_obs)
-        cond = self.cond(obs, action)
+        cond, x, mean_se = self.generative_target(obs, action, next_obs)
         r, t = self.sample_times(x.shape[0], x.device, x.dtype)
         eps = torch.randn_like(x)
         t_ = t.unsqueeze(-1)
@@ -143,8 +143,12 @@ class MeanFlowTransition(Conditioning):
         u_tgt = self.meanflow_target(z, r, t, v, cond)
         err = (self.net(z, r, t, cond) - u_tgt).pow(2).sum(-1)
         per = err / (err.detach() + self.adaptive_c).pow(self.adaptive_p)
+        info = {"transition/meanflow_mse": err.detach().mean() / x.shape[-1]}
+        if mean_se is not None:
+            per = per + mean_se
+            info["transition/mean_mse"] = mean_se.detach().mean()
         loss = per.mean() if weight is None else (per * weight).mean()
-        return loss, {"transition/meanflow_mse": err.detach().mean() / x.shape[-1]}
+        return loss, info
 
     def sample_normalised(self, cond: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """``x`` from ``eps`` in ``sample_steps`` equal average-velocity jumps from t = 1 to 0."""
@@ -160,7 +164,8 @@ class MeanFlowTransition(Conditioning):
     def sample(self, obs: torch.Tensor, action: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """``s' [..., obs_dim]`` from raw ``obs``, ``action`` and ``noise [..., obs_dim]``;
         deterministic and differentiable in (s, a)."""
-        return self.to_next_obs(obs, self.sample_normalised(self.cond(obs, action), noise))
+        cond = self.cond(obs, action)
+        return self.to_next_obs(obs, self.sample_normalised(cond, noise), cond)
 
 
 class MeanFlowWorldModel(WorldModel):

@@ -12,9 +12,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lit_itpo.nets.mlp import MLP
+
 
 class Conditioning(nn.Module):
-    """Normaliser buffers shared by the transition models: state, state change, action."""
+    """Normaliser buffers shared by the transition models: state, state change, action; and an
+    optional deterministic mean head.
+
+    With ``mean_hidden`` (beyond the paper), an MLP ``mu(s, a)`` regresses the standardised
+    state change (MSE) and the generative model learns only the residual ``x - mu`` (``mu``
+    detached in its loss); a sample is ``mu + residual``. The mean of the samples is then at
+    least the regression's estimate, and the imagined step has a smooth deterministic path in
+    (s, a) for ITPO's gradient. Without it (default) the model is the paper's.
+    """
 
     def __init__(
         self,
@@ -22,8 +32,12 @@ class Conditioning(nn.Module):
         action_dim: int,
         action_low: Sequence[float],
         action_high: Sequence[float],
+        mean_hidden: Sequence[int] | None = None,
     ):
         super().__init__()
+        self.mean_net = (
+            MLP(obs_dim + action_dim, obs_dim, list(mean_hidden)) if mean_hidden else None
+        )
         low = torch.as_tensor(action_low, dtype=torch.float32)
         high = torch.as_tensor(action_high, dtype=torch.float32)
         self.register_buffer("obs_mean", torch.zeros(obs_dim))
@@ -46,9 +60,27 @@ class Conditioning(nn.Module):
         )
 
     def target(self, obs: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
+        """The standardised state change ``[..., obs_dim]``."""
         return (next_obs - obs - self.delta_mean) / self.delta_std
 
-    def to_next_obs(self, obs: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def generative_target(
+        self, obs: torch.Tensor, action: torch.Tensor, next_obs: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``(cond, x, mean_se)``: the network input, what the generative model learns (the
+        standardised state change, or its residual after the mean head) and the mean head's
+        per-sample squared error ``[B]`` (``None`` without a mean head)."""
+        cond, x = self.cond(obs, action), self.target(obs, next_obs)
+        if self.mean_net is None:
+            return cond, x, None
+        mu = self.mean_net(cond)
+        return cond, x - mu.detach(), (mu - x).pow(2).mean(-1)
+
+    def to_next_obs(
+        self, obs: torch.Tensor, x: torch.Tensor, cond: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Raw next state from a generative sample ``x`` (plus the mean head's ``mu(cond)``)."""
+        if self.mean_net is not None:
+            x = x + self.mean_net(cond)
         return obs + self.delta_mean + self.delta_std * x
 
 
