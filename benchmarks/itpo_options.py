@@ -53,9 +53,19 @@ PAPER = "paper (sgd, psi carried over)"
 MODELS = ("diffusion", "meanflow")
 
 
+def checkpoints(args) -> dict[str, str]:
+    """The policy, world-model and MeanFlow checkpoints: ``--run``'s ``results.json``, each
+    replaced by ``--policy`` / ``--world-model`` / ``--meanflow`` where given."""
+    given = {"policy": args.policy, "world_model": args.world_model, "meanflow": args.meanflow}
+    if all(given.values()):
+        return given
+    ckpts = json.loads((Path(args.run) / "results.json").read_text())["checkpoints"]
+    return ckpts | {k: v for k, v in given.items() if v}
+
+
 def make_cell(option: str, args) -> Cell:
     """The ``lit-itpo validate`` command of the ITPO callback with ``option`` set."""
-    ckpts = json.loads((Path(args.run) / "results.json").read_text())["checkpoints"]
+    ckpts = checkpoints(args)
     slug = option.split(" (")[0].replace(" ", "_")
     run_dir = REPO / "runs" / args.out / slug
     cb = "--trainer.callbacks.init_args."
@@ -139,6 +149,9 @@ def report(payload: dict) -> str:
 def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--run", default="runs/pipeline/embedded")
+    p.add_argument("--policy", default=None, help="a policy checkpoint (instead of --run's)")
+    p.add_argument("--world-model", default=None, help="a stage-1 checkpoint (ditto)")
+    p.add_argument("--meanflow", default=None, help="a stage-3 checkpoint (ditto)")
     p.add_argument("--dataset_id", default="lit_itpo/halfcheetah/medium-small-v0")
     p.add_argument("--data_dir", default="embedded")
     p.add_argument("--alpha", type=float, default=5e-5)
@@ -154,7 +167,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(report(load(args.out)))
         return
     meta = {
-        "command": f"python -m benchmarks.itpo_options --out {args.out} --run {args.run} "
+        "command": f"python -m benchmarks.itpo_options --out {args.out} "
+        + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in checkpoints(args).items())
+        + " "
         f"--dataset_id {args.dataset_id} --data_dir {args.data_dir} --alpha {args.alpha} "
         f"--episodes {args.episodes} --max-steps {args.max_steps} --models {' '.join(args.models)}"
     }
