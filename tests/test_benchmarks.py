@@ -549,3 +549,16 @@ def test_world_model_vs_mlp_trains_the_regression_and_scores_every_predictor(tin
     with torch.no_grad():
         learned = wvm.errors(lambda o, a, _: mlp(o, a), val, scale)
     assert learned["raw"] < 0.8 * trivial["raw"], (learned, trivial)
+
+
+def test_critic_check_returns_to_go_bootstrap_nothing_and_drop_cut_tails():
+    """A terminated episode's returns are complete everywhere; a cut one's last 1/(1-gamma)
+    steps are left out (their return-to-go is cut short)."""
+    import numpy as np
+
+    from benchmarks.critic_check import returns_to_go
+
+    g, valid = returns_to_go(np.array([1.0, 1.0, 1.0]), terminated=True, gamma=0.5)
+    assert np.allclose(g, [1.75, 1.5, 1.0]) and valid.all()
+    g, valid = returns_to_go(np.ones(5), terminated=False, gamma=0.5)
+    assert valid.tolist() == [True, True, True, False, False]
