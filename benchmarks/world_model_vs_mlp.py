@@ -52,7 +52,8 @@ class MLPDynamics(nn.Module):
         self.net = nn.Sequential(*layers, nn.Linear(width, obs_dim))
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        return self.cond.to_next_obs(obs, self.net(self.cond.cond(obs, action)))
+        c = self.cond  # its normalisers only (not a world model's own mean head)
+        return obs + c.delta_mean + c.delta_std * self.net(c.cond(obs, action))
 
     def loss(self, obs, action, next_obs) -> torch.Tensor:
         return (
@@ -131,6 +132,13 @@ def measure(args) -> dict:
         f"MLP 4 x 200 ({steps} x {batch})": errors(lambda o, a, _: mlp(o, a), val, scale),
     }
     for name, wm in models.items():
+        tr = wm.transition
+        if tr.mean_net is not None:  # its deterministic part alone
+            rows[f"{name}, mean head alone"] = errors(
+                lambda o, a, _, tr=tr: tr.to_next_obs(o, torch.zeros_like(o), tr.cond(o, a)),
+                val,
+                scale,
+            )
         rows[f"{name}, single sample"] = errors(sampled(wm, 1, args.seed), val, scale)
         rows[f"{name}, mean of {args.samples}"] = errors(
             sampled(wm, args.samples, args.seed), val, scale

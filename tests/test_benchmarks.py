@@ -537,7 +537,8 @@ def test_world_model_vs_mlp_trains_the_regression_and_scores_every_predictor(tin
 
     dm = MinariDataModule(DID, data_dir=str(tiny_root[0]), val_fraction=0.2)
     dm.setup("fit")
-    cond = Conditioning(dm.obs_dim, dm.action_dim, dm.action_low, dm.action_high)
+    # a world model's conditioning with a mean head: the MLP takes its normalisers, not its head
+    cond = Conditioning(dm.obs_dim, dm.action_dim, dm.action_low, dm.action_high, [8])
     cond.set_stats(dm.stats)
     val, scale = dm.val_data, dm.stats["obs_std"]
     exact = wvm.errors(lambda o, a, _: val["next", "observation"][: o.shape[0]], val, scale)
