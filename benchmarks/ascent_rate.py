@@ -34,6 +34,7 @@ from lit_itpo.ascent import TrueObjective
 from lit_itpo.data.datamodule import MinariDataModule
 from lit_itpo.itpo import ITPOConfig, imagined_returns, objective
 from lit_itpo.modules import load_meanflow, load_policy, load_world_model
+from lit_itpo.modules.checkpoints import read_hparams
 
 NAME = "ascent_rate"
 
@@ -140,7 +141,10 @@ def main() -> None:
         measured = measure(wm, policy, true_j, no_value, states, cfg, args)
         rows[name] = measured | {"obs_set_error": lossy}
         print(name, json.dumps(rows[name]), flush=True)
-    key = f"{args.dataset_id}|{args.policy}|K{args.sample_steps}|M{args.particles}|h{args.h}"
+    key = (
+        f"{args.dataset_id}|{args.policy}|{args.world_model}|{args.meanflow}|K{args.sample_steps}"
+        f"|M{args.particles}|h{args.h}"
+    )
     command = (
         "python -m benchmarks.ascent_rate --policy <policy.ckpt> --world-model <world_model.ckpt> "
         "[--meanflow <meanflow.ckpt>] --dataset_id <id>"
@@ -150,6 +154,11 @@ def main() -> None:
         "dataset_id": args.dataset_id,
         "policy": args.policy,
         "checkpoints": {"world_model": args.world_model, "meanflow": args.meanflow},
+        "mean_head": {  # the world models' deterministic mean head (beyond the paper), if any
+            name: read_hparams(path).get("mean_hidden")
+            for name, path in (("diffusion", args.world_model), ("meanflow", args.meanflow))
+            if path
+        },
         "policy_updates": torch.load(args.policy, weights_only=True)["global_step"],
         "settings": vars(args),
         "wall_s": time.perf_counter() - t0,
@@ -173,6 +182,8 @@ def report(payload: dict) -> str:
             p = r["ascent_rate"]
             ci = 1.96 * (p * (1 - p) / r["states"]) ** 0.5  # normal approximation
             model = f"diffusion (K = {st['sample_steps']})" if name == "diffusion" else name
+            if c.get("mean_head", {}).get(name):
+                model += ", mean head"
             lines.append(
                 f"| {c['dataset_id']} | {c.get('policy_updates', '?')} | {model} | "
                 f"{st['particles']} | {r['states']} | "

@@ -15,6 +15,7 @@ from benchmarks import (
     alpha_selection,
     ascent_rate,
     cost_study,
+    critic_check,
     diffusion_target,
     gain_suite,
     itpo_bases,
@@ -27,6 +28,7 @@ from benchmarks import (
     score_suite,
     stage_speed,
     td3bc_reference,
+    world_model_vs_mlp,
 )
 from benchmarks.common import REPO, RESULTS, shown_command
 from lit_itpo.utils import atomic_write_text
@@ -225,8 +227,30 @@ SECTIONS = [
         "objective with MuJoCo set to the state) along g by central differences: the ascent "
         "rate is the share of states where it is positive (chance 50%). Sign agreement: how "
         "often g . d has the sign of J_true's slope along random unit directions d (50% = no "
-        "information). Checkpoints: `lit-itpo fit` of the dataset's conf/ stage configs, seed 0, "
-        "world model and MeanFlow 5k updates, ReBRAC 10k x 256.",
+        "information). Checkpoints: `lit-itpo fit` of the dataset's conf/ stage configs, seed 0; "
+        "halfcheetah: world model and MeanFlow 5k updates, ReBRAC 10k x 256 (mean head: the "
+        "same with `--model.init_args.mean_hidden '[200, 200, 200, 200]'`); hopper: the "
+        "pipeline run of the hopper options study (world models 3k, ReBRAC 5k x 1024).",
+    ),
+    (
+        "World models vs a deterministic MLP (one-step next-state error)",
+        "world_model_vs_mlp",
+        world_model_vs_mlp.report,
+        "Held-out transitions of the stage's own episode split (first 20,000); the MLP (4 x 200 "
+        "ReLU, Adam 1e-3) trained here on the same training split, representation and budget "
+        "(updates x batch) as the diffusion model; the world models at their stage's Adam 3e-4 "
+        "with cosine decay. Raw: RMSE over all state dimensions in env units; standardised: "
+        "each dimension's error over its std in the training split. Mean of 16: the world "
+        "model's estimate of the mean next state (what the MLP predicts); mean head alone: "
+        "the deterministic part of a world model trained with `model.mean_hidden`.",
+    ),
+    (
+        "Is the critic a value function yet? (ReBRAC on hopper-medium)",
+        "critic_check",
+        critic_check.report,
+        "Held-out episodes of the policy's dataset: Q(s, a) (min over the critics) at the "
+        "dataset's action against the discounted Monte-Carlo return that followed (gamma 0.99, "
+        "no bootstrap at a fall; the last 100 steps before a time-limit cut left out).",
     ),
     (
         "Diffusion world model: eps vs v target, and the noisiest reverse step",
