@@ -62,12 +62,20 @@ class MLPDynamics(nn.Module):
 
 
 def train_mlp(
-    dm: MinariDataModule, cond, steps: int, batch: int, seed: int
+    dm: MinariDataModule,
+    cond,
+    steps: int,
+    batch: int,
+    seed: int,
+    lr: float = 1e-3,
+    cosine: bool = False,
 ) -> tuple[nn.Module, float]:
-    """The MLP after ``steps`` Adam updates on batches drawn from the training split."""
+    """The MLP after ``steps`` Adam updates (``lr``, decayed to 0 on a cosine when
+    ``cosine``, as the world-model stages do) on batches drawn from the training split."""
     torch.manual_seed(seed)
     model = MLPDynamics(cond, dm.obs_dim, dm.action_dim)
-    opt = torch.optim.Adam(model.net.parameters(), lr=1e-3)
+    opt = torch.optim.Adam(model.net.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if cosine else None
     data, g = dm.train_data, torch.Generator().manual_seed(seed)
     t0 = time.perf_counter()
     for _ in range(steps):
@@ -76,6 +84,8 @@ def train_mlp(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if sched is not None:
+            sched.step()
     return model.eval(), time.perf_counter() - t0
 
 
@@ -127,9 +137,14 @@ def measure(args) -> dict:
     scale = cond.obs_std
     val = dm.val_data[: args.transitions]
     mlp, mlp_s = train_mlp(dm, cond, steps, batch, args.seed)
+    wm_lr = float(ckpt["hyper_parameters"].get("lr", 3e-4))
+    mlp_wm, _ = train_mlp(dm, cond, steps, batch, args.seed, lr=wm_lr, cosine=True)
     rows = {
         "trivial (s + mean change)": errors(lambda o, a, _: o + cond.delta_mean, val, scale),
         f"MLP 4 x 200 ({steps} x {batch})": errors(lambda o, a, _: mlp(o, a), val, scale),
+        f"MLP, the world model's Adam {wm_lr:g} + cosine": errors(
+            lambda o, a, _: mlp_wm(o, a), val, scale
+        ),
     }
     for name, wm in models.items():
         tr = wm.transition
