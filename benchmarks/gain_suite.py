@@ -32,7 +32,7 @@ from omegaconf import OmegaConf
 
 from benchmarks.cells import Cell, add_executor_args, run_cells
 from benchmarks.common import REPO, load
-from benchmarks.score_suite import DATASETS, data_record
+from benchmarks.score_suite import DATASETS, data_record, pipeline_argv
 from lit_itpo.data.minari_io import datasets_root
 from lit_itpo.stats import bootstrap_ci, iqm, stratified_bootstrap_ci
 
@@ -65,16 +65,9 @@ def make_cell(ds: str, seed: int, proto: dict, runs: Path = RUNS) -> Cell:
     b, it, ev = proto["budget"], proto["itpo"], proto["evaluation"]
     out = Path(runs) / f"{ds}-s{seed}"
     p = "--pipeline."
-    argv = [
-        "pipeline",
-        f"{p}dataset_id", DATASETS[ds], f"{p}data_dir", "null", f"{p}out_dir", str(out),
-        f"{p}world_model_config", f"conf/{ds}/world_model.yaml",
-        f"{p}policy_config", f"conf/{ds}/rebrac.yaml",
-        f"{p}meanflow_config", f"conf/{ds}/meanflow.yaml",
-        f"{p}world_model_steps", str(b["world_model_steps"]),
-        f"{p}policy_steps", str(b["policy_steps"]),
+    steps = (b["world_model_steps"], b["policy_steps"], b["meanflow_steps"])
+    argv = pipeline_argv(ds, out, *steps) + [
         f"{p}policy_batch_size", str(b["policy_batch_size"]),
-        f"{p}meanflow_steps", str(b["meanflow_steps"]),
         f"{p}policy_eval_every", str(b["policy_eval_every"]),
         f"{p}policy_eval_episodes", str(b["policy_eval_episodes"]),
         f"{p}particles", str(it["particles"]),

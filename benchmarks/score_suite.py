@@ -113,19 +113,28 @@ def data_record(ds: str) -> dict | None:
     return {k: prov.get(k) for k in keys}
 
 
-def make_cell(ds: str, seed: int, args: argparse.Namespace) -> Cell:
-    """The ``lit-itpo pipeline`` command of one dataset and training seed at ``args``' budget."""
-    out = run_dir(ds, seed, args.runs)
+def pipeline_argv(ds: str, out: Path, world_model: int, policy: int, meanflow: int) -> list[str]:
+    """The start of a suite cell's ``lit-itpo pipeline`` command: the dataset (found through
+    ``$MINARI_DATASETS_PATH``), its ``conf/<dataset>/`` stage configs, the three budgets."""
     p = "--pipeline."
-    argv = [
+    return [
         "pipeline",
         f"{p}dataset_id", DATASETS[ds], f"{p}data_dir", "null", f"{p}out_dir", str(out),
         f"{p}world_model_config", f"conf/{ds}/world_model.yaml",
         f"{p}policy_config", f"conf/{ds}/rebrac.yaml",
         f"{p}meanflow_config", f"conf/{ds}/meanflow.yaml",
-        f"{p}world_model_steps", str(args.world_model_steps),
-        f"{p}policy_steps", str(args.policy_steps),
-        f"{p}meanflow_steps", str(args.meanflow_steps),
+        f"{p}world_model_steps", str(world_model),
+        f"{p}policy_steps", str(policy),
+        f"{p}meanflow_steps", str(meanflow),
+    ]  # fmt: skip
+
+
+def make_cell(ds: str, seed: int, args: argparse.Namespace) -> Cell:
+    """The ``lit-itpo pipeline`` command of one dataset and training seed at ``args``' budget."""
+    out = run_dir(ds, seed, args.runs)
+    p = "--pipeline."
+    argv = pipeline_argv(ds, out, args.world_model_steps, args.policy_steps, args.meanflow_steps)
+    argv += [
         f"{p}policy_batch_size", str(args.batch),
         f"{p}policy_eval_every", str(args.eval_every),
         f"{p}policy_eval_episodes", str(args.episodes),
