@@ -131,6 +131,27 @@ def report(payload: dict) -> str:
     return "\n".join(lines)
 
 
+def curve_report(payload: dict) -> str:
+    """Markdown: each cell's evaluation curve and the mean of its last three evaluations (the
+    coefficient study's rule)."""
+    lines = [
+        "| dataset | algorithm | seed | budget | normalised score at each evaluation | "
+        "mean of the last three | behaviour data |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for c in payload["cells"].values():
+        algo = c["algorithm"] + "".join(f" {k}={v}" for k, v in c.get("model_args", {}).items())
+        scores = [v for _, v in c["curve"]]
+        at = ", ".join(f"{(s + 1) // 1000}k: {v:.1f}" for s, v in c["curve"])
+        beh = payload.get("behaviour", {}).get(c["dataset"])  # recorded with the cells
+        lines.append(
+            f"| {c['dataset']} | {algo} | {c['seed']} | {c['updates'] // 1000}k x {c['batch']} | "
+            f"{at} | {sum(scores[-3:]) / len(scores[-3:]):.1f} | "
+            f"{'' if beh is None else f'{beh:.1f}'} |"
+        )
+    return "\n".join(lines)
+
+
 def paired_precision_report(payload: dict) -> str:
     """Markdown: bf16-mixed vs float32 final scores paired by (dataset, algorithm, seed), per
     dataset x algorithm and over all pairs (mean difference with a 95% percentile bootstrap

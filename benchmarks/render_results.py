@@ -245,6 +245,15 @@ SECTIONS = [
         "the deterministic part of a world model trained with `model.mean_hidden`.",
     ),
     (
+        "ReBRAC's BC coefficient at the configs' budget (hopper-medium)",
+        "rebrac_coefficients",
+        policy_quality.curve_report,
+        "`conf/hopper-medium/rebrac.yaml` as shipped (100k updates x 1024, float32, seed 0) with "
+        "beta1 (`beta_actor`) 0.01 (D4RL's and CORL's) and 0.1; evaluation every 10k updates "
+        "on 10 full-length episodes. Protocol (fixed before the runs): the coefficient with the "
+        "higher mean over the last three evaluations becomes the config's.",
+    ),
+    (
         "Is the critic a value function yet? (ReBRAC on hopper-medium)",
         "critic_check",
         critic_check.report,
