@@ -323,6 +323,14 @@ SECTIONS = [
         "(benchmarks/itpo_options.py); one training seed: it can show an option hurting or "
         "helping on these episodes, not across seeds.",
     ),
+    (
+        "ITPO carry-over vs reset vs proximity at alpha 5e-4 (hopper-medium)",
+        "itpo_carry_over_hopper_5e-4",
+        itpo_options.report,
+        "The same run, world model and episodes as the table above, at the grid's largest step "
+        "size, 5e-4: the paper's rule (psi carried over from step to step), psi reset to the "
+        "base policy before every real step, and the proximity term (1e3) pulling psi back.",
+    ),
 ]
 
 
