@@ -331,6 +331,14 @@ SECTIONS = [
         "size, 5e-4: the paper's rule (psi carried over from step to step), psi reset to the "
         "base policy before every real step, and the proximity term (1e3) pulling psi back.",
     ),
+    (
+        "ITPO carry-over vs reset at alpha 5e-4 (halfcheetah-medium)",
+        "itpo_carry_over_halfcheetah_5e-4",
+        itpo_options.report,
+        "The ascent-rate checkpoints of halfcheetah-medium (seed 0: world model and MeanFlow 5k "
+        "updates, ReBRAC 10k x 256), MeanFlow world model, the same 10 full-length episodes: "
+        "the paper's rule and psi reset before every real step (proximity not run).",
+    ),
 ]
 
 
