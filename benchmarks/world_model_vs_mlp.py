@@ -34,6 +34,7 @@ from benchmarks.common import load, machine, record
 from lit_itpo.data.datamodule import MinariDataModule
 from lit_itpo.modules.meanflow import load_meanflow
 from lit_itpo.modules.world_model import load_world_model
+from lit_itpo.nets.mlp import MLP
 from lit_itpo.world_models.metrics import step_noise
 
 NAME = "world_model_vs_mlp"
@@ -45,11 +46,7 @@ class MLPDynamics(nn.Module):
     def __init__(self, cond, obs_dim: int, action_dim: int, hidden=(200, 200, 200, 200)):
         super().__init__()
         self.cond = cond
-        layers, width = [], obs_dim + action_dim
-        for h in hidden:
-            layers += [nn.Linear(width, h), nn.ReLU()]
-            width = h
-        self.net = nn.Sequential(*layers, nn.Linear(width, obs_dim))
+        self.net = MLP(obs_dim + action_dim, obs_dim, hidden)
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         c = self.cond  # its normalisers only (not a world model's own mean head)
