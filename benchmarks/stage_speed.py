@@ -3,7 +3,7 @@
 updates of the same algorithm and, optionally, another checkout of the project (today's main).
 
     OMP_NUM_THREADS=1 python -m benchmarks.stage_speed [--threads 1] [--steps 400] \\
-        [--baseline-src /tmp/main-base --baseline-label "main 0289f5f"]
+        [--baseline-src /tmp/main-base --baseline-label "main 0289f5f"] [--compile]
 
 Each cell is a fresh process (``python -m lit_itpo.cli fit ...`` with ``--data.batch_size``,
 ``--trainer.precision`` and ``--trainer.max_steps`` overridden, validation off), timed from
@@ -11,9 +11,14 @@ its 50th to its last training batch by :class:`StepTimer`, which also counts the
 of two training batches (``torch.utils.flop_counter``: forward, backward and the delayed
 actor) so each rate is also a share of the machine's measured matmul peak in the precision
 used. Cells of one run alternate between the checkouts and the peers, so a drift of the VM's
-speed shows in all of them alike. ``--baseline-src`` is a checkout of an earlier commit
-(``git worktree add /tmp/main-base <commit>``); it runs with that tree first on PYTHONPATH (and
-this one after it, for the ``benchmarks.stage_speed.StepTimer`` callback).
+speed shows in all of them alike. ``--compile`` adds, for the policy stages, the same command
+with ``--model.init_args.compile true`` twice per row: on an empty Inductor cache (cold: the
+first run on a machine) and on the cache that run filled (warm: every later run); its compile
+time is the extra time of the first 50 batches over the eager cell's, and its FLOPs are the
+eager cell's (the counter does not see inside compiled kernels). ``--baseline-src`` is a
+checkout of an earlier commit (``git worktree add /tmp/main-base <commit>``); it runs with that
+tree first on PYTHONPATH (and this one after it, for the ``benchmarks.stage_speed.StepTimer``
+callback).
 Writes benchmarks/results/stage_speed_<machine>.json (one file per CPU model and thread count).
 """
 
@@ -39,6 +44,7 @@ POLICIES = ("rebrac", "td3bc", "iql")
 WORLD_MODELS = ("world_model", "meanflow")
 PRECISIONS = ("32-true", "bf16-mixed")
 CORL = {"td3bc": "corl_td3bc", "iql": "corl_iql", "rebrac": "corl_rebrac"}
+COMPILED = ("compiled, cold cache", "compiled, warm cache")  # row keys of --compile cells
 
 
 class StepTimer(pl.Callback):
@@ -48,8 +54,11 @@ class StepTimer(pl.Callback):
 
     def __init__(self, skip: int = 50, flops_at: int = 10):
         self.skip, self.flops_at = skip, flops_at
-        self.t0 = self.t1 = None
+        self.t_start = self.t0 = self.t1 = None
         self.n, self.flops, self.fc = 0, None, None
+
+    def on_train_start(self, trainer, *args) -> None:
+        self.t_start = time.perf_counter()
 
     def on_train_batch_start(self, trainer, *args) -> None:
         step = trainer.global_step
@@ -69,7 +78,11 @@ class StepTimer(pl.Callback):
             self.t1, self.n = time.perf_counter(), step - self.skip
 
     def on_train_end(self, trainer, *args) -> None:
-        out = {"updates_per_s": self.n / (self.t1 - self.t0), "flops_per_update": self.flops}
+        out = {
+            "updates_per_s": self.n / (self.t1 - self.t0),
+            "flops_per_update": self.flops,
+            "first_batches_s": self.t0 - self.t_start,  # batches [0, skip): compiles included
+        }
         Path(os.environ["STAGE_SPEED_OUT"]).write_text(json.dumps(out))
 
 
@@ -82,15 +95,19 @@ def _run(cmd: list[str], env: dict, out: Path, cwd: Path = REPO) -> dict:
 
 
 def fit_cell(src: Path, stage: str, batch: int, precision: str, steps: int, threads: int,
-             work: Path, extra: list[str]) -> dict:  # fmt: skip
+             work: Path, extra: list[str], env_extra: dict | None = None) -> dict:  # fmt: skip
     """One ``lit-itpo fit`` of ``src``'s ``conf/embedded/<stage>.yaml`` in a fresh process."""
     run = Path(tempfile.mkdtemp(dir=work))
     out = run / "rate.json"
-    env = os.environ | {
-        "OMP_NUM_THREADS": str(threads),
-        "PYTHONPATH": os.pathsep.join([str(src), str(REPO)]),
-        "STAGE_SPEED_OUT": str(out),
-    }
+    env = (
+        os.environ
+        | {
+            "OMP_NUM_THREADS": str(threads),
+            "PYTHONPATH": os.pathsep.join([str(src), str(REPO)]),
+            "STAGE_SPEED_OUT": str(out),
+        }
+        | (env_extra or {})
+    )
     cmd = [
         sys.executable, "-m", "lit_itpo.cli", "fit",
         "--config", str(src / "conf" / "embedded" / f"{stage}.yaml"),
@@ -180,6 +197,9 @@ def main() -> None:
     ap.add_argument("--stages", default=",".join(POLICIES + WORLD_MODELS))
     ap.add_argument("--baseline-src", default=None)
     ap.add_argument("--baseline-label", default="baseline")
+    ap.add_argument("--compile", action="store_true",
+                    help="also the policy stages with --model.init_args.compile true, twice: "
+                    "an empty Inductor cache (cold), then the filled one (warm)")  # fmt: skip
     ap.add_argument("--corl", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--batch", type=int, default=256, help=argparse.SUPPRESS)
     ap.add_argument("--precision", default="32-true", help=argparse.SUPPRESS)
@@ -206,6 +226,13 @@ def main() -> None:
                     for label, src in trees:
                         row[label] = fit_cell(src, stage, batch, precision, args.steps,
                                               args.threads, work, extra.get(stage, []))  # fmt: skip
+                    if args.compile and stage in POLICIES:  # one fresh Inductor cache per row
+                        cache = {"TORCHINDUCTOR_CACHE_DIR": str(work / f"inductor-{len(rows)}")}
+                        for label in COMPILED:
+                            row[label] = fit_cell(
+                                REPO, stage, batch, precision, args.steps, args.threads, work,
+                                ["--model.init_args.compile", "true"], cache,
+                            )  # fmt: skip
                     if stage in CORL:
                         row["corl"] = corl_cell(stage, batch, precision, args.steps,
                                                 args.threads, work)  # fmt: skip
@@ -219,24 +246,30 @@ def main() -> None:
         "matmul_peak_flops": peaks,
         "steps": args.steps,
         "trees": [label for label, _ in trees],
+        "compiled": args.compile,
         "rows": rows,
         "command": f"OMP_NUM_THREADS={args.threads} python -m benchmarks.stage_speed "
         f"--threads {args.threads} --steps {args.steps}"
-        + (f" --baseline-src <checkout of {args.baseline_label}>" if args.baseline_src else ""),
+        + (f" --baseline-src <checkout of {args.baseline_label}>" if args.baseline_src else "")
+        + (" --compile" if args.compile else ""),
     }
     print("wrote", save(name, payload))
 
 
 def report(payload: dict) -> str:
     """Markdown: per stage, batch and precision, CORL's update, the baseline checkout and this
-    one in the same run; the share of the matmul peak of the precision used."""
+    one in the same run (and, from ``--compile`` runs, this one compiled, with its compile time
+    on a cold and a warm cache); the share of the matmul peak of the precision used."""
     trees = payload["trees"]
     base = trees[1] if len(trees) > 1 else None
+    compiled = payload.get("compiled", False)
     peaks = payload["matmul_peak_flops"]
     head = ["stage", "batch", "precision", "CORL-style update, float32"]
     head += [f"{base} (updates/s)"] if base else []
     head += ["this commit (updates/s)", "vs CORL float32"]
     head += [f"vs {base}"] if base else []
+    if compiled:
+        head += ["compiled (updates/s)", "compiled vs CORL float32", "compile time cold / warm"]
     head += ["GFLOP/s", "share of the matmul peak"]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     corl32 = {
@@ -253,9 +286,24 @@ def report(payload: dict) -> str:
         cells += [f"{new['updates_per_s']:.0f}", f"{new['updates_per_s'] / c:.2f}x" if c else "-"]
         if base:
             cells.append(f"{new['updates_per_s'] / r[base]['updates_per_s']:.2f}x")
+        fastest = new["updates_per_s"]
+        if compiled:
+            cold, warm = (r.get(k) for k in COMPILED)
+            if warm:
+                fastest = max(fastest, warm["updates_per_s"])
+                extra = [
+                    f"{x['first_batches_s'] - new['first_batches_s']:.0f} s" for x in (cold, warm)
+                ]
+                cells += [
+                    f"{warm['updates_per_s']:.0f}",
+                    f"{warm['updates_per_s'] / c:.2f}x" if c else "-",
+                    " / ".join(extra),
+                ]
+            else:
+                cells += ["-", "-", "-"]
         f = new.get("flops_per_update")
-        if f:
-            gflops = f * new["updates_per_s"] / 1e9
+        if f:  # at the faster of eager and compiled (same math, same FLOPs)
+            gflops = f * fastest / 1e9
             cells += [f"{gflops:.0f}", f"{100 * gflops * 1e9 / peaks[r['precision']]['1024']:.0f}%"]
         else:
             cells += ["-", "-"]

@@ -35,9 +35,10 @@ class ActorCriticModule(StageCheckpoint, pl.LightningModule):
     (``batch -> (loss, info)``) and call :meth:`build` in ``__init__`` after
     ``save_hyperparameters()`` (hparams ``gamma``, ``tau``, ``policy_noise``, ``noise_clip``,
     ``policy_freq``, ``actor_lr``, ``critic_lr``; optional ``beta_critic``, ``reward_scale``,
-    ``reward_bias``)."""
+    ``reward_bias``, ``compile``)."""
 
     stage = "policy"
+    compiled_losses = ("critic_loss", "actor_loss")
 
     def build(
         self,

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import torch
 
-from lit_itpo.errors import CheckpointError
+from lit_itpo.errors import CheckpointError, ConfigError
 
 
 class StageCheckpoint:
@@ -14,8 +15,16 @@ class StageCheckpoint:
     algorithm, lit_itpo_version}``. Kept out of ``hparams`` because LightningCLI feeds a
     checkpoint's hparams back as init arguments under ``validate --ckpt_path``.
 
-    Also :meth:`log_train`: training metrics logged only on the steps Lightning writes.
+    Also :meth:`log_train`: training metrics logged only on the steps Lightning writes; and
+    the ``compile`` option (hparam): the update's loss methods, named in ``compiled_losses``,
+    go through ``torch.compile`` (:func:`compile_losses`).
     """
+
+    compiled_losses: tuple[str, ...] = ()  # the training update's loss methods
+
+    def configure_model(self) -> None:
+        if self.hparams.get("compile", False):
+            compile_losses(self, self.compiled_losses)
 
     def log_train(self, metrics: dict) -> None:
         """``self.log_dict(metrics)`` on the batches whose metrics reach the logger (every
@@ -42,6 +51,24 @@ class StageCheckpoint:
             "algorithm": type(self).__name__,
             "lit_itpo_version": __version__,
         }
+
+
+def compile_losses(module, names: tuple[str, ...]) -> None:
+    """Replace ``module``'s loss methods ``names`` by ``torch.compile``d ones (once): Inductor
+    fuses the element-wise work around the matmuls (LayerNorm, ReLU, the TD target, the
+    losses) in the forward and, through AOTAutograd, the backward pass. The first update
+    compiles (~30 s per stage on one CPU core, cold); the kernels are cached on disk
+    (``$TORCHINDUCTOR_CACHE_DIR``, default ``/tmp/torchinductor_$USER``), so a later run of
+    the same stage starts warm. On CPU it needs a C++ compiler."""
+    if not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
+        raise ConfigError(
+            "model.compile=true needs a C++ compiler for torch.compile on CPU and none of "
+            "g++, c++, clang++ is on PATH; install one (e.g. apt-get install g++) or pass "
+            "--model.init_args.compile false."
+        )
+    for name in names:
+        if name not in vars(module):  # not yet replaced (configure_model runs per trainer call)
+            setattr(module, name, torch.compile(getattr(module, name)))
 
 
 def set_obs_normalisers(module, stage: str, nets) -> None:

@@ -34,10 +34,13 @@ class IQLModule(StageCheckpoint, pl.LightningModule):
         expectile, temperature: IQL's tau and beta (Gym-MuJoCo: 0.7, 3.0).
         gamma, tau, lr, hidden: IQL paper / CORL defaults (3e-4, 2 x 256).
         reward_scale: rewards x this for training (CORL: 1000 / (max return - min return)).
+        compile: ``torch.compile`` the update's losses (:func:`~lit_itpo.modules.checkpoints.
+            compile_losses`; pays from a few thousand updates: benchmarks/stage_speed.py).
     """
 
     stage = "policy"
     format_version = FORMAT_VERSION
+    compiled_losses = ("loss",)
 
     def __init__(
         self,
@@ -53,6 +56,7 @@ class IQLModule(StageCheckpoint, pl.LightningModule):
         lr: float = 3e-4,
         hidden: list[int] = (256, 256),
         reward_scale: float = 1.0,
+        compile: bool = False,
     ):
         super().__init__()
         if not 0 < expectile < 1 or temperature <= 0:

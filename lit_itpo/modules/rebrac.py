@@ -41,6 +41,8 @@ class ReBRACModule(ActorCriticModule):
         critic_layer_norm: LayerNorm in the critics (ReBRAC: yes).
         reward_scale, reward_bias: reward transform for training (AntMaze: x100).
         normalize_q: scale the actor's Q term by 1 / mean|Q|.
+        compile: ``torch.compile`` the update's losses (:func:`~lit_itpo.modules.checkpoints.
+            compile_losses`; pays from a few thousand updates: benchmarks/stage_speed.py).
     """
 
     stage = STAGE
@@ -67,6 +69,7 @@ class ReBRACModule(ActorCriticModule):
         reward_scale: float = 1.0,
         reward_bias: float = 0.0,
         normalize_q: bool = True,
+        compile: bool = False,
     ):
         super().__init__()
         for name, val in (("gamma", gamma), ("tau", tau)):

@@ -30,6 +30,8 @@ class TD3BCModule(ActorCriticModule):
         alpha: TD3+BC's alpha (lambda = alpha / mean|Q|).
         gamma, tau, policy_noise, noise_clip, policy_freq, actor_lr, critic_lr, hidden: as the
             TD3+BC paper (3e-4, 2 x 256).
+        compile: ``torch.compile`` the update's losses (:func:`~lit_itpo.modules.checkpoints.
+            compile_losses`; pays from a few thousand updates: benchmarks/stage_speed.py).
     """
 
     format_version = FORMAT_VERSION
@@ -50,6 +52,7 @@ class TD3BCModule(ActorCriticModule):
         actor_lr: float = 3e-4,
         critic_lr: float = 3e-4,
         hidden: list[int] = (256, 256),
+        compile: bool = False,
     ):
         super().__init__()
         if alpha < 0 or policy_freq < 1 or not 0 < gamma <= 1:
