@@ -349,7 +349,11 @@ STAGE_SPEED_NOTE = (
     "`benchmarks/corl_reference.py` (CORL's single-file TD3+BC / IQL, and ReBRAC's update "
     "written the same way), float32 as CORL runs it. The earlier checkout is the same command "
     "on that commit's code and configs, in the same run. FLOPs: matmuls of two training "
-    "batches (torch.utils.flop_counter); peak: an n x n matmul in the precision used. One "
+    "batches (torch.utils.flop_counter); peak: an n x n matmul in the precision used. Compiled "
+    "(runs with `--compile`): the same command with `--model.init_args.compile true` "
+    "(torch.compile of the update's losses), its rate on a warm Inductor cache, and its compile "
+    "time (extra seconds of the first 50 batches over the eager cell's) on an empty cache and "
+    "on the filled one. One "
     "timing per cell: repeat runs minutes apart on these VMs differ per cell by tens of percent, "
     "so read the ratios within a row (its cells ran back to back)."
 )

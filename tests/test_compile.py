@@ -96,7 +96,14 @@ def test_compiled_fit_ends_at_the_eager_weights(tiny_root, tmp_path, eager_rando
 
 
 def test_compile_without_a_cxx_compiler_is_one_clear_error(monkeypatch):
+    """Training asks for the compiler by name; validating a checkpoint trained with
+    ``compile: true`` (its hparams come back) neither compiles nor needs one."""
+    from types import SimpleNamespace
+
     monkeypatch.setattr("shutil.which", lambda name: None)
     m = ReBRACModule(4, 2, [-1.0, -1.0], [1.0, 1.0], hidden=[8], compile=True)
     with pytest.raises(ConfigError, match="model.compile=true needs a C\\+\\+ compiler"):
         m.configure_model()
+    m._trainer = SimpleNamespace(state=SimpleNamespace(fn="validate"))
+    m.configure_model()
+    assert "critic_loss" not in vars(m)

@@ -23,7 +23,9 @@ class StageCheckpoint:
     compiled_losses: tuple[str, ...] = ()  # the training update's loss methods
 
     def configure_model(self) -> None:
-        if self.hparams.get("compile", False):
+        trainer = self._trainer  # None when called by hand (tests)
+        fitting = trainer is None or trainer.state.fn == "fit"  # validate/test use no loss
+        if self.hparams.get("compile", False) and fitting:
             compile_losses(self, self.compiled_losses)
 
     def log_train(self, metrics: dict) -> None:
