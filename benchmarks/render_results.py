@@ -20,6 +20,7 @@ from benchmarks import (
     gain_suite,
     itpo_bases,
     itpo_options,
+    itpo_precision,
     main_job,
     meanflow_mixture,
     meanflow_quality,
@@ -277,6 +278,20 @@ SECTIONS = [
         "itpo_speed_cpu",
         speed_table,
         "H = 5; untrained networks at the paper's sizes (cost does not depend on the weights).",
+    ),
+    (
+        "ITPO's imagined rollout in bfloat16 vs float32 (trained checkpoints)",
+        "itpo_precision",
+        itpo_precision.report,
+        "`itpo.precision: bf16-mixed`: the imagined rollout and its gradient under bfloat16 "
+        "autocast; parameters, the ascent step and the acting forward pass stay float32. Held-out "
+        "real states as episodes (M = 64, H = 5, E = 1). Cost: one ITPO env step for 10 episodes "
+        "batched, one torch thread. Move: the action's change off the base action; bf16's "
+        "against float32's on the same noise, and float32's Monte-Carlo error (its move's shift "
+        "under another draw of the M noise sequences). Tolerance (tests/test_itpo.py): cosine "
+        ">= 0.98 and the distance within 10% of the move or under half the Monte-Carlo error. "
+        "Checkpoints as in the ascent-rate table (hopper: world models 3k, ReBRAC 5k x 1024; "
+        "halfcheetah: world models 5k, ReBRAC 10k x 256).",
     ),
     (
         "ITPO step cost (GPU: ms per ITPO step at H = 5, E = 1, M up to 4096)",

@@ -85,6 +85,9 @@ class PipelineConfig:
         particles: ITPO's M, imagined noise sequences per real step.
         horizon: ITPO's H, imagined steps.
         inner_steps: ITPO's E, gradient steps per real step.
+        itpo_precision: "32-true" (the paper) or "bf16-mixed": ITPO's imagined rollout and its
+            gradient under bfloat16 autocast (acting and the ascent step stay float32;
+            benchmarks/itpo_precision.py measures the cost and the agreement).
         alpha_grid: candidate step sizes, all run on the held-out episodes in one batch per
             world model (paper: 5e-7 .. 5e-4); none beating the base policy: alpha 0.
         alpha_seed: first held-out env seed (disjoint from the evaluation seeds).
@@ -114,6 +117,7 @@ class PipelineConfig:
     particles: int = 64
     horizon: int = 5
     inner_steps: int = 1
+    itpo_precision: str = "32-true"
     alpha_grid: list[float] = field(default_factory=lambda: [5e-7, 5e-6, 5e-5, 5e-4])
     alpha_seed: int = 999
     alpha_episodes: int = 1
@@ -208,6 +212,10 @@ def check_config(cfg: PipelineConfig) -> None:
                 f"--pipeline.alpha_grid has {lr}; every step size must be finite and > 0 (the "
                 "base policy, alpha 0, is always compared)."
             )
+    if cfg.itpo_precision not in ("32-true", "bf16-mixed"):
+        raise ConfigError(
+            f"--pipeline.itpo_precision={cfg.itpo_precision!r} must be '32-true' or 'bf16-mixed'."
+        )
     if cfg.sample_variance not in (None, "beta", "beta_tilde"):
         raise ConfigError(
             f"--pipeline.sample_variance={cfg.sample_variance!r} must be 'beta', 'beta_tilde' "
@@ -269,7 +277,12 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
         },
     )
     ckpts = {"diffusion": str(wm.checkpoint), "meanflow": str(meanflow.checkpoint)}
-    itpo = ITPOConfig(horizon=cfg.horizon, particles=cfg.particles, inner_steps=cfg.inner_steps)
+    itpo = ITPOConfig(
+        horizon=cfg.horizon,
+        particles=cfg.particles,
+        inner_steps=cfg.inner_steps,
+        precision=cfg.itpo_precision,
+    )
 
     def itpo_run(tag: str, world_models: dict, **kw) -> EvalResult:
         log.info("pipeline: ITPO, %s (%s)", tag, ", ".join(world_models))

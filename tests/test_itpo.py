@@ -381,14 +381,21 @@ def test_alpha_choice_takes_the_best_grid_point_or_falls_back():
     assert choose_alpha(10.0, diffusion | {1e-3: 10.5}) == 1e-3
 
 
-def test_pipeline_refuses_zero_held_out_episodes(tmp_path, capsys):
+@pytest.mark.parametrize(
+    "flag, value, named",
+    [
+        ("alpha_episodes", "0", "alpha_episodes=0"),
+        ("itpo_precision", "fp8", "itpo_precision='fp8'"),
+    ],
+)
+def test_pipeline_refuses_bad_options_before_any_stage(tmp_path, capsys, flag, value, named):
     from lit_itpo.cli import main
 
     with pytest.raises(SystemExit) as e:
-        main(["pipeline", "--pipeline.out_dir", str(tmp_path), "--pipeline.alpha_episodes", "0"])
+        main(["pipeline", "--pipeline.out_dir", str(tmp_path), f"--pipeline.{flag}", value])
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err.startswith("lit-itpo: error:") and "alpha_episodes=0" in err
+    assert err.startswith("lit-itpo: error:") and named in err
     assert not any(tmp_path.iterdir())  # refused before any stage ran
 
 
@@ -492,3 +499,45 @@ def test_acceptance_test_keeps_a_step_only_if_it_improves_on_fresh_noise():
     assert not eng.last["accepted"].any() and torch.allclose(act, base, atol=1e-6)
     eng, act = run(0.01)
     assert eng.last["accepted"].all() and not torch.allclose(act, base, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["diffusion", "meanflow"])
+def test_bf16_imagination_moves_the_action_as_float32_does(kind):
+    """``precision='bf16-mixed'`` (the rollout and its gradient under bfloat16 autocast) at the
+    paper's network sizes: at every alpha of the grid, down to 5e-7, the action still moves off
+    the base action, and its move agrees with float32's. Tolerance, per episode: cosine >= 0.98
+    with float32's move, and a distance from it within 10% of that move or under half of
+    float32's own Monte-Carlo error (how far float32's move shifts with another draw of the M
+    noise sequences). benchmarks/itpo_precision.py applies the same rule to trained models."""
+    from lit_itpo.world_models import MeanFlowTransition, MeanFlowWorldModel
+
+    torch.manual_seed(0)
+    o, a, low, high = 17, 6, [-1.0] * 6, [1.0] * 6
+    rw = RewardModel(o, a, low, high)  # 3 x 512, as the transitions
+    if kind == "diffusion":
+        wm = DiffusionWorldModel(DiffusionTransition(o, a, low, high, steps=20, sample_steps=5), rw)
+    else:
+        wm = MeanFlowWorldModel(MeanFlowTransition(o, a, low, high, sample_steps=1), rw)
+    wm.requires_grad_(False)
+    actor = TanhActor(o, a, low, high, [256, 256, 256])
+    critic = TwinCritic(o, a, [256, 256, 256]).requires_grad_(False)
+    obs = torch.randn(4, o)
+    noise, other = (wm.sample_noise(4, 16, 5, torch.Generator().manual_seed(s)) for s in (1, 2))
+    with torch.no_grad():
+        base = actor(obs)
+
+    def move(alpha, precision, eps):
+        cfg = ITPOConfig(horizon=5, particles=16, lr=alpha, precision=precision)
+        return ITPOEngine(actor, critic, wm, cfg).step(obs, eps) - base
+
+    for alpha in (5e-7, 5e-5, 5e-4):
+        m32, m16 = move(alpha, "32-true", noise), move(alpha, "bf16-mixed", noise)
+        mc = (move(alpha, "32-true", other) - m32).norm(dim=-1)
+        assert bool((m16.norm(dim=-1) > 0).all()), alpha  # alpha 5e-7 still moves the policy
+        cos = torch.nn.functional.cosine_similarity(m16, m32, dim=-1)
+        err = (m16 - m32).norm(dim=-1)
+        assert bool((err > 0).any()), alpha  # the rollout did run in bfloat16
+        close = (err < 0.5 * mc) | (err <= 0.1 * m32.norm(dim=-1))
+        assert bool((cos >= 0.98).all()) and bool(close.all()), (alpha, cos, err, mc)
+    with pytest.raises(ConfigError, match="precision='16-mixed'"):
+        ITPOConfig(precision="16-mixed")

@@ -58,6 +58,12 @@ class ITPOConfig:
             against the previous ones on an independent set of M noise sequences (paired); the
             step is kept only if the mean improvement exceeds ``accept_z`` standard errors,
             otherwise the episode acts with its previous parameters. 0: off (the paper).
+        precision: ``"32-true"`` (the paper) or ``"bf16-mixed"``: the imagined rollout and its
+            gradient (and the logged objective) under bfloat16 autocast, for CPUs and GPUs with
+            fast bfloat16 matmuls. Parameters, the ascent step, the acceptance test and the
+            acting forward pass stay float32, so even alpha 5e-7 moves the action; the move
+            agrees with float32's within the tolerance tests/test_itpo.py checks
+            (benchmarks/itpo_precision.py measures it on trained checkpoints).
     """
 
     horizon: int = 5
@@ -73,8 +79,13 @@ class ITPOConfig:
     uncertainty_penalty: float = 0.0
     termination: str = "none"
     accept_z: float = 0.0
+    precision: str = "32-true"
 
     def __post_init__(self) -> None:
+        if self.precision not in ("32-true", "bf16-mixed"):
+            raise ConfigError(
+                f"ITPO precision={self.precision!r} must be '32-true' or 'bf16-mixed'."
+            )
         if self.termination not in ("none", "rule", "model"):
             raise ConfigError(
                 f"ITPO termination={self.termination!r} must be 'none', 'rule' or 'model'."
@@ -312,7 +323,8 @@ class ITPOEngine:
         ok = torch.ones(N, dtype=torch.bool, device=obs.device)
         j_before = None
         for _ in range(cfg.inner_steps):
-            grads, j = self._grad_value(params, obs, noise)
+            with self._imagination(obs.device):
+                grads, j = self._grad_value(params, obs, noise)
             if j_before is None:
                 j_before = j.detach()
             finite = torch.isfinite(j)
@@ -372,17 +384,24 @@ class ITPOEngine:
             out[k] = _bcast(alpha, g).to(g.dtype) * m_hat / (v_hat.sqrt() + eps)
         return out
 
+    def _imagination(self, device: torch.device):
+        """The autocast region of the imagined rollout (``cfg.precision``)."""
+        bf16 = self.cfg.precision == "bf16-mixed"
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+
     @torch.no_grad()
     def objective(self, obs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """J ``[N]`` of the current per-episode parameters (for before/after logging)."""
-        return self._value(self.params, obs, noise)
+        with self._imagination(obs.device):
+            return self._value(self.params, obs, noise).float()
 
     def grad_and_value(
         self, obs: torch.Tensor, noise: torch.Tensor
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Per-episode gradients of J w.r.t. the current parameters (each ``[N, *param]``) and
         J ``[N]``: the work of one inner step without the update (for timing and probes)."""
-        return self._grad_value(self.params, obs, noise)
+        with self._imagination(obs.device):
+            return self._grad_value(self.params, obs, noise)
 
 
 def _bcast(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
