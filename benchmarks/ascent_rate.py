@@ -29,11 +29,9 @@ import numpy as np
 import torch
 from torch.func import grad
 
-from benchmarks.common import machine, record
+from benchmarks.common import add_checkpoint_args, load_checkpoints, machine, record
 from lit_itpo.ascent import TrueObjective
-from lit_itpo.data.datamodule import MinariDataModule
 from lit_itpo.itpo import ITPOConfig, imagined_returns, objective
-from lit_itpo.modules import load_meanflow, load_policy, load_world_model
 from lit_itpo.modules.checkpoints import read_hparams
 
 NAME = "ascent_rate"
@@ -101,35 +99,16 @@ def measure(
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--policy", required=True)
-    ap.add_argument("--world-model", default=None, help="stage 1 checkpoint (diffusion)")
-    ap.add_argument("--meanflow", default=None, help="stage 3 checkpoint (MeanFlow)")
-    ap.add_argument("--dataset_id", required=True)
-    ap.add_argument("--data_dir", default=None)
-    ap.add_argument("--states", type=int, default=200)
-    ap.add_argument("--particles", type=int, default=64)
-    ap.add_argument("--sample-steps", type=int, default=5, help="diffusion reverse steps")
+    add_checkpoint_args(ap, states=200)
     ap.add_argument("--directions", type=int, default=2, help="random directions per state")
     ap.add_argument("--h", type=float, default=1e-3, help="finite-difference step")
-    ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     t0 = time.perf_counter()
-    dm = MinariDataModule(args.dataset_id, data_dir=args.data_dir)
-    dm.setup()
-    policy = load_policy(args.policy, dataset_id=args.dataset_id)
+    dm, policy, models, val = load_checkpoints(args)
     hp = policy.hparams
     cfg = ITPOConfig(particles=args.particles, reward_scale=hp.reward_scale,
                      reward_bias=hp.reward_bias)  # fmt: skip
-    val = dm.val_data["observation"]
-    pick = torch.randperm(val.shape[0], generator=torch.Generator().manual_seed(args.seed))
-    states = val[pick[: args.states]].double().numpy()
-    models = {}
-    if args.world_model:
-        wm = load_world_model(args.world_model, dataset_id=args.dataset_id)
-        wm.transition.set_sample_steps(args.sample_steps, "beta_tilde")
-        models["diffusion"] = wm
-    if args.meanflow:
-        models["meanflow"] = load_meanflow(args.meanflow, dataset_id=args.dataset_id)
+    states = val.double().numpy()
     rows = {}
     for name, wm in models.items():
         true_j, no_value = (

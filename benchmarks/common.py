@@ -209,3 +209,40 @@ def side_by_side(run_dir: Path, tags: Iterable[str]) -> dict:
 def scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
     """Every ``tag`` value logged under ``run_dir`` (all TensorBoard versions), by step."""
     return read_scalars(run_dir, [tag])[tag]
+
+
+def add_checkpoint_args(ap, states: int) -> None:
+    """The arguments of a benchmark on a policy and its world models' checkpoints, measured on
+    ``--states`` held-out real states (:func:`load_checkpoints`)."""
+    ap.add_argument("--policy", required=True)
+    ap.add_argument("--world-model", default=None, help="stage 1 checkpoint (diffusion)")
+    ap.add_argument("--meanflow", default=None, help="stage 3 checkpoint (MeanFlow)")
+    ap.add_argument("--dataset_id", required=True)
+    ap.add_argument("--data_dir", default=None)
+    ap.add_argument("--states", type=int, default=states)
+    ap.add_argument("--particles", type=int, default=64)
+    ap.add_argument("--sample-steps", type=int, default=5, help="diffusion reverse steps")
+    ap.add_argument("--seed", type=int, default=0)
+
+
+def load_checkpoints(args) -> tuple:
+    """``(datamodule, policy module, {"diffusion"|"meanflow": world model}, states)`` from the
+    arguments of :func:`add_checkpoint_args`: the diffusion model samples with
+    ``--sample-steps`` respaced steps (beta_tilde); ``states [--states, obs]`` are drawn from
+    the validation episodes with ``--seed``."""
+    from lit_itpo.data.datamodule import MinariDataModule
+    from lit_itpo.modules import load_meanflow, load_policy, load_world_model
+
+    dm = MinariDataModule(args.dataset_id, data_dir=args.data_dir)
+    dm.setup()
+    policy = load_policy(args.policy, dataset_id=args.dataset_id)
+    models = {}
+    if args.world_model:
+        wm = load_world_model(args.world_model, dataset_id=args.dataset_id)
+        wm.transition.set_sample_steps(args.sample_steps, "beta_tilde")
+        models["diffusion"] = wm
+    if args.meanflow:
+        models["meanflow"] = load_meanflow(args.meanflow, dataset_id=args.dataset_id)
+    val = dm.val_data["observation"]
+    pick = torch.randperm(val.shape[0], generator=torch.Generator().manual_seed(args.seed))
+    return dm, policy, models, val[pick[: args.states]]

@@ -26,10 +26,8 @@ import time
 
 import torch
 
-from benchmarks.common import machine, record, timeit
-from lit_itpo.data.datamodule import MinariDataModule
+from benchmarks.common import add_checkpoint_args, load_checkpoints, machine, record, timeit
 from lit_itpo.itpo import ITPOConfig, ITPOEngine
-from lit_itpo.modules import load_meanflow, load_policy, load_world_model
 
 NAME = "itpo_precision"
 ALPHAS = (5e-7, 5e-6, 5e-5, 5e-4)
@@ -83,31 +81,13 @@ def step_ms(policy, wm, obs: torch.Tensor, cfg: ITPOConfig, precision: str) -> f
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--policy", required=True)
-    ap.add_argument("--world-model", default=None, help="stage 1 checkpoint (diffusion)")
-    ap.add_argument("--meanflow", default=None, help="stage 3 checkpoint (MeanFlow)")
-    ap.add_argument("--dataset_id", required=True)
-    ap.add_argument("--data_dir", default=None)
-    ap.add_argument("--states", type=int, default=40)
-    ap.add_argument("--particles", type=int, default=64)
-    ap.add_argument("--sample-steps", type=int, default=5, help="diffusion reverse steps")
-    ap.add_argument("--seed", type=int, default=0)
+    add_checkpoint_args(ap, states=40)
     args = ap.parse_args()
     t0 = time.perf_counter()
-    dm = MinariDataModule(args.dataset_id, data_dir=args.data_dir)
-    dm.setup()
-    policy = load_policy(args.policy, dataset_id=args.dataset_id).policy_parts()
+    _, policy, models, obs = load_checkpoints(args)
+    policy = policy.policy_parts()
     cfg = ITPOConfig(particles=args.particles)
-    val = dm.val_data["observation"]
-    pick = torch.randperm(val.shape[0], generator=torch.Generator().manual_seed(args.seed))
-    obs = val[pick[: args.states]].float()
-    models = {}
-    if args.world_model:
-        wm = load_world_model(args.world_model, dataset_id=args.dataset_id)
-        wm.transition.set_sample_steps(args.sample_steps, "beta_tilde")
-        models["diffusion"] = wm
-    if args.meanflow:
-        models["meanflow"] = load_meanflow(args.meanflow, dataset_id=args.dataset_id)
+    obs = obs.float()
     rows = {}
     for name, wm in models.items():
         ms = {p: step_ms(policy, wm, obs[:10], cfg, p) for p in PRECISIONS}
