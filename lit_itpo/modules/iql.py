@@ -35,7 +35,7 @@ class IQLModule(StageCheckpoint, pl.LightningModule):
         gamma, tau, lr, hidden: IQL paper / CORL defaults (3e-4, 2 x 256).
         reward_scale: rewards x this for training (CORL: 1000 / (max return - min return)).
         compile: ``torch.compile`` the update's losses (:func:`~lit_itpo.modules.checkpoints.
-            compile_losses`; pays from a few thousand updates: benchmarks/stage_speed.py).
+            compile_losses`); off: on the CPUs measured it does not pay (stage_speed --compile).
     """
 
     stage = "policy"

@@ -42,7 +42,7 @@ class ReBRACModule(ActorCriticModule):
         reward_scale, reward_bias: reward transform for training (AntMaze: x100).
         normalize_q: scale the actor's Q term by 1 / mean|Q|.
         compile: ``torch.compile`` the update's losses (:func:`~lit_itpo.modules.checkpoints.
-            compile_losses`; pays from a few thousand updates: benchmarks/stage_speed.py).
+            compile_losses`); off: on the CPUs measured it does not pay (stage_speed --compile).
     """
 
     stage = STAGE

@@ -31,7 +31,7 @@ class TD3BCModule(ActorCriticModule):
         gamma, tau, policy_noise, noise_clip, policy_freq, actor_lr, critic_lr, hidden: as the
             TD3+BC paper (3e-4, 2 x 256).
         compile: ``torch.compile`` the update's losses (:func:`~lit_itpo.modules.checkpoints.
-            compile_losses`; pays from a few thousand updates: benchmarks/stage_speed.py).
+            compile_losses`); off: on the CPUs measured it does not pay (stage_speed --compile).
     """
 
     format_version = FORMAT_VERSION
