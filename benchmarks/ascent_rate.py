@@ -138,6 +138,11 @@ def main() -> None:
             for name, path in (("diffusion", args.world_model), ("meanflow", args.meanflow))
             if path
         },
+        "lr": {  # the world models' training learning rate
+            name: read_hparams(path).get("lr")
+            for name, path in (("diffusion", args.world_model), ("meanflow", args.meanflow))
+            if path
+        },
         "policy_updates": torch.load(args.policy, weights_only=True)["global_step"],
         "settings": vars(args),
         "wall_s": time.perf_counter() - t0,
@@ -163,6 +168,8 @@ def report(payload: dict) -> str:
             model = f"diffusion (K = {st['sample_steps']})" if name == "diffusion" else name
             if c.get("mean_head", {}).get(name):
                 model += ", mean head"
+            if c.get("lr", {}).get(name, 3e-4) != 3e-4:  # the stage configs' (the paper's) lr
+                model += f", lr {c['lr'][name]:g}"
             lines.append(
                 f"| {c['dataset_id']} | {c.get('policy_updates', '?')} | {model} | "
                 f"{st['particles']} | {r['states']} | "
