@@ -170,6 +170,8 @@ def report(payload: dict) -> str:
                 model += ", mean head"
             if c.get("lr", {}).get(name, 3e-4) != 3e-4:  # the stage configs' (the paper's) lr
                 model += f", lr {c['lr'][name]:g}"
+            if st["h"] != 1e-3:  # the finite-difference step
+                model += f", h {st['h']:g}"
             lines.append(
                 f"| {c['dataset_id']} | {c.get('policy_updates', '?')} | {model} | "
                 f"{st['particles']} | {r['states']} | "

@@ -228,10 +228,13 @@ SECTIONS = [
         "objective with MuJoCo set to the state) along g by central differences: the ascent "
         "rate is the share of states where it is positive (chance 50%). Sign agreement: how "
         "often g . d has the sign of J_true's slope along random unit directions d (50% = no "
-        "information). Checkpoints: `lit-itpo fit` of the dataset's conf/ stage configs, seed 0; "
-        "halfcheetah: world model and MeanFlow 5k updates, ReBRAC 10k x 256 (mean head: the "
-        "same with `--model.init_args.mean_hidden '[200, 200, 200, 200]'`); hopper: the "
-        "pipeline run of the hopper options study (world models 3k, ReBRAC 5k x 1024).",
+        "information); central differences with step h = 1e-3 unless named. Checkpoints: "
+        "`lit-itpo fit` of the dataset's conf/ stage configs, seed 0; halfcheetah: world model "
+        "and MeanFlow 5k updates, ReBRAC 10k x 256 (mean head: the same with "
+        "`--model.init_args.mean_hidden '[200, 200, 200, 200]'`; lr 0.001: both world models at "
+        "Adam 1e-3 instead of the configs' 3e-4; policy 20000: the 20k checkpoint of the "
+        "ReBRAC-coefficient run, 1024 a batch, D4RL's beta1); hopper: the pipeline run of the "
+        "hopper options study (world models 3k, ReBRAC 5k x 1024).",
     ),
     (
         "World models vs a deterministic MLP (one-step next-state error)",
