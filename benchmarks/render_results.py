@@ -244,8 +244,9 @@ SECTIONS = [
         "ReLU, Adam 1e-3) trained here on the same training split, representation and budget "
         "(updates x batch) as the diffusion model; the world models at their stage's Adam 3e-4 "
         "with cosine decay (cells named `-lr1e-3`: both world models at Adam 1e-3, the MLP's "
-        "rate, with the same decay; otherwise the same command and seed). Raw: RMSE over all state dimensions in env units; standardised: "
-        "each dimension's error over its std in the training split. Mean of 16: the world "
+        "rate, with the same decay; otherwise the same command and seed). Raw: RMSE over all "
+        "state dimensions in env units; standardised: each dimension's error over its std in "
+        "the training split. Mean of 16: the world "
         "model's estimate of the mean next state (what the MLP predicts); mean head alone: "
         "the deterministic part of a world model trained with `model.mean_hidden`.",
     ),
