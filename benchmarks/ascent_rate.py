@@ -128,21 +128,19 @@ def main() -> None:
         "python -m benchmarks.ascent_rate --policy <policy.ckpt> --world-model <world_model.ckpt> "
         "[--meanflow <meanflow.ckpt>] --dataset_id <id>"
     )
+    wm_hparams = {
+        name: read_hparams(path)
+        for name, path in (("diffusion", args.world_model), ("meanflow", args.meanflow))
+        if path
+    }
     result = {
         "machine": machine(),
         "dataset_id": args.dataset_id,
         "policy": args.policy,
         "checkpoints": {"world_model": args.world_model, "meanflow": args.meanflow},
-        "mean_head": {  # the world models' deterministic mean head (beyond the paper), if any
-            name: read_hparams(path).get("mean_hidden")
-            for name, path in (("diffusion", args.world_model), ("meanflow", args.meanflow))
-            if path
-        },
-        "lr": {  # the world models' training learning rate
-            name: read_hparams(path).get("lr")
-            for name, path in (("diffusion", args.world_model), ("meanflow", args.meanflow))
-            if path
-        },
+        # the world models' deterministic mean head (beyond the paper), if any, and their lr
+        "mean_head": {name: hp.get("mean_hidden") for name, hp in wm_hparams.items()},
+        "lr": {name: hp.get("lr") for name, hp in wm_hparams.items()},
         "policy_updates": torch.load(args.policy, weights_only=True)["global_step"],
         "settings": vars(args),
         "wall_s": time.perf_counter() - t0,
