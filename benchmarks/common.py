@@ -8,6 +8,7 @@ layer 1x (input gradients only). Elementwise ops, norms and activations are not 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import platform
@@ -136,11 +137,16 @@ def load(name: str) -> dict:
 
 def record(name: str, key: str, result: dict, meta: dict) -> dict:
     """Add one finished cell to ``results/<name>.json`` (with ``meta``, e.g. the command) and
-    save it at once, so a stopped run keeps every cell it finished."""
-    payload = load(name)
-    payload.update(meta)
-    payload["cells"][key] = result
-    save(name, payload)
+    save it at once, so a stopped run keeps every cell it finished. Read, update and write
+    happen under a lock on ``results/.<name>.lock``, so parallel runs of one benchmark keep
+    each other's cells."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with open(RESULTS / f".{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        payload = load(name)
+        payload.update(meta)
+        payload["cells"][key] = result
+        save(name, payload)
     return payload
 
 
