@@ -97,6 +97,11 @@ def measure(
     }
 
 
+def _updates(ckpt: str) -> int:
+    """The training updates a Lightning checkpoint had (its ``global_step``)."""
+    return torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     add_checkpoint_args(ap, states=200)
@@ -141,7 +146,12 @@ def main() -> None:
         # the world models' deterministic mean head (beyond the paper), if any, and their lr
         "mean_head": {name: hp.get("mean_hidden") for name, hp in wm_hparams.items()},
         "lr": {name: hp.get("lr") for name, hp in wm_hparams.items()},
-        "policy_updates": torch.load(args.policy, weights_only=True)["global_step"],
+        "world_model_updates": {
+            name: _updates(path)
+            for name, path in (("diffusion", args.world_model), ("meanflow", args.meanflow))
+            if path
+        },
+        "policy_updates": _updates(args.policy),
         "settings": vars(args),
         "wall_s": time.perf_counter() - t0,
         "rows": rows,
@@ -153,10 +163,10 @@ def main() -> None:
 def report(payload: dict) -> str:
     """Markdown: per run and world model, the ascent rate and its companions."""
     lines = [
-        "| dataset | policy (updates) | world model | M | states | ascent rate (95% CI) | "
-        "sign agreement, "
-        "random directions | predicted / true slope (median) | terminal value share of J_true |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| dataset | policy (updates) | world model | updates | M | states | "
+        "ascent rate (95% CI) | sign agreement, random directions | "
+        "predicted / true slope (median) | terminal value share of J_true |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for c in payload["cells"].values():
         st = c["settings"]
@@ -170,8 +180,9 @@ def report(payload: dict) -> str:
                 model += f", lr {c['lr'][name]:g}"
             if st["h"] != 1e-3:  # the finite-difference step
                 model += f", h {st['h']:g}"
+            updates = c.get("world_model_updates", {}).get(name, "?")
             lines.append(
-                f"| {c['dataset_id']} | {c.get('policy_updates', '?')} | {model} | "
+                f"| {c['dataset_id']} | {c.get('policy_updates', '?')} | {model} | {updates} | "
                 f"{st['particles']} | {r['states']} | "
                 f"{100 * p:.0f}% ({100 * (p - ci):.0f}-{100 * (p + ci):.0f}%) | "
                 f"{100 * r['random_direction_sign_agreement']:.0f}% | "

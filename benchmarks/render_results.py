@@ -229,13 +229,12 @@ SECTIONS = [
         "rate is the share of states where it is positive (chance 50%). Sign agreement: how "
         "often g . d has the sign of J_true's slope along random unit directions d (50% = no "
         "information); central differences with step h = 1e-3 unless named. Checkpoints: "
-        "`lit-itpo fit` of the dataset's conf/ stage configs, seed 0; halfcheetah: world model "
-        "and MeanFlow 5k updates, ReBRAC 10k x 256 (mean head: the same with "
+        "`lit-itpo fit` of the dataset's conf/ stage configs, seed 0, for the updates "
+        "shown; halfcheetah: ReBRAC 10k x 256 (mean head: the same with "
         "`--model.init_args.mean_hidden '[200, 200, 200, 200]'`; lr 0.001: both world models at "
         "Adam 1e-3 instead of the configs' 3e-4; policy 20000: the 20k checkpoint of the "
-        "ReBRAC-coefficient run, 1024 a batch, D4RL's beta1); walker2d: as halfcheetah (world "
-        "models 5k, ReBRAC 10k x 256); hopper: the pipeline run of the hopper options study "
-        "(world models 3k, ReBRAC 5k x 1024).",
+        "ReBRAC-coefficient run, 1024 a batch, D4RL's beta1); walker2d: ReBRAC 10k x 256; "
+        "hopper: the pipeline run of the hopper options study (ReBRAC 5k x 1024).",
     ),
     (
         "World models vs a deterministic MLP (one-step next-state error)",

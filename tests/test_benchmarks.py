@@ -409,6 +409,31 @@ def test_ascent_rate_true_objective_is_the_simulator_from_the_observed_state():
     assert np.isclose(total - no_value(params, obs), q, rtol=1e-6)
 
 
+def test_ascent_rate_table_names_each_world_models_updates_and_lr():
+    from benchmarks import ascent_rate
+
+    row = {
+        "ascent_rate": 0.6,
+        "states": 200,
+        "random_direction_sign_agreement": 0.5,
+        "predicted_over_true_slope_median": 0.3,
+        "terminal_value_share_of_j_true": 0.8,
+    }
+    cell = {"dataset_id": "d", "policy_updates": 10000, "settings": {"sample_steps": 5,
+            "particles": 64, "h": 1e-3}, "lr": {"diffusion": 1e-3, "meanflow": 3e-4},
+            "world_model_updates": {"diffusion": 20000, "meanflow": 5000},
+            "rows": {"diffusion": row, "meanflow": row}}  # fmt: skip
+    lines = ascent_rate.report({"cells": {"k": cell}}).splitlines()
+    assert (
+        "| d | 10000 | diffusion (K = 5), lr 0.001 | 20000 | 64 | 200 | 60% (53-67%) |" in lines[2]
+    )
+    assert "| meanflow | 5000 |" in lines[3]  # the configs' lr is not named
+    old = ascent_rate.report(
+        {"cells": {"k": {k: v for k, v in cell.items() if k != "world_model_updates"}}}
+    )
+    assert "| diffusion (K = 5), lr 0.001 | ? |" in old  # a cell recorded before the column
+
+
 def test_precision_report_pairs_by_seed():
     from benchmarks import policy_quality
 
