@@ -111,6 +111,29 @@ class TrueObjective:
         minus = {k: v - h * direction[k] for k, v in params.items()}
         return (self(plus, obs) - self(minus, obs)) / (2 * h)
 
+    def step_jacobian(
+        self, obs: np.ndarray, action: np.ndarray, h: float = 1e-4
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The simulator's one-step derivatives with respect to ``x = (obs, action)`` at a real
+        state and action: ``(d next_obs / d x [obs_dim, obs_dim + act_dim], d reward / d x
+        [obs_dim + act_dim])`` in raw units, by central differences with step ``h`` (the
+        action is first moved ``h`` inside its bounds)."""
+        a = np.clip(np.asarray(action, dtype=np.float64), self.low + h, self.high - h)
+        x0 = np.concatenate([np.asarray(obs, dtype=np.float64), a])
+        n_obs = x0.shape[0] - a.shape[0]
+        cols, rcols = [], []
+        for i in range(x0.shape[0]):
+            out = []
+            for sign in (1.0, -1.0):
+                x = x0.copy()
+                x[i] += sign * h
+                self.set_state(x[:n_obs])
+                s, r, *_ = self.sim.step(x[n_obs:])
+                out.append((s, r))  # raw reward units, as a world model's reward
+            cols.append((out[0][0] - out[1][0]) / (2 * h))
+            rcols.append((out[0][1] - out[1][1]) / (2 * h))
+        return np.stack(cols, axis=1), np.asarray(rcols)
+
     def step_slopes(
         self, before: dict, after: dict, obs: torch.Tensor, h: float = 1e-3, tol: float = 1e-6
     ) -> torch.Tensor:

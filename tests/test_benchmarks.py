@@ -409,6 +409,65 @@ def test_ascent_rate_true_objective_is_the_simulator_from_the_observed_state():
     assert np.isclose(total - no_value(params, obs), q, rtol=1e-6)
 
 
+def test_simulator_step_jacobian_predicts_a_small_step():
+    """The simulator's one-step derivatives in (state, action) predict where a small joint
+    perturbation of both lands, to first order (columns in the right order, both parts)."""
+    import gymnasium as gym
+    import numpy as np
+
+    from lit_itpo.ascent import TrueObjective
+    from lit_itpo.nets import TanhActor
+
+    actor = TanhActor(17, 6, [-1.0] * 6, [1.0] * 6, [16])
+    sim = TrueObjective(gym.spec("HalfCheetah-v5").to_json(), actor, None, 1, 1.0)
+    env = gym.make("HalfCheetah-v5").unwrapped
+    obs, _ = env.reset(seed=5)
+    for _ in range(10):
+        obs, *_ = env.step(env.action_space.sample())
+    a = np.full(6, 0.3)
+    j, jr = sim.step_jacobian(obs, a, h=1e-6)
+    assert j.shape == (17, 23) and jr.shape == (23,)
+    rng = np.random.default_rng(0)
+    d = 1e-5 * rng.standard_normal(23)
+
+    def step(x):
+        sim.set_state(x[:17])
+        s, r, *_ = sim.sim.step(x[17:])
+        return s, r
+
+    x0 = np.concatenate([obs, a])
+    (s0, r0), (s1, r1) = step(x0), step(x0 + d)
+    assert np.linalg.norm(s1 - s0 - j @ d) < 0.05 * np.linalg.norm(s1 - s0)
+    assert abs(r1 - r0 - jr @ d) < 0.05 * abs(r1 - r0)
+
+
+def test_action_jacobian_layout_and_scores():
+    """A model's derivatives come out in the simulator's layout (state columns, then action),
+    and the scores are exact for a model equal to the simulator, lower for a wrong one."""
+    import numpy as np
+    import torch
+
+    from benchmarks.action_jacobian import compare, model_jacobians
+
+    torch.manual_seed(0)
+    A, B, w = torch.randn(3, 2), torch.randn(3, 3), torch.randn(2)
+    j, jr = model_jacobians(
+        lambda o, a: o + B @ o + A @ a, lambda o, a: (w * a).sum(), torch.ones(3), torch.zeros(2)
+    )
+    assert torch.allclose(j, torch.cat([torch.eye(3) + B, A], 1)) and torch.allclose(jr[3:], w)
+    scale = np.array([1.0, 2.0, 0.5])
+    j64 = j.double().numpy()
+    same = compare(j, jr, j64, jr.numpy(), scale)
+    assert np.array_equal(j64, j.double().numpy())  # the caller's arrays stay as they were
+    assert np.isclose(same["action_cosine"], 1) and np.isclose(same["state_cosine"], 1)
+    assert same["action_relative_error"] < 1e-6 and np.isclose(same["reward_cosine"], 1)
+    flipped = compare(torch.cat([torch.eye(3) - B, -A], 1), -jr, j.numpy(), jr.numpy(), scale)
+    assert np.isclose(flipped["action_cosine"], -1) and np.isclose(flipped["state_cosine"], -1)
+    assert np.isclose(flipped["reward_cosine"], -1) and np.isnan(
+        compare(j, None, j, jr, scale)["reward_cosine"]
+    )
+
+
 def test_ascent_rate_table_names_each_world_models_updates_and_lr():
     from benchmarks import ascent_rate
 
