@@ -107,12 +107,13 @@ def main() -> None:
     add_checkpoint_args(ap, states=200)
     ap.add_argument("--directions", type=int, default=2, help="random directions per state")
     ap.add_argument("--h", type=float, default=1e-3, help="finite-difference step")
+    ap.add_argument("--horizon", type=int, default=ITPOConfig.horizon, help="H imagined steps")
     args = ap.parse_args()
     t0 = time.perf_counter()
     dm, policy, models, val = load_checkpoints(args)
     hp = policy.hparams
-    cfg = ITPOConfig(particles=args.particles, reward_scale=hp.reward_scale,
-                     reward_bias=hp.reward_bias)  # fmt: skip
+    cfg = ITPOConfig(particles=args.particles, horizon=args.horizon,
+                     reward_scale=hp.reward_scale, reward_bias=hp.reward_bias)  # fmt: skip
     states = val.double().numpy()
     rows = {}
     for name, wm in models.items():
@@ -128,7 +129,7 @@ def main() -> None:
     key = (
         f"{args.dataset_id}|{args.policy}|{args.world_model}|{args.meanflow}|K{args.sample_steps}"
         f"|M{args.particles}|h{args.h}"
-    )
+    ) + (f"|H{args.horizon}" if args.horizon != ITPOConfig.horizon else "")
     command = (
         "python -m benchmarks.ascent_rate --policy <policy.ckpt> --world-model <world_model.ckpt> "
         "[--meanflow <meanflow.ckpt>] --dataset_id <id>"
@@ -180,6 +181,8 @@ def report(payload: dict) -> str:
                 model += f", lr {c['lr'][name]:g}"
             if st["h"] != 1e-3:  # the finite-difference step
                 model += f", h {st['h']:g}"
+            if st.get("horizon", ITPOConfig.horizon) != ITPOConfig.horizon:
+                model += f", H {st['horizon']}"
             updates = c.get("world_model_updates", {}).get(name, "?")
             lines.append(
                 f"| {c['dataset_id']} | {c.get('policy_updates', '?')} | {model} | {updates} | "

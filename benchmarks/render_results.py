@@ -12,6 +12,7 @@ import json
 import sys
 
 from benchmarks import (
+    action_jacobian,
     alpha_selection,
     ascent_rate,
     cost_study,
@@ -235,6 +236,16 @@ SECTIONS = [
         "Adam 1e-3 instead of the configs' 3e-4; policy 20000: the 20k checkpoint of the "
         "ReBRAC-coefficient run, 1024 a batch, D4RL's beta1); walker2d: ReBRAC 10k x 256; "
         "hopper: the pipeline run of the hopper options study (ReBRAC 5k x 1024).",
+    ),
+    (
+        "One-step derivatives: world models vs the simulator",
+        "action_jacobian",
+        action_jacobian.report,
+        "Held-out real states (200, seed 0) at the policy's action; the simulator's derivatives "
+        "by central differences (step 1e-4, float64), the models' by autograd; states in "
+        "standardised units, the state Jacobian that of s' - s; medians over states. MLP: 4 x "
+        "200, Adam 1e-3, trained for the diffusion model's updates at its batch. Checkpoints "
+        "as in the ascent-rate table (same policy, world models and updates).",
     ),
     (
         "World models vs a deterministic MLP (one-step next-state error)",

@@ -491,6 +491,10 @@ def test_ascent_rate_table_names_each_world_models_updates_and_lr():
         {"cells": {"k": {k: v for k, v in cell.items() if k != "world_model_updates"}}}
     )
     assert "| diffusion (K = 5), lr 0.001 | ? |" in old  # a cell recorded before the column
+    cell["settings"]["horizon"] = 2
+    assert "| diffusion (K = 5), lr 0.001, H 2 | 20000 |" in ascent_rate.report(
+        {"cells": {"k": cell}}
+    )
 
 
 def test_precision_report_pairs_by_seed():
