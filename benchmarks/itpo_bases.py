@@ -1,14 +1,23 @@
 """ITPO on different bases: does its gain depend on the policy it starts from?
 
-The same world model and episodes with each policy stage's seed-0 halfcheetah-medium checkpoint
-as the base (ReBRAC and IQL at 20k x 256 from the precision study, TD3+BC at 60k x 256 from
-its budget run: the runs named in ``BASES``), one after another in this process. Per base:
-alpha chosen from the grid on 2 held-out episodes (one batch), then base vs ITPO on 10
-full-length episodes (seeds 1000000 + i), the paired gain with its 95% bootstrap interval and
-the ascent rate. World model: the tilted MeanFlow model of the ascent-rate benchmark's run
-(``runs/ascent/mf``: 5k updates, tilted toward a ReBRAC policy), M = 64, H = 5, E = 1.
-Protocol fixed before the runs; one training seed per base, so it can show a base where ITPO
-hurts or helps on these episodes, not a difference between algorithms across seeds.
+The same world model and episodes with each policy stage's halfcheetah-medium checkpoints as
+the base, training seeds 0, 1 and 2 (ReBRAC and IQL at 20k x 256 from the precision study,
+TD3+BC at 60k x 256 from its budget runs: the runs named in ``BASES``), one after another in
+this process, seed-major. Per base and seed: alpha chosen from the grid on 2 held-out episodes
+(one batch), then base vs ITPO on 10 full-length episodes (seeds 1000000 + i), the paired
+gain with its 95% bootstrap interval over the episodes and the ascent rate. Per base over
+seeds: the mean gain with a 95% bootstrap interval over the seeds (3 values: a coarse
+interval). World model: the tilted MeanFlow model of the ascent-rate benchmark's run
+(``runs/ascent/mf``: 5k updates, tilted toward a ReBRAC policy), M = 64, H = 5, E = 1, the same
+for every base and seed, so bases are compared on one world model. Protocol fixed before the
+runs (seed 0's cells first, seeds 1 and 2 added later under the same settings); no cell is
+rerun.
+
+The TD3+BC bases of seeds 1 and 2 are trained by
+
+    OMP_NUM_THREADS=1 python -m benchmarks.policy_quality --out td3bc_budget --steps 60000 \
+        --batch 256 --eval-every 10000 --datasets halfcheetah-medium --algos td3bc --seeds 1 2 \
+        --precision 32-true
 
     OMP_NUM_THREADS=1 MINARI_DATASETS_PATH=<root> python -m benchmarks.itpo_bases
     python -m benchmarks.itpo_bases --report
@@ -20,25 +29,29 @@ import argparse
 import time
 from collections.abc import Sequence
 
+import numpy as np
+
 from benchmarks.common import REPO, load, run_in_process
 from lit_itpo.itpo import ITPOConfig
 from lit_itpo.stages import EvalSpec, evaluate
+from lit_itpo.stats import bootstrap_ci
 
 NAME = "itpo_bases"
 DATASET = "lit_itpo/halfcheetah/medium-v0"
 CKPT = "tb/version_0/checkpoints/last.ckpt"
-BASES = {
-    "ReBRAC (20k x 256)": "runs/precision_study/halfcheetah-medium-rebrac-s0",
-    "IQL (20k x 256)": "runs/precision_study/halfcheetah-medium-iql-s0",
-    "TD3+BC (60k x 256)": "runs/td3bc_budget/halfcheetah-medium-td3bc-s0",
+BASES = {  # base -> its run directory for a training seed
+    "ReBRAC (20k x 256)": "runs/precision_study/halfcheetah-medium-rebrac-s{seed}",
+    "IQL (20k x 256)": "runs/precision_study/halfcheetah-medium-iql-s{seed}",
+    "TD3+BC (60k x 256)": "runs/td3bc_budget/halfcheetah-medium-td3bc-s{seed}",
 }
+SEEDS = (0, 1, 2)
 WORLD_MODEL = "runs/ascent/mf"
 GRID = [5e-7, 5e-6, 5e-5, 5e-4]
 
 
-def measure(base: str, run: str) -> dict:
+def measure(base: str, run: str, seed: int) -> dict:
     t0 = time.time()
-    slug = base.split()[0].replace("+", "")
+    slug = f"{base.split()[0].replace('+', '')}-s{seed}"
     common = dict(data_dir=None, seed=0, sample_steps=None)
     spec = lambda tag, **kw: EvalSpec(  # noqa: E731
         "conf/embedded/itpo.yaml", str(REPO / "runs" / NAME / slug / tag), DATASET,
@@ -50,6 +63,7 @@ def measure(base: str, run: str) -> dict:
     d = final.itpo["meanflow"]
     return {
         "base": base,
+        "seed": seed,
         "alpha": alpha,
         "held_out": {f"{a:g}": s.return_mean for a, s in sel.grid["meanflow"].items()}
         | {"base": sel.base.return_mean},
@@ -65,18 +79,35 @@ def measure(base: str, run: str) -> dict:
     }
 
 
+def key(base: str, seed: int) -> str:
+    return f"{base} s{seed}"
+
+
 def report(payload: dict) -> str:
+    """Markdown: each base and seed's cell, then per base the mean gain over its seeds."""
     lines = [
-        "| base (seed 0) | alpha chosen | base score | ITPO score | gain [95% CI] | ascent rate |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| base | seed | alpha chosen | base score | ITPO score | gain [95% CI] | ascent rate |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
+    per_base: dict[str, list[float]] = {}
     for c in payload["cells"].values():
         lo, hi = c["gain_ci"]
         asc = "n/a" if c["ascent_rate"] is None else f"{100 * c['ascent_rate']:.0f}%"
         lines.append(
-            f"| {c['base']} | {c['alpha']:g} | {c['base_score']:.1f} | {c['itpo_score']:.1f} | "
-            f"{c['gain']:+.2f} [{lo:+.2f}, {hi:+.2f}] | {asc} |"
+            f"| {c['base']} | {c.get('seed', 0)} | {c['alpha']:g} | {c['base_score']:.1f} | "
+            f"{c['itpo_score']:.1f} | {c['gain']:+.2f} [{lo:+.2f}, {hi:+.2f}] | {asc} |"
         )
+        per_base.setdefault(c["base"], []).append(c["gain"])
+    lines += [
+        "",
+        "| base | seeds | mean gain over seeds [95% bootstrap CI over seeds] | "
+        "seeds with alpha 0 (fallback) |",
+        "| --- | --- | --- | --- |",
+    ]
+    for base, gains in per_base.items():
+        fallbacks = sum(c["alpha"] == 0 for c in payload["cells"].values() if c["base"] == base)
+        ci = "[{:+.2f}, {:+.2f}]".format(*bootstrap_ci(gains)) if len(gains) > 1 else "(one seed)"
+        lines.append(f"| {base} | {len(gains)} | {np.mean(gains):+.2f} {ci} | {fallbacks} |")
     return "\n".join(lines)
 
 
@@ -85,7 +116,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--report", action="store_true")
     args = p.parse_args(argv)
     if not args.report:
-        cells = [(b, lambda b=b, r=r: measure(b, r)) for b, r in BASES.items()]
+        cells = [
+            (key(b, seed), lambda b=b, r=r, seed=seed: measure(b, r.format(seed=seed), seed))
+            for seed in SEEDS
+            for b, r in BASES.items()
+        ]
         run_in_process(NAME, cells, {"command": "python -m benchmarks.itpo_bases"})
     print(report(load(NAME)))
 

@@ -528,11 +528,17 @@ def test_main_job_record_and_table(tiny_pipeline):
 def test_itpo_bases_table():
     from benchmarks import itpo_bases
 
-    cell = {"base": "IQL (20k x 256)", "alpha": 5e-6, "base_score": 44.1, "itpo_score": 45.0,
-            "gain": 0.9, "gain_ci": [-0.2, 2.0], "ascent_rate": 0.61}  # fmt: skip
-    table = itpo_bases.report({"cells": {"IQL": cell, "BC": cell | {"ascent_rate": None}}})
-    assert "| IQL (20k x 256) | 5e-06 | 44.1 | 45.0 | +0.90 [-0.20, +2.00] | 61% |" in table
-    assert table.endswith("| n/a |") and set(itpo_bases.BASES) >= {"IQL (20k x 256)"}
+    cell = {"base": "IQL (20k x 256)", "seed": 0, "alpha": 5e-6, "base_score": 44.1,
+            "itpo_score": 45.0, "gain": 0.9, "gain_ci": [-0.2, 2.0],
+            "ascent_rate": 0.61}  # fmt: skip
+    cells = {"a": cell, "b": cell | {"seed": 1, "alpha": 0, "gain": 0.0, "ascent_rate": None},
+             "c": cell | {"base": "BC", "ascent_rate": None}}  # fmt: skip
+    table = itpo_bases.report({"cells": cells})
+    assert "| IQL (20k x 256) | 0 | 5e-06 | 44.1 | 45.0 | +0.90 [-0.20, +2.00] | 61% |" in table
+    assert "| IQL (20k x 256) | 1 | 0 | 44.1 | 45.0 | +0.00 [-0.20, +2.00] | n/a |" in table
+    assert "| IQL (20k x 256) | 2 | +0.45 [+0.00, +0.90] | 1 |" in table  # mean over seeds
+    assert table.endswith("| BC | 1 | +0.90 (one seed) | 0 |")
+    assert set(itpo_bases.BASES) >= {"IQL (20k x 256)"} and itpo_bases.SEEDS == (0, 1, 2)
 
 
 def _gain_cell(ds: str, seed: int, diffusion: float, meanflow: float, mf_ms=90.0) -> dict:
