@@ -63,7 +63,7 @@ def compare(j_model, r_model, j_sim, r_sim, scale: np.ndarray) -> dict[str, floa
     cosine and relative error of ``d s' / d a`` and of ``d (s' - s) / d s`` (the identity
     taken out, or it would dominate), and the cosine of ``d r / d a`` (NaN without a reward)."""
     n = scale.shape[0]
-    jm, js = np.array(j_model, dtype=np.float64), np.array(j_sim, dtype=np.float64)  # copies
+    jm, js = _array(j_model), _array(j_sim)
     jm[:, :n] -= np.eye(n)
     js[:, :n] -= np.eye(n)
     unit = np.concatenate([scale, np.ones(jm.shape[1] - n)])
@@ -75,8 +75,15 @@ def compare(j_model, r_model, j_sim, r_sim, scale: np.ndarray) -> dict[str, floa
         out[f"{part}_relative_error"] = float(np.linalg.norm(m - t) / max(np.linalg.norm(t), 1e-12))
     out["reward_cosine"] = float("nan")
     if r_model is not None:
-        out["reward_cosine"] = _cosine(np.asarray(r_model, dtype=np.float64)[n:], r_sim[n:])
+        out["reward_cosine"] = _cosine(_array(r_model)[n:], _array(r_sim)[n:])
     return out
+
+
+def _array(x) -> np.ndarray:
+    """A float64 numpy copy of a tensor or array (the caller's stays as it was)."""
+    if torch.is_tensor(x):
+        x = x.detach().cpu().numpy()
+    return np.array(x, dtype=np.float64)
 
 
 def _cosine(x: np.ndarray, y: np.ndarray) -> float:
