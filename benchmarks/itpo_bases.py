@@ -26,6 +26,7 @@ The TD3+BC bases of seeds 1 and 2 are trained by
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from collections.abc import Sequence
 
@@ -49,21 +50,33 @@ WORLD_MODEL = "runs/ascent/mf"
 GRID = [5e-7, 5e-6, 5e-5, 5e-4]
 
 
-def measure(base: str, run: str, seed: int) -> dict:
+def measure(
+    base: str, run: str, seed: int, horizon: int = ITPOConfig.horizon, name: str = NAME
+) -> dict:
+    """One base and seed: alpha on the held-out episodes, then base vs ITPO (H = ``horizon``)
+    on the evaluation episodes; run directories under ``runs/<name>/``."""
     t0 = time.time()
     slug = f"{base.split()[0].replace('+', '')}-s{seed}"
+    if horizon != ITPOConfig.horizon:
+        slug += f"-H{horizon}"
     common = dict(data_dir=None, seed=0, sample_steps=None)
     spec = lambda tag, **kw: EvalSpec(  # noqa: E731
-        "conf/embedded/itpo.yaml", str(REPO / "runs" / NAME / slug / tag), DATASET,
+        "conf/embedded/itpo.yaml", str(REPO / "runs" / name / slug / tag), DATASET,
         str(REPO / run / CKPT), {"meanflow": str(REPO / WORLD_MODEL / CKPT)}, **kw, **common,
     )  # fmt: skip
-    sel = evaluate(spec("alpha", itpo=ITPOConfig(), alpha_grid=GRID, episodes=2, env_seed=999))
+    sel = evaluate(
+        spec("alpha", itpo=ITPOConfig(horizon=horizon), alpha_grid=GRID, episodes=2, env_seed=999)
+    )
     alpha = sel.alpha["meanflow"]
-    final = evaluate(spec("final", itpo=ITPOConfig(lr=alpha), episodes=10, env_seed=1_000_000))
+    cfg = ITPOConfig(lr=alpha, horizon=horizon)
+    final = evaluate(spec("final", itpo=cfg, episodes=10, env_seed=1_000_000))
     d = final.itpo["meanflow"]
+    found = sorted((REPO / "runs" / name / slug / "final").glob("tb/*/itpo_episodes.json"))
+    eps = json.loads(found[-1].read_text()) if found else None
     return {
         "base": base,
         "seed": seed,
+        "horizon": horizon,
         "alpha": alpha,
         "held_out": {f"{a:g}": s.return_mean for a, s in sel.grid["meanflow"].items()}
         | {"base": sel.base.return_mean},
@@ -73,6 +86,10 @@ def measure(base: str, run: str, seed: int) -> dict:
         "gain_ci": list(d.gain_ci),
         "ascent_rate": d.ascent_rate,
         "ms_per_step": d.ms_per_step,
+        # every evaluation episode's raw return (the same env seeds for base and ITPO)
+        "episode_returns": None
+        if eps is None
+        else {"base": eps["base"], "itpo": eps["itpo"]["meanflow"]["return"]},
         "wall_s": time.time() - t0,
         "summary": f"alpha {alpha:g}: {final.base.normalized_score:.1f} -> "
         f"{d.score.normalized_score:.1f} ({d.gain:+.2f})",
@@ -81,6 +98,11 @@ def measure(base: str, run: str, seed: int) -> dict:
 
 def key(base: str, seed: int) -> str:
     return f"{base} s{seed}"
+
+
+def load_cells() -> dict:
+    """The recorded cells, by :func:`key`."""
+    return load(NAME)["cells"]
 
 
 def report(payload: dict) -> str:

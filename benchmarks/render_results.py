@@ -20,6 +20,7 @@ from benchmarks import (
     diffusion_target,
     gain_suite,
     itpo_bases,
+    itpo_horizon,
     itpo_options,
     itpo_precision,
     main_job,
@@ -338,6 +339,16 @@ SECTIONS = [
         "ITPO falls back to it); 10 full-length evaluation episodes; normalised scores; gain "
         "paired by episode with its 95% bootstrap interval; per base, the mean over seeds "
         "with a bootstrap interval over the seeds (protocol: benchmarks/itpo_bases.py).",
+    ),
+    (
+        "ITPO's horizon on halfcheetah-medium: H = 2 vs the paper's 5 (protocol fixed before "
+        "the runs)",
+        "itpo_horizon",
+        itpo_horizon.report,
+        "ReBRAC bases 20k x 256 (training seeds 0-2) and the tilted MeanFlow world model of "
+        "the bases table; H = 5 rows are that table's ReBRAC cells; alpha from the grid on 2 "
+        "held-out episodes per arm; 10 full-length evaluation episodes, the same for both "
+        "arms; normalised scores (protocol: benchmarks/itpo_horizon.py).",
     ),
     (
         "ITPO options beyond the paper",

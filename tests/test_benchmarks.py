@@ -541,6 +541,25 @@ def test_itpo_bases_table():
     assert set(itpo_bases.BASES) >= {"IQL (20k x 256)"} and itpo_bases.SEEDS == (0, 1, 2)
 
 
+def test_itpo_horizon_pairs_episodes_with_the_paper_horizon():
+    from benchmarks import itpo_horizon
+
+    def cell(seed, h, itpo_returns):
+        return {"seed": seed, "horizon": h, "alpha": 5e-5, "base_score": 40.0,
+                "itpo_score": 41.0, "gain": 1.0, "gain_ci": [0.0, 2.0], "ascent_rate": 0.7,
+                "episode_returns": {"base": [0.0] * 3, "itpo": itpo_returns}}  # fmt: skip
+
+    span = itpo_horizon.REF[1] - itpo_horizon.REF[0]  # 1 normalised point = span / 100
+    paper = {f"{itpo_horizon.BASE} s{s}": cell(s, 5, [0.0, 0.0, 0.0]) for s in (0, 1)}
+    short = {f"s{s}": cell(s, 2, [span / 100 * x for x in (1, 2, 3)]) for s in (0, 1)}
+    text = itpo_horizon.report({"cells": short}, paper)
+    assert "| 0 | 5 | 5e-05 |" in text and "| 1 | 2 | 5e-05 |" in text
+    assert "over 2 seeds (6 episodes): +2.00 [" in text and "H = 2 wins" in text
+    worse = {k: cell(c["seed"], 2, [0.0, -0.01, 0.01]) for k, c in short.items()}
+    assert "the paper's H = 5 stays" in itpo_horizon.report({"cells": worse}, paper)
+    assert "per episode" not in itpo_horizon.report({"cells": short}, {})  # no H = 5 arm yet
+
+
 def _gain_cell(ds: str, seed: int, diffusion: float, meanflow: float, mf_ms=90.0) -> dict:
     itpo = {
         m: {"gain": g, "fell_back": g == 0.0, "ms_per_step": ms, "score": 50.0 + g, "alpha": 5e-5}
