@@ -226,9 +226,9 @@ SECTIONS = [
         "ascent_rate",
         ascent_rate.report,
         "Held-out real states; per state, ITPO's gradient g of the imagined objective (M "
-        "particles, H = 5, fixed noise) and the directional derivative of J_true (the same "
-        "objective with MuJoCo set to the state) along g by central differences: the ascent "
-        "rate is the share of states where it is positive (chance 50%). Sign agreement: how "
+        "particles, H = 5 unless named, fixed noise) and the directional derivative of J_true "
+        "(the same objective with MuJoCo set to the state) along g by central differences: the "
+        "ascent rate is the share of states where it is positive (chance 50%). Sign agreement: how "
         "often g . d has the sign of J_true's slope along random unit directions d (50% = no "
         "information); central differences with step h = 1e-3 unless named. Checkpoints: "
         "`lit-itpo fit` of the dataset's conf/ stage configs, seed 0, for the updates "
