@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 
+import mujoco
 import numpy as np
 import torch
 from torch import nn
@@ -80,6 +81,9 @@ class TrueObjective:
         """Set the simulator from ``obs``; returns how far its own observation then is from it
         (0 unless a clipped velocity made the observation lossy: Hopper, Walker2d clip at 10)."""
         qpos = np.concatenate([[0.0], obs[: self.nq - 1]])
+        # a fresh mjData first: the solver warm-starts from the last step's accelerations,
+        # which would make J_true depend (in the last bits) on what was simulated before
+        mujoco.mj_resetData(self.sim.model, self.sim.data)
         self.sim.set_state(qpos, obs[self.nq - 1 :])
         return float(np.abs(self.sim._get_obs() - obs).max())
 
