@@ -133,18 +133,28 @@ def report(payload: dict) -> str:
     return "\n".join(lines)
 
 
+def run_or_report(argv, name: str, doc: str, cells, report_fn) -> None:
+    """The shared command line of the paired-ITPO studies: run the missing cells (``cells()``
+    gives ``(key, thunk)`` pairs; finished ones are kept), then print the report."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--report", action="store_true", help="print the table, run nothing")
+    if not p.parse_args(argv).report:
+        run_in_process(name, cells(), {"command": f"python -m benchmarks.{name}"})
+    print(report_fn(load(name)))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--report", action="store_true")
-    args = p.parse_args(argv)
-    if not args.report:
-        cells = [
+    run_or_report(
+        argv,
+        NAME,
+        __doc__,
+        lambda: [
             (key(b, seed), lambda b=b, r=r, seed=seed: measure(b, r.format(seed=seed), seed))
             for seed in SEEDS
             for b, r in BASES.items()
-        ]
-        run_in_process(NAME, cells, {"command": "python -m benchmarks.itpo_bases"})
-    print(report(load(NAME)))
+        ],
+        report,
+    )
 
 
 if __name__ == "__main__":

@@ -23,13 +23,11 @@ that shows in the score. Protocol fixed before the runs:
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 
 import numpy as np
 
 from benchmarks import itpo_bases
-from benchmarks.common import load, run_in_process
 from lit_itpo.data.scores import normalized_score, reference_scores
 from lit_itpo.stats import stratified_bootstrap_ci
 
@@ -97,12 +95,12 @@ def report(payload: dict, paper: dict | None = None) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--report", action="store_true")
-    args = p.parse_args(argv)
-    if not args.report:
-        run = itpo_bases.BASES[BASE]
-        cells = [
+    run = itpo_bases.BASES[BASE]
+    itpo_bases.run_or_report(
+        argv,
+        NAME,
+        __doc__,
+        lambda: [
             (
                 f"{itpo_bases.key(BASE, seed)} H{HORIZON}",
                 lambda seed=seed: itpo_bases.measure(
@@ -110,9 +108,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                 ),
             )
             for seed in itpo_bases.SEEDS
-        ]
-        run_in_process(NAME, cells, {"command": "python -m benchmarks.itpo_horizon"})
-    print(report(load(NAME)))
+        ],
+        report,
+    )
 
 
 if __name__ == "__main__":
