@@ -13,7 +13,12 @@ states and probes, for each held-out real state s and each world model:
   parameter space, float64 actor and critic, so the simulator adds no noise): **ascent** if > 0;
 - the same along ``--directions`` random unit directions d: the sign agreement of the predicted
   slope g . d with the true one (50% = the gradient carries no information about d);
-- the predicted slope |g| over the true one along g.
+- the predicted slope |g| over the true one along g;
+- how far the step moves the action: |d a / d psi . g|, the action change per unit alpha (its
+  median over states), which sets what a given alpha does to this policy.
+
+Any policy stage with a critic works (ITPO's view of it, ``policy_parts()``: IQL's actor is its
+Tanh-Gaussian's mode).
 
 The ascent rate is the share of states where ITPO's step raises J_true (chance: 50%). Appends
 one record per run to benchmarks/results/ascent_rate.json.
@@ -27,7 +32,7 @@ import time
 
 import numpy as np
 import torch
-from torch.func import grad
+from torch.func import functional_call, grad, jvp
 
 from benchmarks.common import add_checkpoint_args, load_checkpoints, machine, record
 from lit_itpo.ascent import TrueObjective
@@ -35,6 +40,7 @@ from lit_itpo.itpo import ITPOConfig, imagined_returns, objective
 from lit_itpo.modules.checkpoints import read_hparams
 
 NAME = "ascent_rate"
+ALGOS = {"ReBRACModule": "ReBRAC", "TD3BCModule": "TD3+BC", "IQLModule": "IQL"}
 
 
 def flat(d: dict) -> torch.Tensor:
@@ -50,23 +56,24 @@ def unflat(x: torch.Tensor, like: dict) -> dict:
 
 
 def measure(
-    wm, policy, true_j: TrueObjective, no_value: TrueObjective, states, cfg: ITPOConfig, args
+    wm, parts, true_j: TrueObjective, no_value: TrueObjective, states, cfg: ITPOConfig, args
 ) -> dict:
-    """Ascent rate, random-direction sign agreement, predicted over true slope and the terminal
-    value's share of J_true (``no_value``: the same objective without the critic)."""
-    actor32 = policy.actor
+    """Ascent rate, random-direction sign agreement, predicted over true slope, the action
+    change per unit step and the terminal value's share of J_true (``no_value``: the same
+    objective without the critic); ``parts``: the policy as ITPO sees it (``PolicyParts``)."""
+    actor32 = parts.actor
     psi32 = {k: v.detach() for k, v in actor32.named_parameters()}
     buf32 = dict(actor32.named_buffers())
     psi64 = flat({k: v.double() for k, v in psi32.items()})
     like64 = {k: v.double() for k, v in psi32.items()}
     gen = torch.Generator().manual_seed(args.seed)
-    ascents, agree, ratios, q_share = [], [], [], []
+    ascents, agree, ratios, q_share, action_step = [], [], [], [], []
     for s in states:
         obs = torch.as_tensor(s, dtype=torch.float32)
         noise = wm.sample_noise(1, cfg.particles, cfg.horizon, gen)[0]
 
         def j_wm(p, obs=obs, noise=noise):
-            ret = imagined_returns({**p, **buf32}, actor32, policy.critic, wm, obs, noise, cfg)
+            ret = imagined_returns({**p, **buf32}, actor32, parts.critic, wm, obs, noise, cfg)
             return objective(ret, cfg)
 
         g = flat(grad(j_wm)(psi32)).double()
@@ -76,6 +83,11 @@ def measure(
         def slope(d: torch.Tensor, s=s) -> float:
             return true_j.slope(unflat(psi64, like64), unflat(d, like64), s, args.h)
 
+        def act(p, obs=obs):
+            return functional_call(actor32, {**p, **buf32}, (obs[None],))
+
+        step = {k: v.to(psi32[k].dtype) for k, v in unflat(g, like64).items()}
+        action_step.append(float(jvp(act, (psi32,), (step,))[1].norm()))
         d = g / g.norm()
         true_slope = slope(d)
         ascents.append(true_slope > 0)
@@ -93,6 +105,7 @@ def measure(
         "ascent_rate": float(np.mean(ascents)),
         "random_direction_sign_agreement": float(np.mean(agree)),
         "predicted_over_true_slope_median": float(np.nanmedian(ratios)),
+        "action_change_per_unit_alpha_median": float(np.median(action_step)),
         "terminal_value_share_of_j_true": float(np.nanmean(q_share)),
     }
 
@@ -111,19 +124,19 @@ def main() -> None:
     args = ap.parse_args()
     t0 = time.perf_counter()
     dm, policy, models, val = load_checkpoints(args)
-    hp = policy.hparams
+    parts = policy.policy_parts()
     cfg = ITPOConfig(particles=args.particles, horizon=args.horizon,
-                     reward_scale=hp.reward_scale, reward_bias=hp.reward_bias)  # fmt: skip
+                     reward_scale=parts.reward_scale, reward_bias=parts.reward_bias)  # fmt: skip
     states = val.double().numpy()
     rows = {}
     for name, wm in models.items():
         true_j, no_value = (
-            TrueObjective(dm.env_spec, policy.actor, critic, cfg.horizon, cfg.gamma,
+            TrueObjective(dm.env_spec, parts.actor, critic, cfg.horizon, cfg.gamma,
                           cfg.reward_scale, cfg.reward_bias)
-            for critic in (policy.critic, None)
+            for critic in (parts.critic, None)
         )  # fmt: skip
         lossy = max(true_j.set_state(s) for s in states[:50])
-        measured = measure(wm, policy, true_j, no_value, states, cfg, args)
+        measured = measure(wm, parts, true_j, no_value, states, cfg, args)
         rows[name] = measured | {"obs_set_error": lossy}
         print(name, json.dumps(rows[name]), flush=True)
     key = (
@@ -153,6 +166,7 @@ def main() -> None:
             if path
         },
         "policy_updates": _updates(args.policy),
+        "policy_algo": ALGOS.get(type(policy).__name__, type(policy).__name__),
         "settings": vars(args),
         "wall_s": time.perf_counter() - t0,
         "rows": rows,
@@ -166,8 +180,9 @@ def report(payload: dict) -> str:
     lines = [
         "| dataset | policy (updates) | world model | updates | M | states | "
         "ascent rate (95% CI) | sign agreement, random directions | "
-        "predicted / true slope (median) | terminal value share of J_true |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "predicted / true slope (median) | action change per unit alpha (median) | "
+        "terminal value share of J_true |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for c in payload["cells"].values():
         st = c["settings"]
@@ -177,19 +192,22 @@ def report(payload: dict) -> str:
             model = f"diffusion (K = {st['sample_steps']})" if name == "diffusion" else name
             if c.get("mean_head", {}).get(name):
                 model += ", mean head"
-            if c.get("lr", {}).get(name, 3e-4) != 3e-4:  # the stage configs' (the paper's) lr
+            if c.get("lr", {}).get(name, 3e-4) != 3e-4:  # the paper's lr (and most configs')
                 model += f", lr {c['lr'][name]:g}"
             if st["h"] != 1e-3:  # the finite-difference step
                 model += f", h {st['h']:g}"
             if st.get("horizon", ITPOConfig.horizon) != ITPOConfig.horizon:
                 model += f", H {st['horizon']}"
             updates = c.get("world_model_updates", {}).get(name, "?")
+            step = r.get("action_change_per_unit_alpha_median")
             lines.append(
-                f"| {c['dataset_id']} | {c.get('policy_updates', '?')} | {model} | {updates} | "
+                f"| {c['dataset_id']} | {c['policy_algo']} {c.get('policy_updates', '?')} | "
+                f"{model} | {updates} | "
                 f"{st['particles']} | {r['states']} | "
                 f"{100 * p:.0f}% ({100 * (p - ci):.0f}-{100 * (p + ci):.0f}%) | "
                 f"{100 * r['random_direction_sign_agreement']:.0f}% | "
                 f"{r['predicted_over_true_slope_median']:.2f} | "
+                f"{'n/a' if step is None else f'{step:.3g}'} | "
                 f"{100 * r['terminal_value_share_of_j_true']:.0f}% |"
             )
     return "\n".join(lines)

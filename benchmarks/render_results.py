@@ -230,13 +230,18 @@ SECTIONS = [
         "(the same objective with MuJoCo set to the state) along g by central differences: the "
         "ascent rate is the share of states where it is positive (chance 50%). Sign agreement: how "
         "often g . d has the sign of J_true's slope along random unit directions d (50% = no "
-        "information); central differences with step h = 1e-3 unless named. Checkpoints: "
+        "information); central differences with step h = 1e-3 unless named. Action change "
+        "per unit alpha: the median over states of |da/dpsi . g|, how far ITPO's plain step "
+        "moves the action per unit of alpha (first order). Checkpoints: "
         "`lit-itpo fit` of the dataset's conf/ stage configs, seed 0, for the updates "
         "shown; halfcheetah: ReBRAC 10k x 256 (mean head: the same with "
         "`--model.init_args.mean_hidden '[200, 200, 200, 200]'`; lr 0.001: both world models at "
-        "Adam 1e-3 instead of the configs' 3e-4; policy 20000: the 20k checkpoint of the "
-        "ReBRAC-coefficient run, 1024 a batch, D4RL's beta1); walker2d: ReBRAC 10k x 256; "
-        "hopper: the pipeline run of the hopper options study (ReBRAC 5k x 1024).",
+        "Adam 1e-3 instead of the paper's 3e-4, which halfcheetah's configs take since the 20k "
+        "study; ReBRAC 20000 with the diffusion model alone: the 20k checkpoint of the "
+        "ReBRAC-coefficient run, 1024 a batch, D4RL's beta1; ReBRAC 20000 / TD3+BC 60000 / "
+        'IQL 20000 with MeanFlow: the seed-0 bases of "ITPO on different bases" with its '
+        "world model); walker2d: ReBRAC 10k x 256; hopper: the pipeline run of the hopper "
+        "options study (ReBRAC 5k x 1024).",
     ),
     (
         "One-step derivatives: world models vs the simulator",

@@ -480,13 +480,16 @@ def test_ascent_rate_table_names_each_world_models_updates_and_lr():
     }
     cell = {"dataset_id": "d", "policy_updates": 10000, "settings": {"sample_steps": 5,
             "particles": 64, "h": 1e-3}, "lr": {"diffusion": 1e-3, "meanflow": 3e-4},
-            "world_model_updates": {"diffusion": 20000, "meanflow": 5000},
-            "rows": {"diffusion": row, "meanflow": row}}  # fmt: skip
+            "world_model_updates": {"diffusion": 20000, "meanflow": 5000}, "policy_algo": "IQL",
+            "rows": {"diffusion": row | {"action_change_per_unit_alpha_median": 1234.5},
+                     "meanflow": row}}  # fmt: skip
     lines = ascent_rate.report({"cells": {"k": cell}}).splitlines()
     assert (
-        "| d | 10000 | diffusion (K = 5), lr 0.001 | 20000 | 64 | 200 | 60% (53-67%) |" in lines[2]
+        "| d | IQL 10000 | diffusion (K = 5), lr 0.001 | 20000 | 64 | 200 | 60% (53-67%) |"
+        in lines[2]
     )
-    assert "| meanflow | 5000 |" in lines[3]  # the configs' lr is not named
+    assert "| 0.30 | 1.23e+03 | 80% |" in lines[2]  # the step's action change per unit alpha
+    assert "| meanflow | 5000 |" in lines[3] and "| 0.30 | n/a | 80% |" in lines[3]
     old = ascent_rate.report(
         {"cells": {"k": {k: v for k, v in cell.items() if k != "world_model_updates"}}}
     )
