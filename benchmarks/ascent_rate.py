@@ -192,7 +192,7 @@ def report(payload: dict) -> str:
             model = f"diffusion (K = {st['sample_steps']})" if name == "diffusion" else name
             if c.get("mean_head", {}).get(name):
                 model += ", mean head"
-            if c.get("lr", {}).get(name, 3e-4) != 3e-4:  # the paper's lr (and most configs')
+            if c.get("lr", {}).get(name, 3e-4) != 3e-4:  # the paper's lr
                 model += f", lr {c['lr'][name]:g}"
             if st["h"] != 1e-3:  # the finite-difference step
                 model += f", h {st['h']:g}"

@@ -236,7 +236,7 @@ SECTIONS = [
         "`lit-itpo fit` of the dataset's conf/ stage configs, seed 0, for the updates "
         "shown; halfcheetah: ReBRAC 10k x 256 (mean head: the same with "
         "`--model.init_args.mean_hidden '[200, 200, 200, 200]'`; lr 0.001: both world models at "
-        "Adam 1e-3 instead of the paper's 3e-4, which halfcheetah's configs take since the 20k "
+        "Adam 1e-3 instead of the paper's 3e-4, which the locomotion configs take since the 20k "
         "study; ReBRAC 20000 with the diffusion model alone: the 20k checkpoint of the "
         "ReBRAC-coefficient run, 1024 a batch, D4RL's beta1; ReBRAC 20000 / TD3+BC 60000 / "
         'IQL 20000 with MeanFlow: the seed-0 bases of "ITPO on different bases" with its '
