@@ -44,7 +44,9 @@ DATASETS = {
     "halfcheetah-medium": "lit_itpo/halfcheetah/medium-v0",
     "halfcheetah-medium-replay": "lit_itpo/halfcheetah/medium-replay-v0",
     "hopper-medium": "lit_itpo/hopper/medium-v0",
+    "hopper-medium-replay": "lit_itpo/hopper/medium-replay-v0",
     "walker2d-medium": "lit_itpo/walker2d/medium-v0",
+    "walker2d-medium-replay": "lit_itpo/walker2d/medium-replay-v0",
 }
 ALGOS = {"rebrac": "ReBRAC", "iql": "IQL", "td3bc": "TD3+BC"}
 
