@@ -23,6 +23,7 @@ from benchmarks import (
     itpo_horizon,
     itpo_options,
     itpo_precision,
+    itpo_rules,
     main_job,
     meanflow_mixture,
     meanflow_quality,
@@ -112,6 +113,18 @@ SECTIONS = [
         "Gain: ITPO minus the same policy on the same episodes (normalised points); per dataset "
         "a percentile bootstrap over seeds, over all cells rliable's stratified bootstrap "
         "(strata: datasets), 10,000 resamples; IQM: the interquartile mean of the cells' gains.",
+    ),
+    (
+        "ITPO's update rule on the gain suite: psi carried over vs reset vs proximity "
+        "(protocol fixed before the runs)",
+        "itpo_rules",
+        itpo_rules.report,
+        "The protocol (`conf/suite/itpo_rules.yaml`) runs after the gain suite, on its recorded "
+        "cells: each cell's own pipeline command with the rule's options and its own ITPO "
+        "folder, so the checkpoints, the alpha grid, the held-out and the evaluation episodes "
+        "are the suite cell's. Difference: the rule's gain minus the paper rule's (psi carried "
+        "over) on the same cell, over all cells with rliable's stratified bootstrap (strata: "
+        "datasets); the decision rule is the protocol's.",
     ),
     (
         "Scores: ReBRAC vs ITPO (diffusion world model) vs ITPO (tilted one-step MeanFlow)",

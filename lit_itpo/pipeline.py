@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 AUTO = "auto"  # a PipelineConfig value decided from the dataset in __post_init__
 STAGES = ("world_model", "policy", "meanflow")  # the order run_pipeline trains them in
+ITPO_MODELS = ("diffusion", "meanflow")  # the world models ITPO can run with
 STAGE_CONFIGS = {
     "world_model_config": "world_model.yaml",
     "policy_config": "rebrac.yaml",
@@ -88,6 +89,14 @@ class PipelineConfig:
         itpo_precision: "32-true" (the paper) or "bf16-mixed": ITPO's imagined rollout and its
             gradient under bfloat16 autocast (acting and the ascent step stay float32;
             benchmarks/itpo_precision.py measures the cost and the agreement).
+        reset_every_step: psi back to the base policy's parameters before every real step
+            (the paper carries psi over from step to step: false).
+        proximity: a pull back to the base parameters, J - proximity * ||psi - psi_0||^2
+            (the paper: 0).
+        itpo_models: the world models ITPO runs with (diffusion, meanflow or both).
+        itpo_dir: the folder under out_dir for the ITPO runs. Another name leaves the first
+            ITPO runs alone and writes its results.json there (not in out_dir): another ITPO
+            rule on the same trained stages, with the same command plus the changed options.
         alpha_grid: candidate step sizes, all run on the held-out episodes in one batch per
             world model (paper: 5e-7 .. 5e-4); none beating the base policy: alpha 0.
         alpha_seed: first held-out env seed (disjoint from the evaluation seeds).
@@ -118,6 +127,10 @@ class PipelineConfig:
     horizon: int = 5
     inner_steps: int = 1
     itpo_precision: str = "32-true"
+    reset_every_step: bool = False
+    proximity: float = 0.0
+    itpo_models: list[str] = field(default_factory=lambda: list(ITPO_MODELS))
+    itpo_dir: str = "itpo"
     alpha_grid: list[float] = field(default_factory=lambda: [5e-7, 5e-6, 5e-5, 5e-4])
     alpha_seed: int = 999
     alpha_episodes: int = 1
@@ -216,6 +229,20 @@ def check_config(cfg: PipelineConfig) -> None:
         raise ConfigError(
             f"--pipeline.itpo_precision={cfg.itpo_precision!r} must be '32-true' or 'bf16-mixed'."
         )
+    if not (math.isfinite(cfg.proximity) and cfg.proximity >= 0):
+        raise ConfigError(
+            f"--pipeline.proximity={cfg.proximity} must be finite and >= 0 (0: no pull back)."
+        )
+    if not cfg.itpo_models or set(cfg.itpo_models) - set(ITPO_MODELS):
+        raise ConfigError(
+            f"--pipeline.itpo_models={cfg.itpo_models} must name one or both of "
+            f"{list(ITPO_MODELS)}, e.g. [meanflow]."
+        )
+    if Path(cfg.itpo_dir).name != cfg.itpo_dir or cfg.itpo_dir in (*STAGES, ".", ".."):
+        raise ConfigError(
+            f"--pipeline.itpo_dir={cfg.itpo_dir!r} must be one folder name under out_dir, not a "
+            f"path nor a stage's ({', '.join(STAGES)}); e.g. itpo_reset."
+        )
     if cfg.sample_variance not in (None, "beta", "beta_tilde"):
         raise ConfigError(
             f"--pipeline.sample_variance={cfg.sample_variance!r} must be 'beta', 'beta_tilde' "
@@ -276,12 +303,15 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
             "model.init_args.world_model_ckpt": str(wm.checkpoint),
         },
     )
-    ckpts = {"diffusion": str(wm.checkpoint), "meanflow": str(meanflow.checkpoint)}
+    trained = {"diffusion": str(wm.checkpoint), "meanflow": str(meanflow.checkpoint)}
+    ckpts = {name: trained[name] for name in ITPO_MODELS if name in cfg.itpo_models}
     itpo = ITPOConfig(
         horizon=cfg.horizon,
         particles=cfg.particles,
         inner_steps=cfg.inner_steps,
         precision=cfg.itpo_precision,
+        reset_every_step=cfg.reset_every_step,
+        proximity=cfg.proximity,
     )
 
     def itpo_run(tag: str, world_models: dict, **kw) -> EvalResult:
@@ -289,7 +319,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
         return evaluate(
             EvalSpec(
                 cfg.itpo_config,
-                str(out / "itpo" / tag),
+                str(out / cfg.itpo_dir / tag),
                 cfg.dataset_id,
                 str(policy.checkpoint),
                 world_models,
@@ -313,8 +343,8 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
         "config": asdict(cfg),
         "command": " ".join(["lit-itpo", *sys.argv[1:]]),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "checkpoints": {"world_model": ckpts["diffusion"], "policy": str(policy.checkpoint)}
-        | {"meanflow": ckpts["meanflow"]},
+        "checkpoints": {"world_model": trained["diffusion"], "policy": str(policy.checkpoint)}
+        | {"meanflow": trained["meanflow"]},
         "alpha_selection": {
             f"{lr:g}": {"base_return": sel.base.return_mean}
             | {f"itpo_{n}_return": sel.grid[n][lr].return_mean for n in ckpts}
@@ -342,8 +372,14 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
             "nfe_per_step": d.nfe_per_step,
             "ascent_rate": d.ascent_rate,
         }
-    atomic_write_json(results, out / "results.json")
+    atomic_write_json(results, results_path(cfg))
     return results
+
+
+def results_path(cfg: PipelineConfig) -> Path:
+    """``out_dir/results.json``, or ``out_dir/<itpo_dir>/results.json`` for another ITPO run."""
+    out = Path(cfg.out_dir)
+    return out / "results.json" if cfg.itpo_dir == "itpo" else out / cfg.itpo_dir / "results.json"
 
 
 def format_table(res: dict) -> str:
@@ -400,5 +436,5 @@ def pipeline_main(args) -> dict:
         args,
     )
     res = run_pipeline(cfg)
-    sys.stdout.write(f"\n{format_table(res)}\nresults: {Path(cfg.out_dir) / 'results.json'}\n")
+    sys.stdout.write(f"\n{format_table(res)}\nresults: {results_path(cfg)}\n")
     return res

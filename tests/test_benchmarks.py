@@ -635,10 +635,71 @@ def test_gain_suite_runs_its_protocol_and_refuses_another(tmp_path, monkeypatch)
     assert res["config"]["num_episodes"] == 2 and res["config"]["alpha_grid"] == [5e-5]
     assert "--pipeline.policy_batch_size 32" in cell["command"]
 
+    # the rules study on the recorded cell: the same trained stages, its own ITPO runs
+    from benchmarks import itpo_rules
+
+    rules = yaml.safe_load(itpo_rules.PROTOCOL.read_text()) | {"suite": str(path)}
+    rules_path = tmp_path / "rules.yaml"
+    rules_path.write_text(yaml.safe_dump(rules, sort_keys=False))
+    stages = {s: (tmp_path / "runs" / "embedded-s0" / s) for s in ("world_model", "policy")}
+    before = {s: sorted(p.stat().st_mtime_ns for p in d.rglob("*.ckpt")) for s, d in stages.items()}
+    itpo_rules.main(["--protocol", str(rules_path), "--runs", str(tmp_path / "runs")])
+    study = common.load("itpo_rules")
+    assert list(study["cells"]) == ["embedded/s0/reset every step", "embedded/s0/proximity 1e3"]
+    for key, folder, option in (
+        ("embedded/s0/reset every step", "itpo_reset", ("reset_every_step", True)),
+        ("embedded/s0/proximity 1e3", "itpo_proximity", ("proximity", 1000.0)),
+    ):
+        rule = json.loads((tmp_path / "runs" / "embedded-s0" / folder / "results.json").read_text())
+        assert rule["checkpoints"] == res["checkpoints"]  # the suite cell's stages, reused
+        assert rule["config"][option[0]] == option[1] and "itpo_diffusion" not in rule
+        assert rule["base"] == res["base"]  # the same base episodes
+        c = study["cells"][key]["itpo"]["meanflow"]
+        assert c["difference"] == rule["itpo_meanflow"]["gain"] - res["itpo_meanflow"]["gain"]
+    after = {s: sorted(p.stat().st_mtime_ns for p in d.rglob("*.ckpt")) for s, d in stages.items()}
+    assert after == before  # nothing retrained
+    assert json.loads((tmp_path / "runs" / "embedded-s0" / "results.json").read_text()) == res
+    assert "Decision: reset every step:" in itpo_rules.report(study)
+
     proto["evaluation"]["episodes"] = 3
     path.write_text(yaml.safe_dump(proto))
     with pytest.raises(SystemExit, match="another protocol"):
         gain_suite.main(argv)
+    with pytest.raises(SystemExit, match="another protocol"):  # its suite's protocol changed
+        itpo_rules.main(["--protocol", str(rules_path), "--runs", str(tmp_path / "runs")])
+
+
+def test_itpo_rules_decides_by_its_protocol():
+    """A rule replaces the paper's only with its interval above 0 and no dataset below the floor;
+    of two that qualify, the larger mean difference wins."""
+    from benchmarks import itpo_rules
+
+    proto = itpo_rules.load_protocol()
+
+    def cells(diffs: dict[str, dict[str, list[float]]]) -> list[dict]:
+        return [
+            {"rule": rule, "dataset": ds, "itpo": {"meanflow": {"difference": d}}}
+            for rule, per_ds in diffs.items()
+            for ds, ds_diffs in per_ds.items()
+            for d in ds_diffs
+        ]
+
+    good = {"hopper-medium": [2.0, 3.0, 2.5], "walker2d-medium": [1.0, 1.5, 2.0]}
+    better = {"hopper-medium": [4.0, 5.0, 4.5], "walker2d-medium": [3.0, 3.5, 4.0]}
+    mixed = {"hopper-medium": [6.0, 7.0, 6.5], "walker2d-medium": [-2.0, -1.5, -2.5]}
+    assert itpo_rules.decide(cells({"reset every step": good, "proximity 1e3": mixed}), proto) == (
+        "reset every step",
+        {"reset every step": True, "proximity 1e3": False},
+    )
+    assert (
+        itpo_rules.decide(cells({"reset every step": good, "proximity 1e3": better}), proto)[0]
+        == "proximity 1e3"
+    )
+    noisy = {"hopper-medium": [5.0, -4.0, 1.0], "walker2d-medium": [-3.0, 4.0, 0.0]}
+    assert (
+        itpo_rules.decide(cells({"reset every step": noisy, "proximity 1e3": mixed}), proto)[0]
+        is None
+    )
 
 
 def test_world_model_vs_mlp_trains_the_regression_and_scores_every_predictor(tiny_root):
