@@ -132,6 +132,30 @@ def add_executor_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def protocol_args(
+    name: str, doc: str, protocol: Path, runs: Path, argv: Sequence[str] | None
+) -> argparse.Namespace:
+    """The command line of a suite run under a committed protocol file: ``--protocol``,
+    ``--out``, ``--runs``, ``--report`` and where the cells run."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--protocol", type=Path, default=protocol, help="the committed protocol")
+    p.add_argument("--out", default=name, help="results name (benchmarks/results/<out>.json)")
+    p.add_argument("--runs", type=Path, default=runs, help="the suite cells' run directories")
+    p.add_argument("--report", action="store_true", help="print the tables and exit")
+    add_executor_args(p)
+    return p.parse_args(argv)
+
+
+def refuse_other_protocol(name: str, args: argparse.Namespace, proto: dict) -> None:
+    """Stop (``SystemExit``) if ``results/<out>.json`` has cells made under another protocol."""
+    was = load(args.out)
+    if was["cells"] and was.get("protocol") != proto:
+        raise SystemExit(
+            f"{name}: benchmarks/results/{args.out}.json was made under another protocol than "
+            f"{args.protocol}; a changed protocol is a new study: pass --out <new name>."
+        )
+
+
 def _submitit_executor(args: argparse.Namespace, name: str):
     import submitit
 

@@ -21,7 +21,6 @@ gains, with rliable's stratified bootstrap (strata = datasets, units = seeds;
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 from collections.abc import Sequence
@@ -30,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
-from benchmarks.cells import Cell, add_executor_args, run_cells
+from benchmarks.cells import Cell, protocol_args, refuse_other_protocol, run_cells
 from benchmarks.common import REPO, load
 from benchmarks.score_suite import DATASETS, data_record, pipeline_argv
 from lit_itpo.data.minari_io import datasets_root
@@ -235,23 +234,12 @@ def report(payload: dict) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--protocol", type=Path, default=PROTOCOL, help="the committed protocol")
-    p.add_argument("--out", default=NAME, help="results name (benchmarks/results/<out>.json)")
-    p.add_argument("--runs", type=Path, default=RUNS, help="the cells' run directories")
-    p.add_argument("--report", action="store_true", help="print the tables and exit")
-    add_executor_args(p)
-    args = p.parse_args(argv)
+    args = protocol_args(NAME, __doc__, PROTOCOL, RUNS, argv)
     if args.report:
         print(report(load(args.out)))
         return
     proto = load_protocol(args.protocol)
-    was = load(args.out)
-    if was["cells"] and was.get("protocol") != proto:
-        raise SystemExit(
-            f"gain_suite: benchmarks/results/{args.out}.json was made under another protocol "
-            f"than {args.protocol}; a changed protocol is a new suite: pass --out <new name>."
-        )
+    refuse_other_protocol(NAME, args, proto)
     missing = [ds for ds in proto["datasets"] if not (datasets_root() / DATASETS[ds]).is_dir()]
     if missing:
         raise SystemExit(

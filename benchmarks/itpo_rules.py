@@ -19,7 +19,6 @@ recorded cell is never run again and results made under other protocols are refu
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,7 +27,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from benchmarks import gain_suite
-from benchmarks.cells import Cell, add_executor_args, run_cells
+from benchmarks.cells import Cell, protocol_args, refuse_other_protocol, run_cells
 from benchmarks.common import REPO, load
 from lit_itpo.stats import stratified_bootstrap_ci
 
@@ -188,27 +187,16 @@ def report(payload: dict) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--protocol", type=Path, default=PROTOCOL, help="the committed protocol")
-    p.add_argument("--out", default=NAME, help="results name (benchmarks/results/<out>.json)")
-    p.add_argument("--suite-out", default=gain_suite.NAME, help="the gain suite's results name")
-    p.add_argument("--runs", type=Path, default=gain_suite.RUNS, help="the suite cells' folders")
-    p.add_argument("--report", action="store_true", help="print the table and exit")
-    add_executor_args(p)
-    args = p.parse_args(argv)
+    args = protocol_args(NAME, __doc__, PROTOCOL, gain_suite.RUNS, argv)
     if args.report:
         print(report(load(args.out)))
         return
     proto = load_protocol(args.protocol)
-    was, suite = load(args.out), load(args.suite_out)
-    if was["cells"] and was.get("protocol") != proto:
-        raise SystemExit(
-            f"itpo_rules: benchmarks/results/{args.out}.json was made under another protocol than "
-            f"{args.protocol} (or its suite's); a changed protocol is a new study: pass --out."
-        )
+    refuse_other_protocol(NAME, args, proto)  # its suite's protocol is part of it
+    suite = load(gain_suite.NAME)
     if not suite["cells"] or suite.get("protocol") != proto["suite_protocol"]:
         raise SystemExit(
-            f"itpo_rules: benchmarks/results/{args.suite_out}.json has no cell of the suite "
+            f"itpo_rules: benchmarks/results/{gain_suite.NAME}.json has no cell of the suite "
             f"{proto['suite']}: run python -m benchmarks.gain_suite first (this study reuses "
             "its checkpoints and episodes)."
         )
