@@ -287,7 +287,7 @@ SECTIONS = [
         "Each dataset's `conf/<dataset>/rebrac.yaml` as shipped (100k updates x 1024, float32, "
         "seed 0) with beta1 (`beta_actor`) at D4RL's (and CORL's) value and at 10x it "
         "(hopper-medium: 0.01 and 0.1; halfcheetah-medium: 0.001 and 0.01; walker2d-medium: 0.05 "
-        "and 0.5); evaluation every 10k "
+        "and 0.5; halfcheetah-medium-replay: 0.01 and 0.1); evaluation every 10k "
         "updates on 10 full-length episodes. Protocol (fixed before the runs): per dataset, the "
         "coefficient with the higher mean over the last three evaluations becomes the config's; "
         "the D4RL value stays the one for 1M-update runs.",
