@@ -59,6 +59,14 @@ def behaviour_score(dataset_id: str) -> float | None:
     return json.loads(prov.read_text()).get("normalized_score_mean")
 
 
+def behaviour_scores(out: str, datasets: Sequence[str]) -> dict:
+    """The behaviour scores to record with ``results/<out>.json``: the ones recorded there,
+    updated with ``datasets``' where their data is on this machine (an absent dataset keeps
+    its recorded score)."""
+    here = {ds: behaviour_score(DATASETS[ds]) for ds in datasets}
+    return load(out).get("behaviour", {}) | {ds: b for ds, b in here.items() if b is not None}
+
+
 def make_cell(ds: str, algo: str, seed: int, precision: str, args) -> Cell:
     """The ``lit-itpo fit`` command of one dataset, algorithm, seed and precision."""
     tag = "" if precision == "32-true" else f"-{precision}"
@@ -243,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"--batch {args.batch} --eval-every {args.eval_every} --datasets "
         f"{' '.join(args.datasets)} --precision {' '.join(args.precision)}"
         + "".join(f" --model-arg {k} {v}" for k, v in args.model_arg),
-        "behaviour": {ds: behaviour_score(did) for ds, did in DATASETS.items()},
+        "behaviour": behaviour_scores(args.out, args.datasets),
     }
     payload = run_cells(args.out, cells, lambda c, d: summarise(c, d, args), meta, args)
     print(report(payload))

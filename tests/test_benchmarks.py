@@ -500,6 +500,21 @@ def test_ascent_rate_table_names_each_world_models_updates_and_lr():
     )
 
 
+def test_behaviour_scores_keep_those_of_datasets_not_on_this_machine(monkeypatch):
+    from benchmarks import policy_quality
+
+    recorded = {"behaviour": {"hopper-medium": 38.8, "walker2d-medium": 69.2}, "cells": {}}
+    monkeypatch.setattr(policy_quality, "load", lambda out: recorded)
+    here = {"lit_itpo/halfcheetah/medium-replay-v0": 19.1}  # the only dataset on this machine
+    monkeypatch.setattr(policy_quality, "behaviour_score", here.get)
+    scores = policy_quality.behaviour_scores("x", ["halfcheetah-medium-replay", "hopper-medium"])
+    assert scores == {
+        "hopper-medium": 38.8,
+        "walker2d-medium": 69.2,
+        "halfcheetah-medium-replay": 19.1,
+    }
+
+
 def test_precision_report_pairs_by_seed():
     from benchmarks import policy_quality
 
