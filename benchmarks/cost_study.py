@@ -1,4 +1,4 @@
-"""ITPO cost study (issue 7): score gain vs milliseconds per env step across M (particles),
+"""ITPO cost study: score gain vs milliseconds per env step across M (particles),
 H (horizon) and E (inner steps) for the diffusion and the one-step MeanFlow world model, and the
 share of each ITPO step spent in the imagined rollout (forward) vs backpropagation through it.
 

@@ -103,7 +103,7 @@ def main() -> None:
     kinds = ["diffusion_k5", "meanflow_k1", "meanflow_k2"]
     Ms = [16, 64] if args.quick else [16, 64, 256]
     if dev.startswith("cuda") and not args.quick:
-        Ms += [1024, 4096]  # the paper's GPU particle count (issue 7's GPU timing: M 4096, E 1)
+        Ms += [1024, 4096]  # the paper's GPU particle count (GPU timing: M 4096, E 1)
     Es = [1] if args.quick else [1, 5]
     rows = []
     for kind in kinds:

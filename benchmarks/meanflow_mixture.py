@@ -1,5 +1,5 @@
 """One-step MeanFlow on the 1-D conditional Gaussian mixture of tests/test_meanflow.py: which
-time sampling, width and budget bring one-step samples within the issue's tolerance (means
+time sampling, width and budget bring one-step samples within the target tolerance (means
 within 0.1, spreads within 20%, weights within 0.1).
 
     OMP_NUM_THREADS=1 python -m benchmarks.meanflow_mixture [--steps 10000]

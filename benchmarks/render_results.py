@@ -230,7 +230,7 @@ SECTIONS = [
         "One-step MeanFlow on a known conditional Gaussian mixture (stage 3's test case)",
         "meanflow_mixture",
         meanflow_mixture.report,
-        "The issue's tolerance: weights within 0.1, means within 0.1, spreads within 20%. EM fit "
+        "The target tolerance: weights within 0.1, means within 0.1, spreads within 20%. EM fit "
         "of 4000 one-step samples per c; training as tests/test_meanflow.py's `_fit_mixture` "
         "(seed 0, batch 1024, Adam 3e-3 with cosine decay, plain MSE).",
     ),

@@ -1,4 +1,4 @@
-"""Score suite (issue 7): base ReBRAC vs ITPO with the diffusion world model vs ITPO with the
+"""Score suite: base ReBRAC vs ITPO with the diffusion world model vs ITPO with the
 tilted one-step MeanFlow world model, per local dataset and training seed.
 
 Each cell is one ``lit-itpo pipeline`` command (world model -> ReBRAC -> tilted MeanFlow -> alpha

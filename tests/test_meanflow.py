@@ -75,7 +75,7 @@ def test_one_step_sampling_learns_a_conditional_gaussian_mixture():
     """What one step reaches in 3k updates (~20 s): the weights within 0.1 and the majority
     component within 0.1, following c. The minority component comes out too wide and pulled
     inward here (measured: mean -1.22 for -1.75, spread 0.65 for 0.3); the slow test below
-    has the settings and budget that reach the issue's tolerance."""
+    has the settings and budget that reach the target tolerance."""
     m = fit_mixture(3000)
     majority = []
     for cv in (-0.5, 0.0, 0.5):
@@ -89,7 +89,7 @@ def test_one_step_sampling_learns_a_conditional_gaussian_mixture():
 
 @pytest.mark.slow
 def test_one_step_sampling_recovers_a_conditional_gaussian_mixture():
-    """The issue's tolerance for one step (30k updates, ~15 min on one core). Two settings get
+    """The target tolerance for one step (30k updates, ~15 min on one core). Two settings get
     it there (benchmarks/meanflow_mixture.py has the measured alternatives): logit-normal(0, 3)
     time sampling, which trains the one-step corner (r, t) ~ (0, 1) that the authors'
     logit-normal(-0.4, 1) barely draws, and ``target_velocity="model"``: with the sampled

@@ -2,7 +2,7 @@
 
 ``minari.DataCollector`` needs jax (``minari[create]``, ~500 MB); building ``EpisodeBuffer``s from
 whole-episode arrays and calling ``minari.create_dataset_from_buffers`` needs none
-(../shared/STACK.md). The dataset is created under a temp root beside the target and renamed into
+(docs/STACK.md). The dataset is created under a temp root beside the target and renamed into
 place, so an interrupted run leaves no partial dataset; the temp root a killed run leaves
 (``.tmp-<pid>-*``) is removed by the next write to that Minari root.
 """

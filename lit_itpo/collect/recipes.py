@@ -47,7 +47,8 @@ from lit_itpo.utils import atomic_write_json
 log = logging.getLogger(__name__)
 
 RECIPES = ("random", "medium", "medium-replay", "expert", "medium-expert", "waypoint")
-# Medium-level targets (normalised) for the medium checkpoint, as issue 2 / METHOD.md give them.
+# Medium-level targets (normalised) for the medium checkpoint: about the level of D4RL's medium
+# datasets for each environment.
 MEDIUM_TARGETS = {"halfcheetah": 41.0, "hopper": 44.0, "walker2d": 62.0}
 ASSETS_BEHAVIOUR = Path(__file__).resolve().parent.parent / "assets" / "behaviour"
 

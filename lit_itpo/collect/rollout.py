@@ -2,7 +2,7 @@
 
 Raw gymnasium is used here rather than TorchRL's ``GymEnv`` because dataset generation steps
 millions of transitions and needs the raw (possibly dict) observations Minari stores; TorchRL's
-wrapper costs ~8x per step on this CPU (see ../shared/STACK.md). Evaluation of trained offline
+wrapper costs ~8x per step on this CPU (see docs/STACK.md). Evaluation of trained offline
 policies goes through TorchRL (``lit_itpo.envs``).
 """
 

@@ -1,7 +1,7 @@
 """Minari datasets -> one TensorDict of transitions with TorchRL keys.
 
 Not through torchrl's ``MinariExperienceReplay``: with ``load_from_local_minari=True`` it returns a
-buffer of zeros in torchrl 0.11-0.14.1 (../shared/STACK.md). Converting ``iterate_episodes()``
+buffer of zeros in torchrl 0.11-0.14.1 (docs/STACK.md). Converting ``iterate_episodes()``
 ourselves is also fast (10k steps in ~0.04 s).
 
 Layout of one Minari episode: ``observations [T+1]``, ``actions/rewards/terminations/truncations
