@@ -4,8 +4,10 @@ ITPO climbs J_wm(psi), the imagined H-step objective (rewards through the world 
 critic's min(Q1, Q2) at s_H). What matters is J_true(psi): the same objective with the MuJoCo
 simulator set to the real state in place of the world model. HalfCheetah, Hopper and Walker2d
 are deterministic and their state is set from the observation (``qpos = (0, obs[:nq-1])``,
-``qvel = obs[nq-1:]``; the x position does not enter the objective). An imagined episode that
-terminates inside the horizon stops there, with no terminal value.
+``qvel = obs[nq-1:]``; the x position does not enter the objective); so is Pendulum
+(``th = atan2(sin th, cos th)``, ``th_dot``; its observations are read back from the float64
+state, not the env's float32 ones). An imagined episode that terminates inside the horizon stops
+there, with no terminal value.
 
 The directional derivative of J_true along a step direction (central differences in float64,
 so the simulator adds no noise) says whether that step raised the real objective: the
@@ -48,7 +50,8 @@ class TrueObjective:
         self.env = make_gym_env(env_spec)
         self.env.reset(seed=0)
         self.sim = self.env.unwrapped
-        self.nq = self.sim.model.nq
+        self.pendulum = _is_pendulum(self.sim)
+        self.nq = None if self.pendulum else self.sim.model.nq
         self.actor = copy.deepcopy(actor).double().requires_grad_(False)
         self.critic = (
             None if critic is None else copy.deepcopy(critic).double().requires_grad_(False)
@@ -61,7 +64,8 @@ class TrueObjective:
     @staticmethod
     def settable(env_spec: str | None) -> bool:
         """True for MuJoCo envs whose observation is ``(qpos[1:], qvel)`` (HalfCheetah, Hopper,
-        Walker2d, Swimmer with default arguments): the state can be set from it."""
+        Walker2d, Swimmer with default arguments) and for Pendulum: the state can be set from
+        the observation."""
         if env_spec is None:
             return False
         try:
@@ -70,6 +74,8 @@ class TrueObjective:
             return False
         try:
             sim = env.unwrapped
+            if _is_pendulum(sim):
+                return True
             model = getattr(sim, "model", None)
             if model is None or not hasattr(sim, "set_state"):
                 return False
@@ -80,6 +86,9 @@ class TrueObjective:
     def set_state(self, obs: np.ndarray) -> float:
         """Set the simulator from ``obs``; returns how far its own observation then is from it
         (0 unless a clipped velocity made the observation lossy: Hopper, Walker2d clip at 10)."""
+        if self.pendulum:
+            self.sim.state = np.array([np.arctan2(obs[1], obs[0]), obs[2]], dtype=np.float64)
+            return float(np.abs(self._obs() - obs).max())
         qpos = np.concatenate([[0.0], obs[: self.nq - 1]])
         # a fresh mjData first: the solver warm-starts from the last step's accelerations,
         # which would make J_true depend (in the last bits) on what was simulated before
@@ -94,7 +103,7 @@ class TrueObjective:
         s, total = obs, 0.0
         for j in range(self.horizon):
             a = self._act(params, s)[0].numpy()
-            s, r, terminated, _, _ = self.sim.step(np.clip(a, self.low, self.high))
+            s, r, terminated = self._step(np.clip(a, self.low, self.high))
             total += self.gamma**j * (r * self.reward_scale + self.reward_bias)
             if terminated:
                 return total
@@ -103,6 +112,18 @@ class TrueObjective:
         o = torch.as_tensor(s, dtype=torch.float64)[None]
         q = self.critic(o, self._act(params, s)).min(0).values
         return total + self.gamma**self.horizon * float(q)
+
+    def _obs(self) -> np.ndarray:
+        """The simulator's observation in float64 (Pendulum's own is float32)."""
+        if self.pendulum:
+            th, thdot = self.sim.state
+            return np.array([np.cos(th), np.sin(th), thdot], dtype=np.float64)
+        return self.sim._get_obs()
+
+    def _step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool]:
+        """One simulator step: (float64 observation, reward, terminated)."""
+        _, r, terminated, _, _ = self.sim.step(action)
+        return self._obs(), float(r), terminated
 
     def _act(self, params: dict, s: np.ndarray) -> torch.Tensor:
         o = torch.as_tensor(s, dtype=torch.float64)[None]
@@ -132,7 +153,7 @@ class TrueObjective:
                 x = x0.copy()
                 x[i] += sign * h
                 self.set_state(x[:n_obs])
-                s, r, *_ = self.sim.step(x[n_obs:])
+                s, r, _ = self._step(x[n_obs:])
                 out.append((s, r))  # raw reward units, as a world model's reward
             cols.append((out[0][0] - out[1][0]) / (2 * h))
             rcols.append((out[0][1] - out[1][1]) / (2 * h))
@@ -154,3 +175,8 @@ class TrueObjective:
             p = {k: v[i].detach().cpu().double() for k, v in before.items()}
             out[i] = self.slope(p, {k: v / norm for k, v in d.items()}, s, h)
         return out
+
+
+def _is_pendulum(sim) -> bool:
+    """gymnasium's classic-control Pendulum (state ``[th, th_dot]`` in ``sim.state``)."""
+    return type(sim).__name__ == "PendulumEnv"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import replace
 
 import lightning.pytorch as pl
 import torch
@@ -35,6 +36,11 @@ def _env_limit(env_spec: str | None) -> int | None:
         return None
 
 
+def noiseless(world_model) -> bool:
+    """A world model whose rollout draws no noise (an exact model): one particle suffices."""
+    return world_model.noise_shape(1, 1, 1)[-1] == 0
+
+
 def choose_alpha(base_return: float, returns: dict[float, float]) -> float:
     """The step size with the highest held-out mean return, or 0 (the base policy) when none
     beats the base policy's (the paper's fallback)."""
@@ -50,8 +56,13 @@ class ITPOCallback(EpisodeEvalCallback):
 
     Args:
         world_model_ckpt: a ``WorldModelModule`` checkpoint (diffusion DWM), or None.
-        meanflow_ckpt: a ``MeanFlowModule`` checkpoint (one-step MeanFlow), or None; at least
-            one of the two. Each given world model is evaluated on the same seeds.
+        meanflow_ckpt: a ``MeanFlowModule`` checkpoint (one-step MeanFlow), or None.
+        exact_model: the task's own differentiable dynamics and reward as a third arm,
+            ``exact`` (:mod:`lit_itpo.world_models.exact`): ``"auto"`` (the built-in model of
+            the dataset's env, e.g. Pendulum) or the dotted path of a ``WorldModel`` subclass;
+            None: off. At least one of the three; each given model runs on the same seeds. A
+            model without noise (``noise_shape(...)[-1] == 0``) is rolled out with one particle:
+            its M particles would all be the same rollout.
         itpo: :class:`~lit_itpo.itpo.ITPOConfig` (H, M, E, alpha, gamma and the options beyond
             the paper); its reward transform is replaced by the policy's.
         alpha_grid: choose alpha instead of evaluating one: every step size of the grid runs on
@@ -84,6 +95,7 @@ class ITPOCallback(EpisodeEvalCallback):
         self,
         world_model_ckpt: str | None = None,
         meanflow_ckpt: str | None = None,
+        exact_model: str | None = None,
         itpo: ITPOConfig | None = None,
         alpha_grid: list[float] | None = None,
         sample_steps: int | None = None,
@@ -98,14 +110,19 @@ class ITPOCallback(EpisodeEvalCallback):
         every_n_validations: int = 1,
     ):
         super().__init__(num_episodes, seed, max_episode_steps, every_n_validations)
-        if world_model_ckpt is None and meanflow_ckpt is None:
+        if world_model_ckpt is None and meanflow_ckpt is None and exact_model is None:
             raise ConfigError(
                 "ITPOCallback needs world_model_ckpt (the checkpoint of `lit-itpo fit --config "
-                "conf/<dataset>/world_model.yaml`) or meanflow_ckpt (of .../meanflow.yaml)."
+                "conf/<dataset>/world_model.yaml`), meanflow_ckpt (of .../meanflow.yaml) or "
+                "exact_model (auto: the env's own equations, where built in)."
             )
         self.ckpts = {
             name: path
-            for name, path in (("diffusion", world_model_ckpt), ("meanflow", meanflow_ckpt))
+            for name, path in (
+                ("diffusion", world_model_ckpt),
+                ("meanflow", meanflow_ckpt),
+                ("exact", exact_model),
+            )
             if path is not None
         }
         self.sample_steps, self.sample_variance = sample_steps, sample_variance
@@ -131,11 +148,14 @@ class ITPOCallback(EpisodeEvalCallback):
     def _load(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         from lit_itpo.modules.meanflow import load_meanflow
         from lit_itpo.modules.world_model import load_world_model
+        from lit_itpo.world_models.exact import make_exact_model
 
         dm = trainer.datamodule
         loaders = {"diffusion": load_world_model, "meanflow": load_meanflow}
         for name, path in self.ckpts.items():
-            if name not in self.world_models:
+            if name == "exact" and name not in self.world_models:
+                self.world_models[name] = make_exact_model(path, dm.env_spec).to(pl_module.device)
+            elif name not in self.world_models:
                 wm = loaders[name](
                     path,
                     obs_dim=dm.obs_dim,
@@ -182,7 +202,8 @@ class ITPOCallback(EpisodeEvalCallback):
             rank_zero_info(summary_line("eval", trainer.global_step, metrics))
             self.last = {"base": base}
             for name, wm in self.world_models.items():
-                engine = ITPOEngine.for_policy(parts, wm, self.cfg, terminated)
+                cfg = replace(self.cfg, particles=1) if noiseless(wm) else self.cfg
+                engine = ITPOEngine.for_policy(parts, wm, cfg, terminated)
                 engine.set_step_sizes(alphas[mine])
                 stats = {"steps": 0, "time": 0.0, "before": [], "after": [], "imagined": []}
                 stats["slopes"], stats["accepted"] = [], []
@@ -195,9 +216,9 @@ class ITPOCallback(EpisodeEvalCallback):
                     measure = truth is not None and stats["steps"] % self.ascent_every == 0
                     before = engine.start_params(obs.shape[0]) if measure else None
                     t0 = time.perf_counter()
-                    noise = episode_noise(wm, gens, self.cfg.particles, self.cfg.horizon)
+                    noise = episode_noise(wm, gens, engine.cfg.particles, self.cfg.horizon)
                     check = (
-                        episode_noise(wm, gens, self.cfg.particles, self.cfg.horizon)
+                        episode_noise(wm, gens, engine.cfg.particles, self.cfg.horizon)
                         if self.cfg.accept_z > 0
                         else None
                     )

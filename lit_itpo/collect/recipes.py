@@ -239,6 +239,9 @@ def collect(cfg: CollectConfig, progress: bool = True) -> dict[str, dict]:
         committed = export is not None and (export / "behaviour.json").exists()
         if "medium-replay" in needs_agent or not committed:
             evals = train_sac(sac_cfg, run_dir, progress=progress)
+            # scored against today's reference returns, not those of the run's own time (a
+            # task whose reference is measured from this very run, e.g. Pendulum's expert)
+            evals = [e | {"normalized": normalized_score(e["return_mean"], ref)} for e in evals]
             medium_e, expert_e = _selected(evals, target)
             for role, e in (("medium", medium_e), ("expert", expert_e)):
                 actors[role] = load_behaviour_actor(run_dir / "actors" / f"{e['frames']:07d}.pt")

@@ -1,0 +1,130 @@
+"""The exact world model (the task's own equations) and J_true on Pendulum."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from lit_itpo.ascent import TrueObjective
+from lit_itpo.errors import ConfigError
+from lit_itpo.itpo import ITPOConfig, ITPOEngine
+from lit_itpo.nets import TanhActor, TwinCritic
+from lit_itpo.world_models.exact import PendulumWorldModel, has_exact_model, make_exact_model
+
+SPEC = gym.spec("Pendulum-v1").to_json()
+
+
+class UserPendulum(PendulumWorldModel):
+    """A user's own differentiable simulator: the pendulum with another gravity, built with no
+    argument (no ``from_env``), as the README's recipe says."""
+
+    from_env = None
+
+    def __init__(self):
+        super().__init__(g=9.81)
+
+
+def _states(n: int, rng: np.random.Generator) -> np.ndarray:
+    """Angles anywhere, velocities up to the limit, so that the speed clip binds often."""
+    th = rng.uniform(-np.pi, np.pi, n)
+    thdot = rng.uniform(-8.0, 8.0, n)
+    thdot[: n // 4] = rng.choice([-1.0, 1.0], n // 4) * rng.uniform(7.5, 8.0, n // 4)
+    return np.stack([th, thdot], axis=1)
+
+
+def test_pendulum_model_equals_the_gymnasium_env_step():
+    """Next observation and reward within 1e-5 of ``Pendulum-v1.step`` over random states and
+    torques, including torques beyond the +-2 clip and speeds at the +-8 clip."""
+    env = gym.make("Pendulum-v1").unwrapped
+    env.reset(seed=0)
+    model = PendulumWorldModel.from_env(env)
+    rng = np.random.default_rng(0)
+    states = _states(400, rng)
+    actions = rng.uniform(-5.0, 5.0, (400, 1)).astype(np.float32)  # 60% outside [-2, 2]
+    want_obs, want_r, obs = [], [], []
+    for s, a in zip(states, actions, strict=True):
+        env.state = s.copy()
+        obs.append(env._get_obs())
+        o, r, *_ = env.step(a)
+        want_obs.append(o)
+        want_r.append(r)
+    obs_t, act_t = torch.tensor(np.array(obs)), torch.tensor(actions)
+    got_obs = model.next(obs_t, act_t, torch.zeros(400, 0))
+    got_r = model.reward(obs_t, act_t)[:, 0]
+    torch.testing.assert_close(got_obs, torch.tensor(np.array(want_obs)), rtol=0, atol=1e-5)
+    torch.testing.assert_close(got_r, torch.tensor(want_r, dtype=torch.float32), rtol=0, atol=1e-5)
+    assert (np.abs(np.array(want_obs)[:, 2]) == 8.0).sum() > 20  # the speed clip was exercised
+
+
+def test_pendulum_model_gradients_match_finite_differences():
+    """d(next, reward)/d(obs, action) by autograd equal central differences (float64), away
+    from the clips (where the simulator's derivative is zero on one side)."""
+    model = PendulumWorldModel().double()
+    rng = np.random.default_rng(1)
+    th, thdot = rng.uniform(-3, 3, 8), rng.uniform(-3, 3, 8)
+    obs = torch.tensor(np.stack([np.cos(th), np.sin(th), thdot], 1), requires_grad=True)
+    act = torch.tensor(rng.uniform(-1.5, 1.5, (8, 1)), requires_grad=True)
+
+    def f(o, a):
+        return torch.cat([model.next(o, a, torch.zeros(8, 0)), model.reward(o, a)], -1).sum(0)
+
+    jac = torch.autograd.functional.jacobian(f, (obs, act))
+    h = 1e-6
+    for i, x in enumerate((obs, act)):
+        for j in range(x.shape[1]):
+            d = torch.zeros_like(x)
+            d[:, j] = h
+            args_p = [obs.detach(), act.detach()]
+            args_m = [obs.detach(), act.detach()]
+            args_p[i], args_m[i] = x.detach() + d, x.detach() - d
+            fd = (f(*args_p) - f(*args_m)) / (2 * h)
+            torch.testing.assert_close(jac[i][:, :, j].sum(1), fd, rtol=1e-6, atol=1e-6)
+
+
+def test_exact_model_is_found_by_env_and_a_user_model_plugs_in():
+    assert has_exact_model(SPEC) and not has_exact_model(gym.spec("Hopper-v5").to_json())
+    auto = make_exact_model("auto", SPEC)
+    assert isinstance(auto, PendulumWorldModel) and auto.noise_shape(2, 3, 4) == (2, 3, 4, 0)
+    user = make_exact_model("tests.test_exact.UserPendulum", SPEC)
+    assert isinstance(user, UserPendulum) and float(user.consts[0]) == pytest.approx(9.81)
+    with pytest.raises(ConfigError, match="no built-in exact model for env 'Hopper-v5'"):
+        make_exact_model("auto", gym.spec("Hopper-v5").to_json())
+    with pytest.raises(ConfigError, match="not an importable WorldModel subclass"):
+        make_exact_model("tests.test_exact.nothing_here", SPEC)
+    # the user's model drives an ITPO step like any world model
+    actor = TanhActor(3, 1, [-2.0], [2.0], [32, 32])
+    critic = TwinCritic(3, 1, [32, 32])
+    engine = ITPOEngine(actor, critic, user, ITPOConfig(horizon=3, particles=1, lr=1e-3))
+    obs = torch.tensor([[1.0, 0.0, 0.5], [0.0, 1.0, -1.0]])
+    before = engine.start_params(2)
+    engine.step(obs, user.sample_noise(2, 1, 3))
+    assert any(not torch.equal(before[k], engine.params[k]) for k in before)
+
+
+def test_true_objective_on_pendulum_equals_the_exact_model_and_its_step_ascends():
+    """J_true (the gymnasium simulator set from the observation, float64) equals the exact
+    model's imagined objective, and an ITPO step through the exact model raises J_true: the
+    ascent rate of the exact arm is 100% (its gradient is J_true's own)."""
+    torch.manual_seed(0)
+    actor = TanhActor(3, 1, [-2.0], [2.0], [32, 32])
+    critic = TwinCritic(3, 1, [32, 32])
+    cfg = ITPOConfig(horizon=5, particles=1, lr=1e-4, gamma=0.99)
+    assert TrueObjective.settable(SPEC)
+    truth = TrueObjective(SPEC, actor, critic, cfg.horizon, cfg.gamma)
+    model = make_exact_model("auto", SPEC)
+    engine = ITPOEngine(actor, critic, model, cfg)
+    rng = np.random.default_rng(2)
+    th, thdot = rng.uniform(-np.pi, np.pi, 16), rng.uniform(-6, 6, 16)
+    obs = torch.tensor(np.stack([np.cos(th), np.sin(th), thdot], 1), dtype=torch.float32)
+    noise = model.sample_noise(16, 1, cfg.horizon)
+    params = {k: v.detach().double() for k, v in actor.named_parameters()}
+    before = engine.start_params(16)
+    j_model = engine.objective(obs, noise)
+    for i in range(4):
+        j_true = truth(params, obs[i].double().numpy())
+        assert float(j_model[i]) == pytest.approx(j_true, rel=1e-4, abs=1e-3)
+    engine.step(obs, noise)
+    slopes = truth.step_slopes(before, engine.params, obs)
+    assert not torch.isnan(slopes).any() and (slopes > 0).all()
