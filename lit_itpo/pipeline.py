@@ -30,6 +30,7 @@ from lit_itpo.stages import (
     EvalSpec,
     StageResult,
     StageSpec,
+    StaleRunError,
     evaluate,
     fit_stage,
 )
@@ -106,6 +107,15 @@ class PipelineConfig:
         eval_seed: first evaluation env seed.
         max_episode_steps: cut evaluation episodes there (None: the env's limit).
         seed: seed_everything of every stage.
+        restart: stages whose runs may start over: where a run of one of them cannot be reused
+            or resumed (made from other inputs: config content, dataset, seed, budget, an
+            upstream checkpoint; or a record or checkpoint that does not verify) its directory
+            is deleted and the stage run again, instead of the error. A run of the same inputs
+            is kept (reused, or resumed if it was stopped), so repeating the command after a
+            stop resumes. Later stages that read a named one are included, and likewise start
+            over only where what they read changed: meanflow and the ITPO runs read
+            world_model and policy, the ITPO runs read meanflow. Names: world_model, policy,
+            meanflow, itpo (the ITPO runs of itpo_dir), or all; one name or a list.
     """
 
     dataset_id: str = "lit_itpo/halfcheetah/medium-small-v0"
@@ -138,6 +148,7 @@ class PipelineConfig:
     eval_seed: int = 1_000_000
     max_episode_steps: int | None = 200
     seed: int = 0
+    restart: list[str] | str = field(default_factory=list)
 
     def __post_init__(self) -> None:
         """Every "auto" value decided from the dataset (logged, one line each)."""
@@ -187,9 +198,48 @@ def _fit(
         overrides=overrides,
     )
     try:
-        return fit_stage(spec)
+        return fit_stage(spec, _restarts(cfg, stage))
+    except StaleRunError as exc:
+        raise _stale(exc, stage) from None
     except BudgetError as exc:  # named by the pipeline's own option
         raise BudgetError(spec, exc.ckpt, exc.got, f"--pipeline.{stage}_steps") from None
+
+
+RESTARTABLE = (*STAGES, "itpo")
+UPSTREAM = {"meanflow": ("world_model", "policy"), "itpo": STAGES}  # what each run reads
+
+
+def _restart_names(cfg: PipelineConfig) -> list[str]:
+    return [cfg.restart] if isinstance(cfg.restart, str) else list(cfg.restart)
+
+
+def _restarts(cfg: PipelineConfig, stage: str) -> bool:
+    """Whether ``stage`` (or ``"itpo"``) may start over: named in ``restart``, or reading a
+    stage that is (:class:`PipelineConfig`)."""
+    names = _restart_names(cfg)
+    asked = set(RESTARTABLE) if "all" in names else set(names)
+    return stage in asked or bool(asked & set(UPSTREAM.get(stage, ())))
+
+
+def _stale(exc: StaleRunError, stage: str) -> StaleRunError:
+    """The stage API's error in the pipeline's words: its options and its way out."""
+    names = {"seed": "--pipeline.seed", "max_steps": f"--pipeline.{stage}_steps"}
+    if stage == "policy":
+        names["val_every"] = "--pipeline.policy_eval_every"
+    fix = (
+        f"pass --pipeline.restart {stage} to start it over (later stages that read it follow "
+        "where it changed), or another --pipeline.out_dir"
+    )
+    what = None if exc.changes else exc.what
+    return StaleRunError(exc.root, what, exc.changes, fix=fix, names=names)
+
+
+def _evaluate(cfg: PipelineConfig, spec: EvalSpec) -> EvalResult:
+    """One ITPO run (done, fresh, or started over by ``restart``)."""
+    try:
+        return evaluate(spec, _restarts(cfg, "itpo"))
+    except StaleRunError as exc:
+        raise _stale(exc, "itpo") from None
 
 
 def check_config(cfg: PipelineConfig) -> None:
@@ -269,6 +319,12 @@ def check_config(cfg: PipelineConfig) -> None:
             f"--pipeline.out_dir={cfg.out_dir} is a file; pass a directory for the stages' logs."
         )
     open_dataset(cfg.dataset_id, cfg.data_dir)  # DatasetNotFoundError / DatasetFormatError
+    unknown = [s for s in _restart_names(cfg) if s not in (*RESTARTABLE, "all")]
+    if unknown:
+        raise ConfigError(
+            f"--pipeline.restart={cfg.restart} names {unknown}; give one or a list of "
+            f"{[*RESTARTABLE, 'all']}, e.g. [policy]."
+        )
 
 
 def run_pipeline(cfg: PipelineConfig) -> dict:
@@ -316,7 +372,8 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
 
     def itpo_run(tag: str, world_models: dict, **kw) -> EvalResult:
         log.info("pipeline: ITPO, %s (%s)", tag, ", ".join(world_models))
-        return evaluate(
+        return _evaluate(
+            cfg,
             EvalSpec(
                 cfg.itpo_config,
                 str(out / cfg.itpo_dir / tag),
@@ -330,7 +387,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
                 sample_steps=cfg.sample_steps,
                 sample_variance=cfg.sample_variance,
                 **kw,
-            )
+            ),
         )
 
     # alpha: every grid point on the held-out episodes, one batch per world model

@@ -383,6 +383,8 @@ def pipeline_args(root, out, *extra):
         (("--pipeline.itpo_models", "[]"), "itpo_models=[]"),
         (("--pipeline.itpo_dir", "policy"), "itpo_dir='policy'"),
         (("--pipeline.itpo_dir", "../elsewhere"), "itpo_dir='../elsewhere'"),
+        (("--pipeline.restart", "[policy, nope]"), "names ['nope']"),
+        (("--pipeline.restart", "everything"), "names ['everything']"),
         (("--pipeline.alpha_seed", "1000000"), "alpha_seed=1000000"),
         (("--pipeline.policy_config", "conf/nope.yaml"), "conf/nope.yaml"),
         (("--pipeline.dataset_id", "test/hopper/nope-v0"), "test/hopper/nope-v0"),
@@ -407,20 +409,42 @@ def test_pipeline_out_dir_is_a_file(root, tmp_path, capsys):
     expect_error(capsys, pipeline_args(root, out), str(out))
 
 
-def test_pipeline_refuses_a_stage_that_went_past_its_budget(root, tmp_path):
-    """A stage whose run holds more updates than asked is not passed off as the budget (the
-    old step-20-of-30 bug, the other way round): one error naming the option and the step."""
+def _wm_overrides() -> dict:
+    overrides = {k[2:]: yaml.safe_load(v) for k, v in zip(WM[::2], WM[1::2], strict=True)}
+    return overrides | {"model.init_args.hidden": [16, 16], "data.batch_size": 32,
+                        "trainer.enable_progress_bar": False}  # fmt: skip
+
+
+def test_pipeline_refuses_a_stage_of_another_budget_or_seed(root, tmp_path):
+    """A stage's run of another budget, smaller or larger, or another seed is neither passed off
+    as the one asked nor continued: one error naming the options and the way out, which
+    ``--pipeline.restart`` takes; a run of the same inputs it leaves alone."""
+    from dataclasses import replace
+
     from lit_itpo.pipeline import PipelineConfig, _fit
 
     out = tmp_path / "pipe"
     cfg = PipelineConfig(dataset_id=DID, data_dir=str(root), out_dir=str(out))
-    overrides = {k[2:]: yaml.safe_load(v) for k, v in zip(WM[::2], WM[1::2], strict=True)}
-    overrides |= {"model.init_args.hidden": [16, 16], "data.batch_size": 32}
-    _fit(cfg, out, "world_model", "conf/embedded/world_model.yaml", 5, overrides)
-    with pytest.raises(ConfigError) as e:
-        _fit(cfg, out, "world_model", "conf/embedded/world_model.yaml", 3, overrides)
-    msg = str(e.value)
-    assert "step 5" in msg and "--pipeline.world_model_steps=3" in msg and "delete" in msg
+    conf = "conf/embedded/world_model.yaml"
+    _fit(cfg, out, "world_model", conf, 5, _wm_overrides())
+    for steps, seed, named in (
+        (3, 0, "--pipeline.world_model_steps 5 -> 3"),
+        (8, 0, "--pipeline.world_model_steps 5 -> 8"),
+        (5, 1, "--pipeline.seed 0 -> 1"),
+    ):
+        with pytest.raises(ConfigError) as e:
+            _fit(replace(cfg, seed=seed), out, "world_model", conf, steps, _wm_overrides())
+        msg = str(e.value)
+        assert named in msg and "--pipeline.restart world_model" in msg, msg
+        assert "--pipeline.out_dir" in msg and str(out / "world_model") in msg, msg
+    again = _fit(
+        replace(cfg, restart=["world_model"]), out, "world_model", conf, 3, _wm_overrides()
+    )
+    assert torch.load(again.checkpoint, weights_only=True)["global_step"] == 3
+    assert len(list((out / "world_model").glob("tb/version_*"))) == 1  # the old run is gone
+    stamp = again.checkpoint.stat().st_mtime_ns
+    again = _fit(replace(cfg, restart="all"), out, "world_model", conf, 3, _wm_overrides())
+    assert again.checkpoint.stat().st_mtime_ns == stamp  # the same inputs: reused, not redone
 
 
 def test_collect_bad_arguments(tmp_path, capsys):

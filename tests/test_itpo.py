@@ -268,10 +268,20 @@ def test_pipeline_end_to_end_and_resumes_per_stage(tiny_pipeline, capsys):
     assert {k: again[k] for k in ("alpha", "base")} == {k: res[k] for k in ("alpha", "base")}
     policy = Path(res["checkpoints"]["policy"])
     st = policy.stat()
-    os.utime(policy, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # as if retrained
-    main(args)  # a new policy checkpoint: every ITPO run is redone, none reused
-    assert all(p.stat().st_mtime_ns != t for p, t in runs.items())
+    os.utime(policy, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # touched: the same content
+    main(args)  # results depend on the checkpoints' content, not their times: all reused
+    assert {p: p.stat().st_mtime_ns for p in out.glob("itpo/*/metrics.json")} == runs
     printed = capsys.readouterr().out
+    kept = policy.read_bytes()
+    blob = torch.load(policy, weights_only=False)
+    next(iter(blob["state_dict"].values())).add_(1.0)
+    torch.save(blob, policy)  # other weights behind the pipeline's back: nothing reuses them
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    policy.write_bytes(kept)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "Traceback" not in err, err
+    assert str(policy) in err and "--pipeline.restart policy" in err, err
     assert "| base policy |" in printed and "ITPO, diffusion WM" in printed
     assert "ITPO, tilted MeanFlow WM" in printed and "[95% CI]" in printed
 
@@ -347,12 +357,14 @@ def test_options_beyond_the_paper_adam_proximity_uncertainty():
         ITPOConfig(optimizer="rmsprop")
 
 
-def test_pipeline_stage_resumes_from_its_last_checkpoint(tiny_root, tmp_path, caplog):
+def test_pipeline_stage_resumes_from_its_last_checkpoint(tiny_root, tmp_path, caplog, monkeypatch):
     """An interrupted stage (checkpoint written, no result recorded yet) continues from its
     newest checkpoint instead of starting over."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from lit_itpo.pipeline import PipelineConfig, _fit
+    from lit_itpo.stages import StageSpec
     from tests.conftest import DID
 
     root, _ = tiny_root
@@ -362,9 +374,21 @@ def test_pipeline_stage_resumes_from_its_last_checkpoint(tiny_root, tmp_path, ca
              "data.batch_size": 64, "trainer.log_every_n_steps": 2,
              "trainer.enable_progress_bar": False}  # fmt: skip
     conf = "conf/embedded/world_model.yaml"
-    first = _fit(cfg, tmp_path, "world_model", conf, 10, small)
-    assert torch.load(first.checkpoint, weights_only=False)["global_step"] == 10
-    (tmp_path / "world_model" / "metrics.json").unlink()  # as if it stopped before its end
+    to_config = StageSpec.to_config
+
+    def stopped_at_10(spec):  # a SIGTERM after update 10, from a callback (not an input)
+        cfg = to_config(spec)
+        stop = {"class_path": "tests.fault_helpers.SignalAt", "init_args": {"step": 10}}
+        cfg["trainer"]["callbacks"] = [*(cfg["trainer"].get("callbacks") or []), stop]
+        return cfg
+
+    monkeypatch.setattr(StageSpec, "to_config", stopped_at_10)
+    with pytest.raises(SIGTERMException):
+        _fit(cfg, tmp_path, "world_model", conf, 20, small)
+    monkeypatch.setattr(StageSpec, "to_config", to_config)
+    first = next((tmp_path / "world_model").glob("tb/version_0/checkpoints/last.ckpt"))
+    assert torch.load(first, weights_only=False)["global_step"] == 10
+    assert not (tmp_path / "world_model" / "metrics.json").exists()
     final = _fit(cfg, tmp_path, "world_model", conf, 20, small).checkpoint
     assert torch.load(final, weights_only=False)["global_step"] == 20
     versions = sorted((tmp_path / "world_model").glob("tb/version_*"))

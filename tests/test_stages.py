@@ -1,16 +1,28 @@
-"""The typed stage API (lit_itpo.stages): one rule for done / resume / fresh, a stage-3
-checkpoint that stands alone, ITPO on every policy stage, and the statistics of paired gains."""
+"""The typed stage API (lit_itpo.stages): one rule for done / resume / fresh (reused or resumed
+only with the same inputs, named when they changed), a stage-3 checkpoint that stands alone,
+ITPO on every policy stage, and the statistics of paired gains."""
 
 from __future__ import annotations
 
+import json
 import shutil
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from lit_itpo.itpo import ITPOConfig, ITPOEngine
-from lit_itpo.stages import EvalSpec, StageSpec, evaluate, fit_stage, run_stage, stage_state
+from lit_itpo.stages import (
+    EvalSpec,
+    StageSpec,
+    StaleRunError,
+    evaluate,
+    fit_stage,
+    run_stage,
+    stage_state,
+)
 from lit_itpo.stats import bootstrap_ci, iqm, stratified_bootstrap_ci
 from tests.conftest import DID, REPO
 
@@ -34,22 +46,18 @@ def stages(tiny_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("stages")
     wm = fit_stage(spec(root, out / "wm", "conf/embedded/world_model.yaml", 6, WM))
     pol = fit_stage(spec(root, out / "pol", "conf/embedded/rebrac.yaml", 6, POLICY))
-    mf = fit_stage(
-        spec(
-            root,
-            out / "mf",
-            "conf/embedded/meanflow.yaml",
-            6,
-            SMALL
-            | {
-                "model.init_args.policy_ckpt": str(pol.checkpoint),
-                "model.init_args.world_model_ckpt": str(wm.checkpoint),
-                "model.init_args.policy_episodes": 1,
-                "model.init_args.policy_episode_steps": 5,
-            },
-        )  # fmt: skip
-    )
+    mf = fit_stage(spec(root, out / "mf", "conf/embedded/meanflow.yaml", 6, mf_overrides(wm, pol)))
     return root, out, wm, pol, mf
+
+
+def mf_overrides(wm, pol) -> dict:
+    """Stage 3 of the fixture: tilted toward its policy, with its world model's reward."""
+    return SMALL | {
+        "model.init_args.policy_ckpt": str(pol.checkpoint),
+        "model.init_args.world_model_ckpt": str(wm.checkpoint),
+        "model.init_args.policy_episodes": 1,
+        "model.init_args.policy_episode_steps": 5,
+    }
 
 
 def test_one_rule_decides_done_resume_and_fresh(stages, tmp_path, monkeypatch):
@@ -66,13 +74,21 @@ def test_one_rule_decides_done_resume_and_fresh(stages, tmp_path, monkeypatch):
     assert "val/state_rmse" in wm.metrics  # the run's logged metrics, in its metrics.json
     fresh = spec(root, tmp_path / "wm", "conf/embedded/world_model.yaml", 6, WM)
     assert stage_state(fresh) == ("fresh", None)
-    # a larger budget for the same run: it continues from its last.ckpt
-    more = spec(root, tmp_path / "wm2", "conf/embedded/world_model.yaml", 8, WM)
+    # a copy of the run (a moved out_dir) is the same run: done, naming its own checkpoint
     shutil.copytree(out / "wm", tmp_path / "wm2")
-    assert stage_state(more)[0] == "resume"
-    got = fit_stage(more)
-    assert got.step == 8 and torch.load(got.checkpoint, weights_only=False)["global_step"] == 8
+    moved = spec(root, tmp_path / "wm2", "conf/embedded/world_model.yaml", 6, WM)
+    state, kept = stage_state(moved)
+    assert state == "done" and kept.checkpoint.is_relative_to((tmp_path / "wm2").resolve())
+    # stopped before its result was recorded: it resumes (here at its final step)
+    (tmp_path / "wm2" / "metrics.json").unlink()
+    assert stage_state(moved)[0] == "resume"
+    got = fit_stage(moved)
+    assert got.step == 6 and torch.load(got.checkpoint, weights_only=False)["global_step"] == 6
     assert len(list((tmp_path / "wm2").glob("tb/version_*"))) == 1  # the same run, logged on
+    # a larger budget is another run, not continued: the cosine schedule decays over max_steps
+    more = spec(root, tmp_path / "wm2", "conf/embedded/world_model.yaml", 8, WM)
+    with pytest.raises(StaleRunError, match="max_steps 6 -> 8"):
+        stage_state(more)
 
 
 def test_a_stage_config_override_reaches_the_last_callback(tmp_path):
@@ -316,3 +332,156 @@ def test_evaluate_takes_any_policy_stage(stages, tmp_path):
                             ITPOConfig(particles=4, horizon=2, lr=0.1), data_dir=str(root),
                             episodes=1, env_seed=5, max_episode_steps=3))  # fmt: skip
     assert res.itpo["meanflow"].score.length_mean == 3 and res.itpo["meanflow"].fallbacks == 0
+
+
+# --- what a run is made from: reused or resumed only with the same inputs ------------------
+BC = SMALL | {"model.init_args.hidden": [16]}
+
+
+@pytest.fixture(scope="module")
+def bc_run(tiny_root, tmp_path_factory):
+    """A 4-step BC run on its own copies of the dataset and the config (the tests edit them
+    and put them back)."""
+    src, _ = tiny_root
+    base = tmp_path_factory.mktemp("record")
+    shutil.copytree(src / DID, base / "minari" / DID)
+    conf = base / "bc.yaml"
+    shutil.copy(REPO / "conf/embedded/bc.yaml", conf)
+    s = StageSpec("fit", str(conf), str(base / "run"), DID, str(base / "minari"), 0,
+                  max_steps=4, val_every=2, overrides=BC)  # fmt: skip
+    return s, fit_stage(s)
+
+
+def _stale(s: StageSpec, *names: str) -> str:
+    with pytest.raises(StaleRunError) as e:
+        stage_state(s)
+    msg = str(e.value)
+    assert "\n" not in msg and s.root in msg and "another run directory" in msg, msg
+    for name in names:
+        assert name in msg, (name, msg)
+    return msg
+
+
+def test_changed_inputs_are_named_never_reused_nor_resumed(bc_run):
+    """Every input of a finished run, changed: one line naming the change, on the done path
+    and (its result removed, as if stopped) on the resume path; nothing is written."""
+    s, res = bc_run
+    root, conf = Path(s.root), Path(s.config)
+    files = {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+    changed = [
+        (replace(s, seed=1), "seed 0 -> 1"),
+        (replace(s, max_steps=6), "max_steps 4 -> 6"),  # larger: not continued either
+        (replace(s, max_steps=3), "max_steps 4 -> 3"),
+        (replace(s, val_every=1), "val_every 2 -> 1"),
+        (replace(s, overrides=BC | {"model.init_args.lr": 0.01}), "model.init_args.lr=0.01"),
+        (replace(s, overrides=BC | {"model.init_args.hidden": [8]}), "[16] -> [8]"),
+    ]
+    text = conf.read_text()
+    metrics = root / "metrics.json"
+    saved = metrics.read_text()
+    try:
+        for path in ("done", "resume"):
+            if path == "resume":
+                metrics.unlink()  # stopped before its result: run.json holds the record
+            assert stage_state(s)[0] == path
+            for other, named in changed:
+                _stale(other, named)
+                with pytest.raises(StaleRunError):
+                    fit_stage(other)
+            # the config's content, not its path: a comment keeps it, a value does not
+            conf.write_text(text + "# a note\n")
+            assert stage_state(s)[0] == path
+            conf.write_text(text.replace("lr: 0.001", "lr: 0.002"))
+            _stale(s, f"config {conf.resolve()} content changed")
+            conf.write_text(text)
+    finally:
+        conf.write_text(text)
+        metrics.write_text(saved)
+    assert stage_state(s)[0] == "done"
+    assert {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()} == files | {
+        metrics: metrics.stat().st_mtime_ns
+    }
+
+
+def test_a_rewritten_dataset_is_named(bc_run, tmp_path):
+    """The dataset rewritten in place (as `collect --collect.overwrite true` does): the run's
+    inputs changed. A copy of the same dataset elsewhere is the same input."""
+    from tests.conftest import make_dataset
+
+    s, _ = bc_run
+    data = Path(s.data_dir)
+    shutil.copytree(data / DID, tmp_path / "kept" / DID)
+    try:
+        make_dataset(data, DID, seed=1, overwrite=True)
+        _stale(s, f"dataset {DID}", "was rewritten")
+    finally:
+        shutil.rmtree(data / DID)
+        shutil.copytree(tmp_path / "kept" / DID, data / DID)
+    assert stage_state(s)[0] == "done"
+    assert stage_state(replace(s, data_dir=str(tmp_path / "kept")))[0] == "done"
+
+
+@pytest.mark.parametrize("damage", ["edited", "truncated", "unsigned", "checkpoint", "gone"])
+def test_metrics_json_is_not_trusted_over_its_checkpoint(damage, bc_run, tmp_path):
+    """A result that does not verify is named (its file), not reused and not a traceback;
+    ``restart`` starts such a run over."""
+    s, res = bc_run
+    run = Path(s.root)
+    shutil.copytree(run, tmp_path / "kept")
+    metrics = run / "metrics.json"
+    rec = json.loads(metrics.read_text())
+    ckpt = res.checkpoint
+    try:
+        if damage == "edited":
+            key = next(iter(rec["metrics"]))
+            rec["metrics"][key] += 1.0
+            metrics.write_text(json.dumps(rec))
+            named = [str(metrics), "checksum"]
+        elif damage == "truncated":
+            metrics.write_text(metrics.read_text()[:100])
+            named = [str(metrics), "cannot be read"]
+        elif damage == "unsigned":  # an older lit_itpo's, or written by hand
+            rec.pop("sha256", None)
+            rec["metrics"] = {k: 0.0 for k in rec["metrics"]}
+            metrics.write_text(json.dumps(rec))
+            named = [str(metrics), "checksum"]
+        elif damage == "checkpoint":  # the weights changed after the result was recorded
+            blob = torch.load(ckpt, weights_only=False)
+            next(iter(blob["state_dict"].values())).add_(1.0)
+            torch.save(blob, ckpt)
+            named = [str(ckpt), "changed after"]
+        else:
+            ckpt.unlink()
+            named = [str(ckpt)]
+        _stale(s, *named)
+        got = fit_stage(s, restart=True)  # deleted and trained again: the same weights
+        untimed = lambda m: {k: v for k, v in m.items() if not k.startswith("time/")}  # noqa: E731
+        assert stage_state(s)[0] == "done" and untimed(got.metrics) == untimed(res.metrics)
+        a = torch.load(got.checkpoint, weights_only=True)["state_dict"]
+        b = torch.load(tmp_path / "kept" / ckpt.relative_to(run.resolve()), weights_only=True)
+        assert all(torch.equal(a[k], b["state_dict"][k]) for k in b["state_dict"])
+    finally:
+        shutil.rmtree(run, ignore_errors=True)
+        shutil.copytree(tmp_path / "kept", run)
+
+
+def test_a_changed_upstream_checkpoint_is_named(stages, tmp_path):
+    """Stage 3 read the policy and the world model: the policy's content changed (a retrained
+    policy), so stage 3's result, tilted toward the old one, is not reused; another path to
+    the same content is the same input."""
+    root, out, wm, pol, mf = stages
+    s = spec(root, out / "mf", "conf/embedded/meanflow.yaml", 6, mf_overrides(wm, pol))
+    assert stage_state(s)[0] == "done"
+    shutil.copy2(pol.checkpoint, tmp_path / "policy.ckpt")
+    try:
+        blob = torch.load(pol.checkpoint, weights_only=False)
+        next(iter(blob["state_dict"].values())).add_(1.0)
+        torch.save(blob, pol.checkpoint)
+        _stale(s, f"upstream checkpoint {pol.checkpoint} changed", "policy_ckpt")
+        with pytest.raises(StaleRunError):
+            fit_stage(s)
+    finally:
+        shutil.copy2(tmp_path / "policy.ckpt", pol.checkpoint)
+    assert stage_state(s)[0] == "done"
+    moved = mf_overrides(wm, pol) | {"model.init_args.policy_ckpt": str(tmp_path / "policy.ckpt")}
+    assert stage_state(replace(s, overrides=moved))[0] == "done"

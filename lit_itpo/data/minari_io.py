@@ -11,6 +11,7 @@ Layout of one Minari episode: ``observations [T+1]``, ``actions/rewards/terminat
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from tensordict import TensorDict
 
 from lit_itpo.data.scores import reference_scores
 from lit_itpo.errors import DatasetFormatError, DatasetNotFoundError, EnvSpecError
+from lit_itpo.utils import file_sha256
 
 EMBEDDED = "embedded"
 EMBEDDED_ROOT = Path(__file__).resolve().parent.parent / "assets" / "minari"
@@ -91,6 +93,20 @@ def open_dataset(
             f"({type(exc).__name__}: {exc}); "
             "delete it and regenerate or re-download it."
         ) from exc
+
+
+def dataset_digest(dataset_id: str, data_dir: str | os.PathLike | None = None) -> dict:
+    """A dataset's identity by content: ``{"path": <its data folder>, "sha256": <digest>}``,
+    the digest over every file of ``data/`` (``metadata.json``, ``main_data.hdf5``) by name
+    and content, so a dataset rewritten in place (``collect --collect.overwrite true``) gets
+    another one while a copy elsewhere keeps it; ``sha256`` is None when the folder is absent."""
+    folder = datasets_root(data_dir) / dataset_id / "data"
+    if not folder.is_dir():
+        return {"path": str(folder), "sha256": None}
+    h = hashlib.sha256()
+    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+        h.update(f"{f.relative_to(folder).as_posix()}\0{file_sha256(f)}\n".encode())
+    return {"path": str(folder), "sha256": h.hexdigest()}
 
 
 @dataclass
