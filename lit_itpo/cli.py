@@ -4,7 +4,8 @@
 interpolation, ``--print_config``).
 
 Every bad input ends in one line ``lit-itpo: error: ...`` and exit status 2. A run stopped by
-SIGTERM exits 143 naming the command that resumes it.
+SIGTERM or SIGINT (Ctrl-C) saves at the end of its current batch and exits 143 or 130 naming
+the command that resumes it.
 """
 
 from __future__ import annotations
@@ -105,7 +106,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         msg = " ".join(str(exc).split()).rstrip(".")
         sys.stderr.write(f"lit-itpo: error: {msg}; fix that value in the config or command.\n")
         raise SystemExit(2) from None
-    except SIGTERMException:  # Lightning exits with status 0 on it; a stopped run is not done
+    except (SIGTERMException, KeyboardInterrupt) as exc:
+        # Lightning exits with status 0 on SIGTERM and 1 on Ctrl-C; a stopped run is not done
+        name = _STOPPED.get("signal") or (
+            "SIGINT" if isinstance(exc, KeyboardInterrupt) else "SIGTERM"
+        )
         saved = (
             f" at step {_STOPPED['step']} (saved {_STOPPED['ckpt']})"
             if _STOPPED.get("ckpt")
@@ -117,9 +122,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             else "resume with"
         )
         sys.stderr.write(
-            f"lit-itpo: error: stopped by SIGTERM{saved}; {how}: {resume_command(argv)}\n"
+            f"lit-itpo: error: stopped by {name}{saved}; {how}: {resume_command(argv)}\n"
         )
-        raise SystemExit(128 + signal.SIGTERM) from None
+        raise SystemExit(128 + signal.Signals[name]) from None
 
 
 if __name__ == "__main__":

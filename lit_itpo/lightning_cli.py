@@ -4,7 +4,8 @@ Faults: every bad input ends in one line (a :class:`~lit_itpo.errors.LitItpoErro
 entry point prints as ``lit-itpo: error: ...``, exit status 2), checked before a run directory
 is made (config files, argument names and types, trainer values, ``--ckpt_path``: exists, is a
 readable checkpoint of the configured class, of this dataset and shape). A run stopped by
-SIGTERM saves ``last.ckpt``; ``fit --ckpt_path last`` continues the newest run of that logger
+SIGTERM or SIGINT (Ctrl-C) finishes its current batch and saves ``last.ckpt``
+(:class:`StopSignals`); ``fit --ckpt_path last`` continues the newest run of that logger
 directory (same ``tb/version_N``) and reaches the step and weights an uninterrupted run would.
 
 :func:`lightning_main` takes command-line arguments (``lit-itpo fit ...``) or a config dict
@@ -17,6 +18,7 @@ from __future__ import annotations
 import logging
 import re
 import shutil
+import signal
 import sys
 import warnings
 from collections.abc import Sequence
@@ -34,6 +36,7 @@ from lightning.pytorch.callbacks import (
     TQDMProgressBar,
 )
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.trainer.connectors.signal_connector import _SignalConnector
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.model_summary.model_summary import get_human_readable_count
 
@@ -46,7 +49,7 @@ log = logging.getLogger(__name__)
 # from the dataset's metadata when the DataModule is built).
 LINKED = ("obs_dim", "action_dim", "action_low", "action_high", "dataset_id")
 
-# What the last stop by signal saved (for the one-line message in ``main``).
+# What the last stop by signal saved, and which signal (for the one-line message in ``main``).
 _STOPPED: dict = {}
 
 
@@ -252,12 +255,39 @@ class RunCheckpoint(ModelCheckpoint):
         super().on_train_end(trainer, pl_module)
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        if not isinstance(exception, SIGTERMException | KeyboardInterrupt):
+        # SIGTERMException: a stop at a batch's end (SIGTERM or SIGINT, :class:`StopSignals`);
+        # a KeyboardInterrupt (a second Ctrl-C) can fall mid-update, where a save would hold
+        # half a step, so the run resumes from its last save instead
+        if not isinstance(exception, SIGTERMException):
             return
         if trainer.state.fn == "fit" and not trainer.sanity_checking and trainer.global_step > 0:
             if self._last_global_step_saved != trainer.global_step:
                 self._save_now(trainer)
             _STOPPED.update(step=trainer.global_step, ckpt=self.last_model_path)
+
+
+class StopSignals(_SignalConnector):
+    """Lightning's signal handling, with SIGINT (Ctrl-C) handled as it handles SIGTERM: the
+    trainer notes it and stops at the end of the current batch (or at the next env step of an
+    evaluation) with a ``SIGTERMException``, so :class:`RunCheckpoint` saves a whole step and a
+    resumed run matches an uninterrupted one. Lightning's own Ctrl-C handling stops mid-update
+    and exits 1. A second Ctrl-C stops at once (``KeyboardInterrupt``; nothing saved). The
+    signal's name goes to ``_STOPPED["signal"]`` for the entry point's exit status."""
+
+    def register_signal_handlers(self) -> None:
+        super().register_signal_handlers()
+        _STOPPED.clear()  # a new run: nothing stopped yet
+        self._register_signal(signal.SIGINT, self._sigint_notifier_fn)
+
+    def _sigterm_notifier_fn(self, signum, frame) -> None:
+        _STOPPED.setdefault("signal", signal.Signals(signum).name)
+        super()._sigterm_notifier_fn(signum, frame)
+
+    def _sigint_notifier_fn(self, signum, frame) -> None:
+        if self.received_sigterm:
+            raise KeyboardInterrupt
+        log.info("Ctrl-C: stopping after the current batch (Ctrl-C again stops at once)")
+        self._sigterm_notifier_fn(signum, frame)
 
 
 class RNGState(Callback):
@@ -422,7 +452,7 @@ class LitItpoCLI(LightningCLI):
         cfg["callbacks"] = callbacks
         check_trainer_values(cfg)
         try:
-            return super().instantiate_trainer(**kwargs)
+            trainer = super().instantiate_trainer(**kwargs)
         except ImportError as exc:
             raise ConfigError(
                 f"--trainer.accelerator={cfg.get('accelerator')!r} / --trainer.strategy="
@@ -438,6 +468,8 @@ class LitItpoCLI(LightningCLI):
                 f"{name} is rejected by Lightning: {msg}; fix it on the command line or in the "
                 "config's trainer section."
             ) from None
+        trainer._signal_connector = StopSignals(trainer)
+        return trainer
 
     def _resolve_checkpoint(self) -> None:
         """``--ckpt_path last`` -> the newest checkpoint of this logger directory (fit also logs
@@ -486,6 +518,15 @@ class LitItpoCLI(LightningCLI):
             if not existed and log_dir.is_dir() and not any(log_dir.rglob("*.ckpt")):
                 shutil.rmtree(log_dir, ignore_errors=True)
             raise
+        except SystemExit as exc:
+            # Lightning's answer to a KeyboardInterrupt (a second Ctrl-C, or one before the
+            # trainer's handlers are set): ``sys.exit(1)`` with SIGINT left ignored. Raised on
+            # as the interrupt, for the entry point's one line and exit status 130.
+            if not isinstance(exc.__context__, KeyboardInterrupt):
+                raise
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            _STOPPED.setdefault("signal", "SIGINT")
+            raise KeyboardInterrupt from None
 
 
 def _no_advert(record: logging.LogRecord) -> bool:

@@ -2,8 +2,9 @@
 
 Every bad input must end with exit status 2 and exactly one ``lit-itpo: error:`` line naming the
 thing, the value and the fix, with no traceback and no run directory left behind; a SIGTERM ends
-with 143 and the command that resumes; after SIGTERM or kill -9 that command reaches the same
-final step and bit-identical weights as an uninterrupted run.
+with 143, a SIGINT (Ctrl-C) with 130, each with the command that resumes; after SIGTERM, SIGINT
+or kill -9 that command reaches the same final step and bit-identical weights as an
+uninterrupted run.
 
 Tiny real Minari datasets and checkpoints are made in tmp dirs (module fixtures below).
 """
@@ -486,6 +487,7 @@ def run_cli(argv: list[str]) -> subprocess.CompletedProcess:
 
 
 INJECT = "--trainer.callbacks+=tests.fault_helpers.SignalAt"
+AT = "--trainer.callbacks.init_args."
 STAGE = ("conf/embedded/rebrac.yaml", *EVAL)
 
 
@@ -513,23 +515,30 @@ def _assert_same_run(ckpt: Path, ref: dict) -> None:
 @pytest.mark.parametrize(
     "how",
     [
-        ("--trainer.callbacks.init_args.step", "6"),  # SIGTERM between validations
-        ("--trainer.callbacks.init_args.validation", "2"),  # SIGTERM during a validation
-        ("--trainer.callbacks.init_args.step", "10", "--trainer.callbacks.init_args.sig", "KILL"),
+        (f"{AT}step", "6"),  # SIGTERM between validations
+        (f"{AT}validation", "2"),  # SIGTERM during a validation
+        (f"{AT}step", "10", f"{AT}sig", "KILL"),
+        # Ctrl-C inside an update (before batch 7's first optimizer step): it still stops at
+        # the batch's end (Lightning's own handling stops there and then, exit 1, no resume line)
+        (f"{AT}step", "6", f"{AT}sig", "INT", f"{AT}mid_step", "true"),
+        (f"{AT}validation", "2", f"{AT}sig", "INT"),  # Ctrl-C during a validation
     ],
-    ids=["sigterm", "sigterm-in-validation", "kill-9"],
+    ids=["sigterm", "sigterm-in-validation", "kill-9", "sigint-mid-update", "sigint-in-validation"],
 )
 def test_interrupted_fit_resumes_to_the_same_run(how, root, uninterrupted, tmp_path):
     out = tmp_path / "run"
     argv = args_for("fit", STAGE[0], root, out, *STAGE[1:], steps=13)
     stopped = run_cli([*argv, INJECT, *how])
     kill = "KILL" in how
-    assert stopped.returncode == (-signal.SIGKILL if kill else 128 + signal.SIGTERM)
+    sig = signal.SIGINT if "INT" in how else signal.SIGTERM
+    assert stopped.returncode == (-signal.SIGKILL if kill else 128 + sig), stopped.stderr[-2000:]
     resume = [*argv, INJECT, *how, "--ckpt_path", "last"]
     if not kill:  # the one line names the saved checkpoint and exactly the command to resume
         assert "Traceback" not in stopped.stderr
         lines = [ln for ln in stopped.stderr.splitlines() if ln.startswith("lit-itpo:")]
-        assert len(lines) == 1 and "stopped by SIGTERM at step" in lines[0], stopped.stderr
+        assert len(lines) == 1 and f"stopped by {sig.name} at step" in lines[0], stopped.stderr
+        if "mid_step" in how[-2]:
+            assert "at step 7 " in lines[0]  # the update it fell in was finished, then saved
         assert str(out / "tb/version_0/checkpoints/last.ckpt") in lines[0]
         assert lines[0].split("resume with: ", 1)[1] == shlex.join(["lit-itpo", *resume])
     resume = [*argv, "--ckpt_path", "last"]  # that command without the test's signal
@@ -538,6 +547,42 @@ def test_interrupted_fit_resumes_to_the_same_run(how, root, uninterrupted, tmp_p
     assert "resuming from" in done.stderr
     assert sorted(p.name for p in (out / "tb").iterdir()) == ["version_0"]  # same run dir
     _assert_same_run(_ckpt(out), uninterrupted)
+
+
+def test_pipeline_stage_stopped_by_ctrl_c_resumes_to_the_same_weights(root, tmp_path, monkeypatch):
+    """A pipeline stage stopped by Ctrl-C (here inside an update) saves at the batch's end, and
+    the rerun resumes it to the uninterrupted stage's weights, bit for bit."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from lit_itpo.pipeline import PipelineConfig, _fit
+    from lit_itpo.stages import StageSpec
+
+    conf = "conf/embedded/world_model.yaml"
+    ref_out, out = tmp_path / "ref", tmp_path / "pipe"
+    cfg = PipelineConfig(dataset_id=DID, data_dir=str(root), out_dir=str(out))
+    ref = _fit(cfg, ref_out, "world_model", conf, 8, _wm_overrides())
+    to_config = StageSpec.to_config
+
+    def with_ctrl_c(spec):  # the signal from inside the run, as a callback (not an input)
+        cfg = to_config(spec)
+        inject = {"class_path": "tests.fault_helpers.SignalAt",
+                  "init_args": {"step": 3, "sig": "INT", "mid_step": True}}  # fmt: skip
+        cfg["trainer"]["callbacks"] = [*(cfg["trainer"].get("callbacks") or []), inject]
+        return cfg
+
+    monkeypatch.setattr(StageSpec, "to_config", with_ctrl_c)
+    handler = signal.getsignal(signal.SIGINT)
+    with pytest.raises(SIGTERMException):
+        _fit(cfg, out, "world_model", conf, 8, _wm_overrides())
+    monkeypatch.setattr(StageSpec, "to_config", to_config)
+    assert signal.getsignal(signal.SIGINT) is handler  # handed back after the run
+    saved = next((out / "world_model").glob("tb/version_0/checkpoints/last.ckpt"))
+    assert torch.load(saved, weights_only=True)["global_step"] == 4
+    got = _fit(cfg, out, "world_model", conf, 8, _wm_overrides())
+    a, b = _weights(got.checkpoint), _weights(ref.checkpoint)
+    assert a["step"] == b["step"] == 8 and a.keys() == b.keys()
+    for k in b:
+        assert torch.equal(torch.as_tensor(a[k]), torch.as_tensor(b[k])), k
 
 
 def test_every_fit_saves_its_final_step(uninterrupted):
@@ -566,7 +611,9 @@ def test_sigterm_message_for_pipeline_names_the_same_command():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "kill-9"])
+@pytest.mark.parametrize(
+    "sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL], ids=["sigterm", "sigint", "kill-9"]
+)
 def test_interrupted_pipeline_resumes_to_the_same_results(sig, tiny_pipeline, tmp_path):
     """Stopped while its policy stage trains, the same pipeline command finishes with the
     uninterrupted run's checkpoints (same steps and weights) and results."""
@@ -587,18 +634,18 @@ def test_interrupted_pipeline_resumes_to_the_same_results(sig, tiny_pipeline, tm
     time.sleep(0.5)
     proc.send_signal(sig)
     err = proc.communicate(timeout=300)[1]
-    if sig == signal.SIGTERM and proc.returncode == 128 + signal.SIGTERM:
+    if sig != signal.SIGKILL and proc.returncode == 128 + sig:
         line = [ln for ln in err.splitlines() if ln.startswith("lit-itpo:")][-1]
-        assert line.endswith(shlex.join(["lit-itpo", *argv]))
+        assert f"stopped by {sig.name}" in line and line.endswith(shlex.join(["lit-itpo", *argv]))
     done = run_cli(argv)
     assert done.returncode == 0, done.stderr[-2000:]
+    got = json.loads((out / "results.json").read_text())
+    ref = json.loads((ref_out / "results.json").read_text())
     for stage in ("world_model", "policy", "meanflow"):
-        a, b = _weights(out / f"{stage}.ckpt"), _weights(ref_out / f"{stage}.ckpt")
+        a, b = _weights(got["checkpoints"][stage]), _weights(ref["checkpoints"][stage])
         assert a.keys() == b.keys()
         for k in a:
             assert torch.equal(torch.as_tensor(a[k]), torch.as_tensor(b[k])), (stage, k)
-    got = json.loads((out / "results.json").read_text())
-    ref = json.loads((ref_out / "results.json").read_text())
     for key in ("base", "itpo_diffusion", "itpo_meanflow"):
         for metric in ("return_mean", "normalized_score"):
             assert got[key][metric] == pytest.approx(ref[key][metric], rel=1e-6, abs=1e-6)
