@@ -241,9 +241,11 @@ def test_standalone_validate_runs_the_eval_callback_and_matches(rebrac_run, tiny
 
 
 class SigtermAtThirdStep(Callback):
-    """Sends this process a SIGTERM from inside the third env step of the evaluation."""
+    """Sends this process a SIGTERM (or ``sig``) from inside the third env step of the
+    evaluation."""
 
     calls: list = []
+    sig = signal.SIGTERM
 
     def on_validation_epoch_start(self, trainer, pl_module):
         act, calls = pl_module.act, type(self).calls
@@ -251,28 +253,34 @@ class SigtermAtThirdStep(Callback):
         def act_and_signal(obs):
             calls.append(1)
             if len(calls) == 3:
-                os.kill(os.getpid(), signal.SIGTERM)  # Lightning's handler only notes it
+                os.kill(os.getpid(), type(self).sig)  # the trainer's handler only notes it
             return act(obs)
 
         pl_module.act = act_and_signal
 
 
-def test_sigterm_stops_the_evaluation_at_the_next_env_step(rebrac_run, tiny_root, tmp_path, capsys):
-    """A scheduler's SIGTERM mid-episode: Lightning alone would finish every episode first
-    (it acts on the signal between batches, and exits with status 0); the callback stops at the
-    next env step and the CLI exits with 143 and says how to resume."""
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
+def test_sigterm_stops_the_evaluation_at_the_next_env_step(
+    sig, rebrac_run, tiny_root, tmp_path, capsys, monkeypatch
+):
+    """A scheduler's SIGTERM (or a Ctrl-C) mid-episode: Lightning alone would finish every
+    episode first (it acts on SIGTERM between batches, and exits with status 0; on Ctrl-C it
+    exits 1); the callback stops at the next env step and the CLI exits with 143 (130) and says
+    how to resume."""
     from lit_itpo.cli import main
 
     _, ckpt, _ = rebrac_run
     SigtermAtThirdStep.calls.clear()
+    monkeypatch.setattr(SigtermAtThirdStep, "sig", sig)
     args = _fit_args(tiny_root[0], tmp_path)
     args[0] = "validate"
     args += ["--trainer.limit_val_batches", "1", "--ckpt_path", str(ckpt)]
     with pytest.raises(SystemExit) as exc:
         main([*args, "--trainer.callbacks+=tests.test_policy.SigtermAtThirdStep"])
-    assert exc.value.code == 143
+    assert exc.value.code == 128 + sig
     assert len(SigtermAtThirdStep.calls) == 3  # the 4th env step never ran (30-step episodes)
-    assert "stopped by SIGTERM; rerun the same command to evaluate again" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"stopped by {sig.name}; rerun the same command to evaluate again" in err
 
 
 def _td(B=16, o=4, a=2):
