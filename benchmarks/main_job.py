@@ -1,5 +1,6 @@
 """The main job as a user runs it, timed: ``lit-itpo pipeline`` on the embedded dataset (the
-README's first command, defaults), in a fresh output directory, one fresh process.
+README's first command, defaults: Pendulum-v1 medium, ITPO with the exact dynamics beside the
+diffusion and MeanFlow world models), in a fresh output directory, one fresh process.
 
     python -m benchmarks.main_job [--out-dir runs/main_job] [-- <extra pipeline arguments>]
     python -m benchmarks.main_job --report
@@ -23,10 +24,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from benchmarks.common import REPO, load, machine, record
+from lit_itpo.pipeline import PipelineConfig
 
 NAME = "main_job"
-RUNS = ("world_model", "policy", "meanflow", "itpo/alpha", "itpo/final_diffusion",
-        "itpo/final_meanflow")  # fmt: skip
+ARMS = ("exact", "diffusion", "meanflow")
+LABELS = {"exact": "exact dynamics", "diffusion": "diffusion WM", "meanflow": "MeanFlow WM"}
 
 
 def run(out_dir: Path, extra: Sequence[str]) -> dict:
@@ -40,13 +42,17 @@ def run(out_dir: Path, extra: Sequence[str]) -> dict:
 
 def summarise(out_dir: Path, t0: float, wall: float, load_before: float) -> dict:
     """A finished job's record: wall times (whole, per run) and its results."""
-    ends = {r: (out_dir / r / "metrics.json").stat().st_mtime - t0 for r in RUNS}
+    res = json.loads((out_dir / "results.json").read_text())
+    arms = [a for a in ARMS if f"itpo_{a}" in res]
+    runs = ["world_model", "policy", "meanflow", "itpo/alpha", *(f"itpo/final_{a}" for a in arms)]
+    ends = {r: (out_dir / r / "metrics.json").stat().st_mtime - t0 for r in runs}
     spans, last = {}, 0.0
-    for r in RUNS:  # the pipeline runs them in this order
+    for r in runs:  # the pipeline runs them in this order
         spans[r] = round(ends[r] - last, 1)
         last = ends[r]
-    res = json.loads((out_dir / "results.json").read_text())
-    keep = ("alpha", "alpha_selection", "base", "itpo_diffusion", "itpo_meanflow", "config")
+    keep = ("dataset_id", "alpha", "alpha_selection", "base", "config") + tuple(
+        f"itpo_{a}" for a in arms
+    )
     return {
         "wall_s": round(wall, 1),
         "run_s": spans,
@@ -63,37 +69,46 @@ def report(payload: dict) -> str:
     for key, c in payload["cells"].items():
         r, cfg = c["results"], c["results"]["config"]
         t = c["run_s"]
+        arms = [a for a in ARMS if f"itpo_{a}" in r]
+        finals = " + ".join(f"{t[f'itpo/final_{a}']:.0f} s ({a})" for a in arms)
         out += [
-            f"**{key}**: {c['wall_s'] / 60:.1f} min in all (load average before: "
-            f"{c['load_avg_before']}); world model {t['world_model']:.0f} s "
-            f"({cfg['world_model_steps']} updates), ReBRAC {t['policy']:.0f} s "
-            f"({cfg['policy_steps']} updates), MeanFlow {t['meanflow']:.0f} s "
-            f"({cfg['meanflow_steps']} updates), alpha grid {t['itpo/alpha']:.0f} s "
-            f"({len(cfg['alpha_grid'])} step sizes x {cfg['alpha_episodes']} held-out "
-            f"episode(s), per world model in one batch), final evaluations "
-            f"{t['itpo/final_diffusion']:.0f} s + {t['itpo/final_meanflow']:.0f} s "
-            f"({cfg['num_episodes']} episodes of {cfg['max_episode_steps']} steps).",
+            f"**{key}** ({r.get('dataset_id', cfg['dataset_id'])}, {c['machine']['date']}): "
+            f"{c['wall_s'] / 60:.1f} min in all (load average before: {c['load_avg_before']}); "
+            f"world model {t['world_model']:.0f} s ({cfg['world_model_steps']} updates), "
+            f"ReBRAC {t['policy']:.0f} s ({cfg['policy_steps']} updates), MeanFlow "
+            f"{t['meanflow']:.0f} s ({cfg['meanflow_steps']} updates), alpha grid "
+            f"{t['itpo/alpha']:.0f} s ({len(cfg['alpha_grid'])} step sizes x "
+            f"{cfg['alpha_episodes']} held-out episode(s), per arm in one batch), final "
+            f"evaluations {finals} ({cfg['num_episodes']} episodes of "
+            f"{cfg['max_episode_steps']} steps).",
             "",
             "| policy | normalised score | return | gain in normalised score [95% CI] | "
-            "ascent rate | ms / env step (10 episodes batched) |",
-            "| --- | --- | --- | --- | --- | --- |",
+            f"share of exact gain | ascent rate | ms / env step ({cfg['num_episodes']} episodes "
+            "batched) |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
             f"| ReBRAC (base) | {r['base']['normalized_score']:.1f} | "
-            f"{r['base']['return_mean']:.1f} | | | |",
+            f"{r['base']['return_mean']:.1f} | | | | |",
         ]
-        for name, label in (("diffusion", "diffusion WM"), ("meanflow", "MeanFlow WM")):
-            d = r[f"itpo_{name}"]
+        for name in arms:
+            d, label = r[f"itpo_{name}"], LABELS[name]
+            share = d.get("share_of_exact_gain")
+            if name == "exact" or "itpo_exact" not in r:
+                share = ""
+            else:
+                share = "n/a" if share is None else f"{100 * share:.0f}%"
             if d["fell_back"]:
                 out.append(
                     f"| ITPO, {label}: no alpha beat the base on the held-out episodes, fell "
-                    f"back | {d['normalized_score']:.1f} | {d['return_mean']:.1f} | +0.0 | - | - |"
+                    f"back | {d['normalized_score']:.1f} | {d['return_mean']:.1f} | +0.0 | "
+                    f"{share} | - | - |"
                 )
                 continue
             asc = "n/a" if d.get("ascent_rate") is None else f"{100 * d['ascent_rate']:.0f}%"
             lo, hi = d["gain_ci"]
             out.append(
                 f"| ITPO, {label} (alpha {d['alpha']:g}) | {d['normalized_score']:.1f} | "
-                f"{d['return_mean']:.1f} | {d['gain']:+.2f} [{lo:+.2f}, {hi:+.2f}] | {asc} | "
-                f"{d['ms_per_step']:.0f} |"
+                f"{d['return_mean']:.1f} | {d['gain']:+.2f} [{lo:+.2f}, {hi:+.2f}] | {share} | "
+                f"{asc} | {d['ms_per_step']:.0f} |"
             )
         out.append("")
     return "\n".join(out).rstrip()
@@ -107,7 +122,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = p.parse_args(argv)
     if not args.report:
         m = machine()
-        key = f"{m['cpu']}, {m['cores']} cores, torch threads {m['torch_threads']}"
+        dataset = next((a.split("=", 1)[1] for a in args.extra if "dataset_id=" in a), None)
+        dataset = dataset or PipelineConfig.dataset_id
+        key = f"{dataset}: {m['cpu']}, {m['cores']} cores, torch threads {m['torch_threads']}"
         cmd = " ".join(
             ["python -m benchmarks.main_job", *(["--", *args.extra] if args.extra else [])]
         )

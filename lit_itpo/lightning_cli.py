@@ -287,7 +287,11 @@ class StopSignals(_SignalConnector):
         if self.received_sigterm:
             raise KeyboardInterrupt
         log.info("Ctrl-C: stopping after the current batch (Ctrl-C again stops at once)")
-        self._sigterm_notifier_fn(signum, frame)
+        _STOPPED.setdefault("signal", "SIGINT")
+        # Not passed on to DDP's child processes as Lightning passes SIGTERM on: Ctrl-C reaches
+        # the terminal's whole process group already (a second one would stop them at once),
+        # and rank 0 broadcasts its stop to every rank at each step.
+        self.received_sigterm = True
 
 
 class RNGState(Callback):
@@ -336,7 +340,22 @@ class RNGState(Callback):
 class StepProgressBar(TQDMProgressBar):
     """One bar over the run's updates (the stages train for ``max_steps`` updates, so
     Lightning's per-data-epoch "Epoch 2/-2" said nothing), labelled with the stage, without
-    Lightning's ``v_num``."""
+    Lightning's ``v_num``. Where stdout is not a terminal (a log file, CI) a bar's every redraw
+    is a line of its own: there it redraws once per tenth of the run and the validation bars
+    (seconds long) are off."""
+
+    def _tty(self) -> bool:
+        return sys.stdout.isatty()
+
+    def init_validation_tqdm(self):
+        bar = super().init_validation_tqdm()
+        bar.disable = bar.disable or not self._tty()
+        return bar
+
+    def init_sanity_tqdm(self):
+        bar = super().init_sanity_tqdm()
+        bar.disable = bar.disable or not self._tty()
+        return bar
 
     def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict:
         items = super().get_metrics(trainer, pl_module)
@@ -354,7 +373,8 @@ class StepProgressBar(TQDMProgressBar):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         bar, n = self.train_progress_bar, trainer.global_step
-        if self.is_enabled and (n % self.refresh_rate == 0 or n == bar.total):
+        every = self.refresh_rate if self._tty() else max(1, (bar.total or 10) // 10)
+        if self.is_enabled and (n % every == 0 or n == bar.total):
             bar.n = n
             bar.set_postfix(self.get_metrics(trainer, pl_module))
 
@@ -396,6 +416,15 @@ class LitItpoCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         for name in LINKED:
             parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
+
+    def _subcommand_parser(self, trainer_class, subcommand: str):
+        """As LightningCLI's; ``validate``/``test`` default to ``verbose: false``: Lightning's
+        box of every logged key is replaced by the callbacks' one-line summaries (pass
+        ``--verbose true`` for the box)."""
+        parser = super()._subcommand_parser(trainer_class, subcommand)
+        if "verbose" in self._subcommand_method_arguments.get(subcommand, ()):
+            parser.set_defaults(verbose=False)
+        return parser
 
     def _parse_ckpt_path(self) -> None:
         """Check ``--ckpt_path`` (exists, readable, the configured class) before LightningCLI

@@ -2,9 +2,11 @@
 
 world model (stage 1) -> policy (stage 2, ReBRAC) -> tilted MeanFlow world model (stage 3,
 tilted toward that policy, reusing stage 1's reward model) -> alpha per world model on held-out
-env seeds (the whole grid in one batch) -> ITPO evaluation (base vs diffusion-ITPO vs
-MeanFlow-ITPO on the same seeds, paired gains with 95% intervals) -> results table (stdout),
-``results.json`` and TensorBoard (each run logs under ``out_dir/<stage>``).
+env seeds (the whole grid in one batch) -> ITPO evaluation (base vs ITPO with the task's exact
+dynamics where they are built in, diffusion-ITPO and MeanFlow-ITPO on the same seeds, paired
+gains with 95% intervals, the share of the exact arm's gain each learned model keeps) ->
+results table (stdout), ``results.json`` and TensorBoard (each run logs under
+``out_dir/<stage>``).
 
 Each step is a :func:`lit_itpo.stages.fit_stage` / :func:`lit_itpo.stages.evaluate` call on
 the committed stage config with typed overrides; every run is done, resumed or fresh by the one
@@ -40,13 +42,44 @@ log = logging.getLogger(__name__)
 
 AUTO = "auto"  # a PipelineConfig value decided from the dataset in __post_init__
 STAGES = ("world_model", "policy", "meanflow")  # the order run_pipeline trains them in
-ITPO_MODELS = ("diffusion", "meanflow")  # the world models ITPO can run with
+ITPO_MODELS = ("exact", "diffusion", "meanflow")  # the world models ITPO can run with
+LEARNED = ("diffusion", "meanflow")  # ... of which trained by the pipeline
 STAGE_CONFIGS = {
     "world_model_config": "world_model.yaml",
     "policy_config": "rebrac.yaml",
     "meanflow_config": "meanflow.yaml",
     "itpo_config": "itpo.yaml",
 }
+
+
+DEFAULT_PARTICLES = 64  # the CPU default (METHOD.md); the paper's GPU reading is 4096
+PAPER_ALPHA_GRID = (5e-7, 5e-6, 5e-5, 5e-4)  # the paper's grid, set for D4RL's reward scales
+# Other tasks' grids, by env family. Pendulum: one decade above the paper's (its critic's |Q|
+# at the main job's budget is ~30, against ~100-1000 on D4RL, so gradients are smaller); a
+# seed-1 pilot chose the paper grid's top and beyond (docs/notes/2026-12-07-pendulum-...)
+ALPHA_GRIDS = {"pendulum": (5e-6, 5e-5, 5e-4, 5e-3, 5e-2)}
+
+
+def _itpo_init_args(path: str) -> dict:
+    """The ITPOCallback's ``init_args`` in an ITPO config file ({} when unreadable: the file
+    is checked, with a one-line error, by :func:`check_config`)."""
+    import yaml
+
+    try:
+        cfg = yaml.safe_load(Path(path).read_text()) or {}
+        callbacks = cfg.get("trainer", {}).get("callbacks") or []
+        callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
+        for cb in callbacks:
+            if str(cb.get("class_path", "")).endswith("ITPOCallback"):
+                return cb.get("init_args") or {}
+    except (OSError, yaml.YAMLError, AttributeError):
+        pass
+    return {}
+
+
+def banner(text: str) -> None:
+    """A stage's first line in the console: what runs now and where it writes."""
+    log.info("==== pipeline: %s", text)
 
 
 def conf_folder(dataset_id: str) -> str:
@@ -62,15 +95,17 @@ class PipelineConfig:
     """One dataset end to end.
 
     Attributes:
-        dataset_id: the Minari dataset id (default: the embedded halfcheetah-medium sample).
+        dataset_id: the Minari dataset id (default: the embedded Pendulum-v1 medium dataset,
+            whose exact dynamics are built in; ``lit_itpo/halfcheetah/medium-small-v0`` is the
+            embedded halfcheetah-medium sample).
         data_dir: its root; "auto": the package's embedded root when the id is there, otherwise
             Minari's own (``$MINARI_DATASETS_PATH``, else ``~/.minari/datasets``).
         out_dir: where every run writes (checkpoints, TensorBoard, metrics.json, results.json);
-            "auto": ``runs/pipeline/embedded`` for the embedded sample, else
-            ``runs/pipeline/<id>``.
+            "auto": ``runs/pipeline/<dataset id>/s<seed>``.
         world_model_config: stage-1 config; "auto": ``conf/<env>-<dataset>/world_model.yaml``
-            (e.g. ``conf/hopper-medium/`` for ``*/hopper/medium-v0``) if present, else
-            ``conf/embedded/world_model.yaml`` (dims, bounds and env come from the dataset).
+            (e.g. ``conf/hopper-medium/`` for ``*/hopper/medium-v0``, ``conf/pendulum-medium/``
+            for the embedded pendulum) if present, else ``conf/embedded/world_model.yaml``
+            (the halfcheetah sample's; dims, bounds and env come from the dataset).
         policy_config: stage-2 config (ReBRAC); "auto" as world_model_config (rebrac.yaml).
         meanflow_config: stage-3 config; "auto" as world_model_config (meanflow.yaml).
         itpo_config: the ITPO validate config; "auto" as world_model_config (itpo.yaml).
@@ -84,7 +119,8 @@ class PipelineConfig:
             choice of benchmarks/world_model_k.py; None: the checkpoint's).
         sample_variance: diffusion reverse variance in ITPO, beta or beta_tilde (None: the
             checkpoint's).
-        particles: ITPO's M, imagined noise sequences per real step.
+        particles: ITPO's M, imagined noise sequences per real step (None: the ITPO config's
+            ``itpo.particles``, else 64).
         horizon: ITPO's H, imagined steps.
         inner_steps: ITPO's E, gradient steps per real step.
         itpo_precision: "32-true" (the paper) or "bf16-mixed": ITPO's imagined rollout and its
@@ -94,12 +130,20 @@ class PipelineConfig:
             (the paper carries psi over from step to step: false).
         proximity: a pull back to the base parameters, J - proximity * ||psi - psi_0||^2
             (the paper: 0).
-        itpo_models: the world models ITPO runs with (diffusion, meanflow or both).
+        itpo_models: the world models ITPO runs with (any of exact, diffusion, meanflow);
+            ``exact`` needs an exact model (``exact_model``) and is left out, with a log line,
+            where the default list meets an env without a built-in one.
+        exact_model: the exact arm's model: "auto" (the env's built-in equations,
+            :mod:`lit_itpo.world_models.exact`) or the dotted path of your own differentiable
+            ``WorldModel`` subclass.
         itpo_dir: the folder under out_dir for the ITPO runs. Another name leaves the first
             ITPO runs alone and writes its results.json there (not in out_dir): another ITPO
             rule on the same trained stages, with the same command plus the changed options.
         alpha_grid: candidate step sizes, all run on the held-out episodes in one batch per
-            world model (paper: 5e-7 .. 5e-4); none beating the base policy: alpha 0.
+            world model; none beating the base policy: alpha 0. None: the grid of the dataset's
+            family (``<namespace>/<family>/<name>``) in ``ALPHA_GRIDS`` (pendulum: 5e-6 ..
+            5e-2), else the paper's 5e-7 .. 5e-4
+            (set for D4RL's reward and Q scales).
         alpha_seed: first held-out env seed (disjoint from the evaluation seeds).
         alpha_episodes: held-out episodes per grid point (seeds alpha_seed + i; the choice is
             made on their mean return; 1 is the paper's protocol).
@@ -118,7 +162,7 @@ class PipelineConfig:
             meanflow, itpo (the ITPO runs of itpo_dir), or all; one name or a list.
     """
 
-    dataset_id: str = "lit_itpo/halfcheetah/medium-small-v0"
+    dataset_id: str = "lit_itpo/pendulum/medium-v0"
     data_dir: str | None = AUTO
     out_dir: str = AUTO
     world_model_config: str = AUTO
@@ -133,18 +177,19 @@ class PipelineConfig:
     policy_batch_size: int | None = None
     sample_steps: int | None = 5
     sample_variance: str | None = "beta_tilde"
-    particles: int = 64
+    particles: int | None = None
     horizon: int = 5
     inner_steps: int = 1
     itpo_precision: str = "32-true"
     reset_every_step: bool = False
     proximity: float = 0.0
     itpo_models: list[str] = field(default_factory=lambda: list(ITPO_MODELS))
+    exact_model: str = AUTO
     itpo_dir: str = "itpo"
-    alpha_grid: list[float] = field(default_factory=lambda: [5e-7, 5e-6, 5e-5, 5e-4])
+    alpha_grid: list[float] | None = None
     alpha_seed: int = 999
-    alpha_episodes: int = 1
-    num_episodes: int = 10
+    alpha_episodes: int = 5
+    num_episodes: int = 20
     eval_seed: int = 1_000_000
     max_episode_steps: int | None = 200
     seed: int = 0
@@ -155,12 +200,12 @@ class PipelineConfig:
         from lit_itpo.data.minari_io import EMBEDDED, EMBEDDED_ROOT
 
         embedded = (EMBEDDED_ROOT / self.dataset_id).is_dir()
-        folder = EMBEDDED if embedded else conf_folder(self.dataset_id)
+        folder = conf_folder(self.dataset_id)
         if self.data_dir == AUTO:
             self.data_dir = EMBEDDED if embedded else None
             log.info("pipeline: data_dir = %s", self.data_dir or "Minari's root")
-        if self.out_dir == AUTO:
-            self.out_dir = f"runs/pipeline/{EMBEDDED if embedded else self.dataset_id}"
+        if self.out_dir == AUTO:  # per seed: a seed sweep never meets another seed's runs
+            self.out_dir = f"runs/pipeline/{self.dataset_id}/s{self.seed}"
             log.info("pipeline: out_dir = %s", self.out_dir)
         for name, file in STAGE_CONFIGS.items():
             if getattr(self, name) == AUTO:
@@ -169,6 +214,14 @@ class PipelineConfig:
                 setattr(self, name, str(path))
                 why = "" if path == tuned else f" (no {tuned}: the generic config)"
                 log.info("pipeline: %s = %s%s", name, path, why)
+        itpo = _itpo_init_args(self.itpo_config)
+        if self.particles is None:
+            self.particles = int(itpo.get("itpo", {}).get("particles", DEFAULT_PARTICLES))
+            log.info("pipeline: particles = %d (%s)", self.particles, self.itpo_config)
+        if self.alpha_grid is None:
+            family = self.dataset_id.split("/")[-2] if self.dataset_id.count("/") else None
+            self.alpha_grid = list(ALPHA_GRIDS.get(family, PAPER_ALPHA_GRID))
+            log.info("pipeline: alpha_grid = %s", self.alpha_grid)
 
 
 def _fit(
@@ -183,9 +236,7 @@ def _fit(
     """Train one stage under ``out/<stage>`` to ``steps`` updates (done, resumed or fresh by
     the rule of :func:`lit_itpo.stages.stage_state`)."""
     n = list(STAGES).index(stage) + 1
-    log.info(
-        "pipeline: stage %d/3, %s (%s): %d updates -> %s", n, stage, config, steps, out / stage
-    )
+    banner(f"stage {n}/3, {stage} ({config}): {steps} updates -> {out / stage}")
     spec = StageSpec(
         "fit",
         config,
@@ -203,6 +254,24 @@ def _fit(
         raise _stale(exc, stage) from None
     except BudgetError as exc:  # named by the pipeline's own option
         raise BudgetError(spec, exc.ckpt, exc.got, f"--pipeline.{stage}_steps") from None
+
+
+def _env_spec(cfg: PipelineConfig) -> str | None:
+    from lit_itpo.data.minari_io import dataset_info, open_dataset
+
+    return dataset_info(open_dataset(cfg.dataset_id, cfg.data_dir), cfg.dataset_id).env_spec
+
+
+def exact_available(cfg: PipelineConfig) -> bool:
+    """Whether the exact arm runs: a given model always; "auto" where the env has one built in
+    (else it is left out with a log line, unless the user named only it)."""
+    from lit_itpo.world_models.exact import has_exact_model
+
+    if cfg.exact_model != AUTO or has_exact_model(_env_spec(cfg)):
+        return True
+    log.info("pipeline: no built-in exact model for %s: ITPO runs without the exact arm",
+             cfg.dataset_id)  # fmt: skip
+    return False
 
 
 RESTARTABLE = (*STAGES, "itpo")
@@ -285,8 +354,8 @@ def check_config(cfg: PipelineConfig) -> None:
         )
     if not cfg.itpo_models or set(cfg.itpo_models) - set(ITPO_MODELS):
         raise ConfigError(
-            f"--pipeline.itpo_models={cfg.itpo_models} must name one or both of "
-            f"{list(ITPO_MODELS)}, e.g. [meanflow]."
+            f"--pipeline.itpo_models={cfg.itpo_models} must name some of "
+            f"{list(ITPO_MODELS)}, e.g. [exact, meanflow]."
         )
     if Path(cfg.itpo_dir).name != cfg.itpo_dir or cfg.itpo_dir in (*STAGES, ".", ".."):
         raise ConfigError(
@@ -325,6 +394,10 @@ def check_config(cfg: PipelineConfig) -> None:
             f"--pipeline.restart={cfg.restart} names {unknown}; give one or a list of "
             f"{[*RESTARTABLE, 'all']}, e.g. [policy]."
         )
+    if "exact" in cfg.itpo_models and (cfg.exact_model != AUTO or cfg.itpo_models == ["exact"]):
+        from lit_itpo.world_models.exact import make_exact_model
+
+        make_exact_model(cfg.exact_model, _env_spec(cfg))  # ConfigError: not built in / not found
 
 
 def run_pipeline(cfg: PipelineConfig) -> dict:
@@ -360,7 +433,9 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
         },
     )
     trained = {"diffusion": str(wm.checkpoint), "meanflow": str(meanflow.checkpoint)}
-    ckpts = {name: trained[name] for name in ITPO_MODELS if name in cfg.itpo_models}
+    ckpts = {name: trained[name] for name in LEARNED if name in cfg.itpo_models}
+    if "exact" in cfg.itpo_models and exact_available(cfg):
+        ckpts = {"exact": cfg.exact_model} | ckpts
     itpo = ITPOConfig(
         horizon=cfg.horizon,
         particles=cfg.particles,
@@ -371,7 +446,8 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
     )
 
     def itpo_run(tag: str, world_models: dict, **kw) -> EvalResult:
-        log.info("pipeline: ITPO, %s (%s)", tag, ", ".join(world_models))
+        what = "alpha on held-out episodes" if tag == "alpha" else "evaluation"
+        banner(f"ITPO {what}, {tag} ({', '.join(world_models)}) -> {out / cfg.itpo_dir / tag}")
         return _evaluate(
             cfg,
             EvalSpec(
@@ -429,6 +505,13 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
             "nfe_per_step": d.nfe_per_step,
             "ascent_rate": d.ascent_rate,
         }
+    exact = results.get("itpo_exact")
+    for name in LEARNED:
+        d = results.get(f"itpo_{name}")
+        if d is not None and exact is not None:
+            # the share of the exact arm's gain this learned model keeps (same base, same
+            # episodes); undefined where the exact arm did not gain
+            d["share_of_exact_gain"] = d["gain"] / exact["gain"] if exact["gain"] > 0 else None
     atomic_write_json(results, results_path(cfg))
     return results
 
@@ -441,8 +524,9 @@ def results_path(cfg: PipelineConfig) -> Path:
 
 def format_table(res: dict) -> str:
     """The results as a Markdown table: score, return, paired gain over the base on the same
-    episodes with its 95% bootstrap interval, the share of ITPO steps that raised the true
-    objective (:mod:`lit_itpo.ascent`), cost."""
+    episodes with its 95% bootstrap interval, the share of the exact arm's gain a learned world
+    model keeps, the share of ITPO steps that raised the true objective
+    (:mod:`lit_itpo.ascent`), cost, and each row's mean episode length."""
 
     def f(x, spec=".1f"):
         return "n/a" if x is None else format(x, spec)
@@ -453,35 +537,50 @@ def format_table(res: dict) -> str:
     b, cfg = res["base"], res["config"]
     unit = next((res[k]["gain_unit"] for k in res if k.startswith("itpo_")), "normalised score")
     rows = [
-        f"| policy | normalised score | return | gain in {unit} [95% CI] | ascent rate | "
-        "ms / env step | net evals / step |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-        f"| base policy | {f(b['normalized_score'])} | {f(b['return_mean'])} | | | | |",
+        f"| policy | normalised score | return | gain in {unit} [95% CI] | share of exact gain "
+        "| ascent rate | ms / env step | net evals / step | mean length |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        f"| base policy | {f(b['normalized_score'])} | {f(b['return_mean'])} | | | | | | "
+        f"{b['length_mean']:.0f} |",
     ]
-    names = {"diffusion": "diffusion WM", "meanflow": "tilted MeanFlow WM"}
+    names = {
+        "exact": "exact dynamics",
+        "diffusion": "diffusion WM",
+        "meanflow": "tilted MeanFlow WM",
+    }
     for name, label in names.items():
         d = res.get(f"itpo_{name}")
         if d is None:
             continue
+        share = pct(d.get("share_of_exact_gain")) if name != "exact" and "itpo_exact" in res else ""
+        length = f"{d['length_mean']:.0f}"
         if d["fell_back"]:
             rows.append(
                 f"| ITPO, {label}: fell back to the base policy (no alpha of the grid beat it on "
                 f"the held-out episodes) | {f(d['normalized_score'])} | {f(d['return_mean'])} | "
-                "+0.0 | - | - | - |"
+                f"+0.0 | {share} | - | - | - | {length} |"
             )
             continue
         lo, hi = d["gain_ci"]
+        ci = "n/a" if lo is None or hi is None or not math.isfinite(lo) else f"{lo:+.1f}, {hi:+.1f}"
         rows.append(
             f"| ITPO, {label} (alpha {d['alpha']:g}) | {f(d['normalized_score'])} | "
-            f"{f(d['return_mean'])} | {d['gain']:+.1f} [{lo:+.1f}, {hi:+.1f}] | "
-            f"{pct(d.get('ascent_rate'))} | {f(d['ms_per_step'])} | {f(d['nfe_per_step'], '.0f')} |"
+            f"{f(d['return_mean'])} | {d['gain']:+.1f} [{ci}] | {share} | "
+            f"{pct(d.get('ascent_rate'))} | {f(d['ms_per_step'])} | "
+            f"{f(d['nfe_per_step'], '.0f')} | {length} |"
         )
-    steps = cfg["max_episode_steps"] or "the env's limit of"
+    steps = cfg["max_episode_steps"] or "the env's limit"
     head = (
-        f"{res['dataset_id']}: {cfg['num_episodes']} episodes of {b['length_mean']:.0f} steps "
-        f"(cut at {steps}), env seeds {cfg['eval_seed']}+i, the same for every row"
+        f"{res['dataset_id']}: {cfg['num_episodes']} evaluation episodes (cut at {steps} steps), "
+        f"env seeds {cfg['eval_seed']}+i, the same for every row"
     )
-    return head + "\n" + "\n".join(rows)
+    notes = []
+    if any(res.get(f"itpo_{n}", {}).get("ascent_rate", 0) is None for n in names):
+        notes.append(
+            "ascent rate n/a: the env's state cannot be set from its observation, so J_true "
+            "cannot be evaluated (lit_itpo.ascent)"
+        )
+    return head + "\n" + "\n".join(rows) + "".join(f"\n{n}" for n in notes)
 
 
 def pipeline_main(args) -> dict:

@@ -239,7 +239,7 @@ def test_pipeline_end_to_end_and_resumes_per_stage(tiny_pipeline, capsys):
     out, args = tiny_pipeline
     res = json.loads((out / "results.json").read_text())
     assert set(res["alpha_selection"]) == {"0.0001", "0.01"}
-    assert set(res["alpha"]) == {"diffusion", "meanflow"}
+    assert set(res["alpha"]) == {"exact", "diffusion", "meanflow"}  # Pendulum: exact built in
     assert set(res["alpha"].values()) <= {0.0, 0.0001, 0.01}
     assert res["base"]["normalized_score"] is not None
     for name, nfe in (("diffusion", 2 * 5), ("meanflow", 1 * 5)):  # K x H, 1 x H (E = 1)
@@ -256,7 +256,12 @@ def test_pipeline_end_to_end_and_resumes_per_stage(tiny_pipeline, capsys):
     assert {p.parts[-5] for p in stamps} == {"world_model", "policy", "meanflow"}
     assert set(res["checkpoints"].values()) == {str(p) for p in stamps}
     runs = {p: p.stat().st_mtime_ns for p in out.glob("itpo/*/metrics.json")}
-    assert {p.parent.name for p in runs} == {"alpha", "final_diffusion", "final_meanflow"}
+    assert {p.parent.name for p in runs} == {
+        "alpha",
+        "final_exact",
+        "final_diffusion",
+        "final_meanflow",
+    }
     capsys.readouterr()
     main(args)  # resumes: the training stages and the finished ITPO runs are reused
     assert ckpts() == stamps
@@ -284,6 +289,13 @@ def test_pipeline_end_to_end_and_resumes_per_stage(tiny_pipeline, capsys):
     assert str(policy) in err and "--pipeline.restart policy" in err, err
     assert "| base policy |" in printed and "ITPO, diffusion WM" in printed
     assert "ITPO, tilted MeanFlow WM" in printed and "[95% CI]" in printed
+    assert "ITPO, exact dynamics" in printed and "share of exact gain" in printed
+    for name in ("diffusion", "meanflow"):  # the share of the exact arm's gain each keeps
+        d, exact = res[f"itpo_{name}"], res["itpo_exact"]
+        want = d["gain"] / exact["gain"] if exact["gain"] > 0 else None
+        assert d["share_of_exact_gain"] == want
+    assert res["itpo_exact"]["nfe_per_step"] == 0  # no network: the equations
+    assert res["itpo_exact"]["ascent_rate"] is not None  # Pendulum's state is settable
 
 
 def test_results_notebook_runs_on_a_tiny_run(tiny_pipeline, monkeypatch):
@@ -451,15 +463,23 @@ def test_pipeline_follows_a_dataset_given_only_by_id(tiny_root, monkeypatch, cap
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(root))
     monkeypatch.chdir(REPO)  # stage configs are found under conf/ of the working directory
     cfg = PipelineConfig(dataset_id=DID)
-    assert cfg.data_dir is None and cfg.out_dir == f"runs/pipeline/{DID}"
+    assert cfg.data_dir is None and cfg.out_dir == f"runs/pipeline/{DID}/s0"
     assert cfg.policy_config == "conf/embedded/rebrac.yaml"  # there is no conf/hopper-random/
     check_config(cfg)  # the dataset is found under $MINARI_DATASETS_PATH alone
     tuned = PipelineConfig(dataset_id="lit_itpo/hopper/medium-v0")
     assert tuned.world_model_config == "conf/hopper-medium/world_model.yaml"
     assert tuned.itpo_config == "conf/embedded/itpo.yaml"  # no per-dataset ITPO config
-    embedded = PipelineConfig()
-    assert (embedded.data_dir, embedded.out_dir) == ("embedded", "runs/pipeline/embedded")
-    assert embedded.meanflow_config == "conf/embedded/meanflow.yaml"
+    embedded = PipelineConfig()  # the main job: the embedded Pendulum dataset
+    assert (embedded.data_dir, embedded.out_dir) == (
+        "embedded",
+        "runs/pipeline/lit_itpo/pendulum/medium-v0/s0",
+    )
+    assert embedded.meanflow_config == "conf/pendulum-medium/meanflow.yaml"
+    assert embedded.particles == 16 and embedded.alpha_grid == [5e-6, 5e-5, 5e-4, 5e-3, 5e-2]
+    sample = PipelineConfig(dataset_id="lit_itpo/halfcheetah/medium-small-v0", seed=2)
+    assert sample.out_dir == "runs/pipeline/lit_itpo/halfcheetah/medium-small-v0/s2"
+    assert sample.itpo_config == "conf/embedded/itpo.yaml" and sample.particles == 64
+    assert sample.alpha_grid == [5e-7, 5e-6, 5e-5, 5e-4]  # the paper's
     given = PipelineConfig(dataset_id=DID, data_dir=str(root), out_dir="x", policy_config="p.y")
     assert (given.data_dir, given.out_dir, given.policy_config) == (str(root), "x", "p.y")
     assert conf_folder("mujoco/halfcheetah/medium-v0") == "halfcheetah-medium"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from dataclasses import replace
 
@@ -357,7 +358,15 @@ class ITPOCallback(EpisodeEvalCallback):
         from tqdm.auto import tqdm
 
         total = self.max_episode_steps or _env_limit(trainer.datamodule.env_spec)
-        return tqdm(total=total, desc=f"{desc} ({episodes} episodes)", unit="step", leave=False)
+        # not a terminal (a log file): every redraw is a line, so one per tenth of the episode
+        rare = (
+            {}
+            if sys.stderr.isatty()
+            else {"miniters": max(1, (total or 10) // 10), "mininterval": 0}
+        )
+        return tqdm(
+            total=total, desc=f"{desc} ({episodes} episodes)", unit="step", leave=False, **rare
+        )
 
     @staticmethod
     @torch.no_grad()
@@ -405,7 +414,8 @@ class ITPOCallback(EpisodeEvalCallback):
             ax.plot(real[:horizon_end, d].numpy(), color="black", lw=1.0, label="real")
             for t, imag in stats["imagined"]:
                 xs = list(range(t, t + H))
-                mean, std = imag[:, :, d].mean(0), imag[:, :, d].std(0)
+                # one particle (an exact model): no spread to draw
+                mean, std = imag[:, :, d].mean(0), imag[:, :, d].std(0, correction=0)
                 ax.plot(xs, mean.numpy(), color="tab:orange", lw=1.0)
                 ax.fill_between(
                     xs, (mean - std).numpy(), (mean + std).numpy(), alpha=0.3, color="tab:orange"
