@@ -128,3 +128,45 @@ def test_true_objective_on_pendulum_equals_the_exact_model_and_its_step_ascends(
     engine.step(obs, noise)
     slopes = truth.step_slopes(before, engine.params, obs)
     assert not torch.isnan(slopes).any() and (slopes > 0).all()
+
+
+def test_pendulum_true_slope_equals_float64_autograd_near_the_upright_equilibrium():
+    """The ascent rate's slope of J_true (central differences at Pendulum's step, 1e-5) equals
+    the float64 autograd directional derivative of the same objective, near the upright
+    position where ReBRAC's policy spends most of an episode. (With the MuJoCo step, 1e-3, a
+    trained policy's curvature error there flipped the sign of 12% of exact-gradient steps,
+    whose gradient was small: docs/notes/2026-12-07-pendulum-mechanism-check.md.)"""
+    assert TrueObjective(SPEC, TanhActor(3, 1, [-2.0], [2.0], [8]), None, 1, 1.0).h == 1e-5
+    import copy
+
+    from torch.func import functional_call
+
+    torch.manual_seed(3)
+    actor = TanhActor(3, 1, [-2.0], [2.0], [64, 64])
+    critic = TwinCritic(3, 1, [64, 64])
+    truth = TrueObjective(SPEC, actor, critic, 5, 0.99)
+    model = PendulumWorldModel().double()
+    actor64, critic64 = copy.deepcopy(actor).double(), copy.deepcopy(critic).double()
+    buffers = dict(actor64.named_buffers())
+
+    def j(params, obs):
+        s, total = torch.tensor(obs)[None], 0.0
+        for step in range(5):
+            a = functional_call(actor64, {**params, **buffers}, (s,))
+            total = total + 0.99**step * model.reward(s, a)[0, 0]
+            s = model.next(s, a, torch.zeros(1, 0))
+        a = functional_call(actor64, {**params, **buffers}, (s,))
+        return total + 0.99**5 * critic64(s, a).min(0).values.squeeze()
+
+    rng = np.random.default_rng(4)
+    for _ in range(5):
+        th, thdot = rng.uniform(-0.1, 0.1), rng.uniform(-0.05, 0.05)
+        obs = np.array([np.cos(th), np.sin(th), thdot])
+        params = {k: v.detach().double().requires_grad_(True) for k, v in actor.named_parameters()}
+        d = {k: torch.randn_like(v) for k, v in params.items()}
+        norm = torch.sqrt(sum(v.pow(2).sum() for v in d.values()))
+        d = {k: v / norm for k, v in d.items()}
+        grads = torch.autograd.grad(j(params, obs), list(params.values()))
+        want = float(sum((g * d[k]).sum() for g, k in zip(grads, params, strict=True)))
+        p = {k: v.detach() for k, v in params.items()}
+        assert truth.slope(p, d, obs) == pytest.approx(want, rel=1e-6, abs=1e-9)
