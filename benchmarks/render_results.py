@@ -94,14 +94,19 @@ def speed_table(payload: dict) -> str:
 
 SECTIONS = [
     (
-        "The main job (`lit-itpo pipeline` on the embedded sample, defaults)",
+        "The main job: the mechanism check (`lit-itpo pipeline`, defaults)",
         "main_job",
         main_job.report,
         "The README's first command, timed in one fresh process on the machine named below "
-        "(float32). Scores are of 200-step episodes against the 1000-step D4RL references; "
-        "gain: ITPO minus the base policy on the same episodes, mean and 95% bootstrap interval "
-        "over the 10 episodes; ascent rate: the share of measured ITPO steps (every 10th env "
-        "step) that raised the true H-step objective (MuJoCo set to the real state).",
+        "(float32): ITPO with Pendulum-v1's exact dynamics beside the diffusion and MeanFlow "
+        "world models, on the same checkpoints and episodes (protocol, committed before the run: "
+        "docs/notes/2026-12-07-pendulum-mechanism-check.md). Gain: ITPO minus the base policy "
+        "per episode in normalised points, mean and 95% bootstrap interval over the evaluation "
+        "episodes; share of exact gain: a learned arm's mean gain over the exact arm's; ascent "
+        "rate: the share of measured ITPO steps (every 10th env step) that raised the true "
+        "H-step objective (the simulator set to the real state). The older cell (halfcheetah "
+        "sample, the main job until 2026-12-07) scores 200-step episodes against the 1000-step "
+        "D4RL references.",
     ),
     (
         "The gain suite: ITPO over its own ReBRAC base (protocol fixed before the runs)",

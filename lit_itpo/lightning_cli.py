@@ -35,6 +35,7 @@ from lightning.pytorch.callbacks import (
     ProgressBar,
     TQDMProgressBar,
 )
+from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.trainer.connectors.signal_connector import _SignalConnector
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -348,14 +349,10 @@ class StepProgressBar(TQDMProgressBar):
         return sys.stdout.isatty()
 
     def init_validation_tqdm(self):
-        bar = super().init_validation_tqdm()
-        bar.disable = bar.disable or not self._tty()
-        return bar
+        return super().init_validation_tqdm() if self._tty() else Tqdm(disable=True)
 
     def init_sanity_tqdm(self):
-        bar = super().init_sanity_tqdm()
-        bar.disable = bar.disable or not self._tty()
-        return bar
+        return super().init_sanity_tqdm() if self._tty() else Tqdm(disable=True)
 
     def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict:
         items = super().get_metrics(trainer, pl_module)

@@ -40,8 +40,8 @@ def test_readme_validate_commands_run_on_the_pipelines_checkpoints(tiny_pipeline
                "--trainer.logger.init_args.save_dir", str(tmp_path),
                "--trainer.enable_progress_bar", "false"]  # fmt: skip
     for argv in found:
-        argv = [a.replace("runs/pipeline/embedded", str(out)) for a in argv]
-        if "conf/embedded/itpo.yaml" in argv:
+        argv = [a.replace("runs/pipeline/lit_itpo/pendulum/medium-v0/s0", str(out)) for a in argv]
+        if "conf/pendulum-medium/itpo.yaml" in argv:
             shorter += ["--trainer.callbacks.init_args.itpo.particles", "4"]
         main(argv + shorter)  # raises SystemExit on a bad path or flag
 
