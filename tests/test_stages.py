@@ -248,7 +248,8 @@ def test_true_objective_sets_the_simulator_from_an_observation():
     from lit_itpo.ascent import TrueObjective
 
     assert TrueObjective.settable("HalfCheetah-v5") and TrueObjective.settable("Hopper-v5")
-    assert not TrueObjective.settable("Pendulum-v1") and not TrueObjective.settable(None)
+    assert TrueObjective.settable("Pendulum-v1")  # its state is (atan2(sin, cos), th_dot)
+    assert not TrueObjective.settable("CartPole-v1") and not TrueObjective.settable(None)
     torch.manual_seed(0)
     actor = torch.nn.Sequential(torch.nn.Linear(17, 6), torch.nn.Tanh())
     critic = lambda s, a: torch.zeros(2, s.shape[0], 1, dtype=s.dtype)  # noqa: E731
