@@ -71,8 +71,9 @@ def report(payload: dict) -> str:
         t = c["run_s"]
         arms = [a for a in ARMS if f"itpo_{a}" in r]
         finals = " + ".join(f"{t[f'itpo/final_{a}']:.0f} s ({a})" for a in arms)
+        date = c.get("machine", {}).get("date", "undated")
         out += [
-            f"**{key}** ({r.get('dataset_id', cfg['dataset_id'])}, {c['machine']['date']}): "
+            f"**{key}** ({r.get('dataset_id', cfg['dataset_id'])}, {date}): "
             f"{c['wall_s'] / 60:.1f} min in all (load average before: {c['load_avg_before']}); "
             f"world model {t['world_model']:.0f} s ({cfg['world_model_steps']} updates), "
             f"ReBRAC {t['policy']:.0f} s ({cfg['policy_steps']} updates), MeanFlow "

@@ -535,12 +535,15 @@ def test_main_job_record_and_table(tiny_pipeline):
     from benchmarks import main_job
 
     out, _ = tiny_pipeline
-    t0 = min((out / r / "metrics.json").stat().st_mtime for r in main_job.RUNS) - 5.0
+    runs = ["world_model", "policy", "meanflow", "itpo/alpha"]
+    runs += [f"itpo/final_{a}" for a in main_job.ARMS]  # Pendulum: the exact arm too
+    t0 = min((out / r / "metrics.json").stat().st_mtime for r in runs) - 5.0
     rec = main_job.summarise(out, t0, 100.0, 0.1)
-    assert set(rec["run_s"]) == set(main_job.RUNS) and rec["run_s"]["world_model"] >= 5.0
+    assert set(rec["run_s"]) == set(runs) and rec["run_s"]["world_model"] >= 5.0
     assert sum(rec["run_s"].values()) <= 100.0
     table = main_job.report({"cells": {"machine x": rec}})
     assert "| ReBRAC (base) |" in table and "MeanFlow WM" in table and "1.7 min" in table
+    assert "ITPO, exact dynamics" in table and "share of exact gain" in table
 
 
 def test_itpo_bases_table():

@@ -77,7 +77,7 @@ def _validate_itpo(tiny_pipeline, out, devices: int) -> list[dict]:
     ckpt = lambda stage: str(run / stage / "tb/version_0/checkpoints/last.ckpt")  # noqa: E731
     cmd = [
         sys.executable, "-m", "lit_itpo", "validate",
-        "--config", str(REPO / "conf/embedded/itpo.yaml"),
+        "--config", str(REPO / "conf/pendulum-medium/itpo.yaml"),
         "--ckpt_path", ckpt("policy"),
         f"{cb}world_model_ckpt", ckpt("world_model"),
         f"{cb}meanflow_ckpt", ckpt("meanflow"),

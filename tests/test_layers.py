@@ -17,7 +17,7 @@ ALLOWED = {
     "stats": set(),
     "utils": {"errors"},
     "nets": set(),
-    "world_models": {"nets"},
+    "world_models": {"nets", "errors"},
     "policies": {"nets"},
     "itpo": {"nets", "world_models", "errors"},
     "data": {"errors", "utils"},
@@ -41,8 +41,8 @@ ALLOWED = {
         "ascent",
     },  # fmt: skip
     "lightning_cli": {"data", "modules", "errors"},
-    "stages": {"lightning_cli", "itpo", "errors", "utils"},
-    "pipeline": {"stages", "lightning_cli", "itpo", "data", "errors", "utils"},
+    "stages": {"lightning_cli", "itpo", "data", "errors", "utils"},
+    "pipeline": {"stages", "lightning_cli", "itpo", "world_models", "data", "errors", "utils"},
 }
 # data: the LightningDataModule only
 LIGHTNING = {"modules", "callbacks", "cli", "lightning_cli", "data"}
