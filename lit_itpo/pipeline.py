@@ -56,7 +56,8 @@ DEFAULT_PARTICLES = 64  # the CPU default (METHOD.md); the paper's GPU reading i
 PAPER_ALPHA_GRID = (5e-7, 5e-6, 5e-5, 5e-4)  # the paper's grid, set for D4RL's reward scales
 # Other tasks' grids, by env family. Pendulum: one decade above the paper's (its critic's |Q|
 # at the main job's budget is ~30, against ~100-1000 on D4RL, so gradients are smaller); a
-# seed-1 pilot chose the paper grid's top and beyond (docs/notes/2026-12-07-pendulum-...)
+# seed-1 pilot chose the paper grid's top and beyond
+# (docs/notes/2026-12-07-pendulum-mechanism-check.md)
 ALPHA_GRIDS = {"pendulum": (5e-6, 5e-5, 5e-4, 5e-3, 5e-2)}
 
 
@@ -142,8 +143,7 @@ class PipelineConfig:
         alpha_grid: candidate step sizes, all run on the held-out episodes in one batch per
             world model; none beating the base policy: alpha 0. None: the grid of the dataset's
             family (``<namespace>/<family>/<name>``) in ``ALPHA_GRIDS`` (pendulum: 5e-6 ..
-            5e-2), else the paper's 5e-7 .. 5e-4
-            (set for D4RL's reward and Q scales).
+            5e-2), else the paper's 5e-7 .. 5e-4 (set for D4RL's reward and Q scales).
         alpha_seed: first held-out env seed (disjoint from the evaluation seeds).
         alpha_episodes: held-out episodes per grid point (seeds alpha_seed + i; the choice is
             made on their mean return; 1 is the paper's protocol).
@@ -313,7 +313,7 @@ def _evaluate(cfg: PipelineConfig, spec: EvalSpec) -> EvalResult:
 
 def check_config(cfg: PipelineConfig) -> None:
     """Every argument checked before any stage trains (one :class:`ConfigError` each)."""
-    from lit_itpo.data.minari_io import open_dataset
+    from lit_itpo.data.minari_io import dataset_info, open_dataset
 
     counts = {
         "world_model_steps": cfg.world_model_steps,
@@ -387,7 +387,7 @@ def check_config(cfg: PipelineConfig) -> None:
         raise ConfigError(
             f"--pipeline.out_dir={cfg.out_dir} is a file; pass a directory for the stages' logs."
         )
-    open_dataset(cfg.dataset_id, cfg.data_dir)  # DatasetNotFoundError / DatasetFormatError
+    dataset = open_dataset(cfg.dataset_id, cfg.data_dir)  # DatasetNotFound / DatasetFormat
     unknown = [s for s in _restart_names(cfg) if s not in (*RESTARTABLE, "all")]
     if unknown:
         raise ConfigError(
@@ -397,7 +397,8 @@ def check_config(cfg: PipelineConfig) -> None:
     if "exact" in cfg.itpo_models and (cfg.exact_model != AUTO or cfg.itpo_models == ["exact"]):
         from lit_itpo.world_models.exact import make_exact_model
 
-        make_exact_model(cfg.exact_model, _env_spec(cfg))  # ConfigError: not built in / not found
+        env_spec = dataset_info(dataset, cfg.dataset_id).env_spec
+        make_exact_model(cfg.exact_model, env_spec)  # ConfigError: not built in / not found
 
 
 def run_pipeline(cfg: PipelineConfig) -> dict:
@@ -575,7 +576,8 @@ def format_table(res: dict) -> str:
         f"env seeds {cfg['eval_seed']}+i, the same for every row"
     )
     notes = []
-    if any(res.get(f"itpo_{n}", {}).get("ascent_rate", 0) is None for n in names):
+    measured = [res[f"itpo_{n}"] for n in names if f"itpo_{n}" in res]
+    if any(d["ascent_rate"] is None for d in measured if not d["fell_back"]):
         notes.append(
             "ascent rate n/a: the env's state cannot be set from its observation, so J_true "
             "cannot be evaluated (lit_itpo.ascent)"

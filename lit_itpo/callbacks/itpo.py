@@ -154,9 +154,11 @@ class ITPOCallback(EpisodeEvalCallback):
         dm = trainer.datamodule
         loaders = {"diffusion": load_world_model, "meanflow": load_meanflow}
         for name, path in self.ckpts.items():
-            if name == "exact" and name not in self.world_models:
+            if name in self.world_models:
+                continue
+            if name == "exact":
                 self.world_models[name] = make_exact_model(path, dm.env_spec).to(pl_module.device)
-            elif name not in self.world_models:
+            else:
                 wm = loaders[name](
                     path,
                     obs_dim=dm.obs_dim,
