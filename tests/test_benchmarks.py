@@ -758,3 +758,12 @@ def test_critic_check_returns_to_go_bootstrap_nothing_and_drop_cut_tails():
     assert np.allclose(g, [1.75, 1.5, 1.0]) and valid.all()
     g, valid = returns_to_go(np.ones(5), terminated=False, gamma=0.5)
     assert valid.tolist() == [True, True, True, False, False]
+
+
+def test_reference_returns_of_a_uniform_random_policy_are_seeded():
+    """The command behind Pendulum's reference minimum: seeded, full-length episodes."""
+    from benchmarks.reference_returns import random_returns
+
+    a, b = random_returns("Pendulum-v1", 3), random_returns("Pendulum-v1", 3)
+    assert a.shape == (3,) and (a == b).all() and (a < 0).all()
+    assert len(set(a.tolist())) == 3  # each episode its own reset seed

@@ -15,10 +15,10 @@ D4RL_REF_SCORES: dict[str, tuple[float, float]] = {
     "walker2d": (1.629008, 4592.3),
     "ant": (-325.6, 3879.7),
     "antmaze": (0.0, 1.0),
-    # Not a D4RL task: D4RL's rule measured here (conf/collect/pendulum.yaml). min: a uniform
-    # random policy on Pendulum-v1 (-1183.5 +- 19.4, 200 episodes, seeds 10000+i); max: the
-    # behaviour SAC run's best checkpoint (-96.3 over 10 episodes,
-    # lit_itpo/assets/behaviour/pendulum-s0/behaviour.json).
+    # Not a D4RL task: D4RL's rule measured here. min: a uniform random policy on Pendulum-v1
+    # (-1183.5, standard error 19.4, 200 episodes: `python -m benchmarks.reference_returns`);
+    # max: the best checkpoint of the behaviour SAC run of conf/collect/pendulum.yaml (-96.3
+    # over 10 episodes, lit_itpo/assets/behaviour/pendulum-s0/behaviour.json).
     "pendulum": (-1183.5, -96.3),
 }
 
