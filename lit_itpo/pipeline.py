@@ -44,6 +44,10 @@ AUTO = "auto"  # a PipelineConfig value decided from the dataset in __post_init_
 STAGES = ("world_model", "policy", "meanflow")  # the order run_pipeline trains them in
 ITPO_MODELS = ("exact", "diffusion", "meanflow")  # the world models ITPO can run with
 LEARNED = ("diffusion", "meanflow")  # ... of which trained by the pipeline
+# An ITPO arm is a world model, optionally with a rule suffix that overrides the run's rule
+# (reset_every_step): "meanflow_reset" resets psi before every real step, "exact_carry"
+# carries it over (the paper's rule). Results key: itpo_<arm>.
+RULES = {"_reset": True, "_carry": False}
 STAGE_CONFIGS = {
     "world_model_config": "world_model.yaml",
     "policy_config": "rebrac.yaml",
@@ -128,12 +132,17 @@ class PipelineConfig:
             gradient under bfloat16 autocast (acting and the ascent step stay float32;
             benchmarks/itpo_precision.py measures the cost and the agreement).
         reset_every_step: psi back to the base policy's parameters before every real step
-            (the paper carries psi over from step to step: false).
+            (the paper carries psi over from step to step: false); the rule of every arm
+            without a rule suffix (see itpo_models). None: the ITPO config's
+            ``itpo.reset_every_step`` (Pendulum's: true), else false.
         proximity: a pull back to the base parameters, J - proximity * ||psi - psi_0||^2
             (the paper: 0).
-        itpo_models: the world models ITPO runs with (any of exact, diffusion, meanflow);
-            ``exact`` needs an exact model (``exact_model``) and is left out, with a log line,
-            where the default list meets an env without a built-in one.
+        itpo_models: the ITPO arms: world models (any of exact, diffusion, meanflow), each
+            optionally with a rule suffix that overrides reset_every_step for that arm
+            (``meanflow_reset``: psi reset before every real step; ``exact_carry``: carried
+            over, the paper's rule); results key ``itpo_<arm>``. ``exact`` needs an exact
+            model (``exact_model``) and is left out, with a log line, where the default list
+            meets an env without a built-in one.
         exact_model: the exact arm's model: "auto" (the env's built-in equations,
             :mod:`lit_itpo.world_models.exact`) or the dotted path of your own differentiable
             ``WorldModel`` subclass.
@@ -181,7 +190,7 @@ class PipelineConfig:
     horizon: int = 5
     inner_steps: int = 1
     itpo_precision: str = "32-true"
-    reset_every_step: bool = False
+    reset_every_step: bool | None = None
     proximity: float = 0.0
     itpo_models: list[str] = field(default_factory=lambda: list(ITPO_MODELS))
     exact_model: str = AUTO
@@ -218,6 +227,10 @@ class PipelineConfig:
         if self.particles is None:
             self.particles = int(itpo.get("itpo", {}).get("particles", DEFAULT_PARTICLES))
             log.info("pipeline: particles = %d (%s)", self.particles, self.itpo_config)
+        if self.reset_every_step is None:
+            self.reset_every_step = bool(itpo.get("itpo", {}).get("reset_every_step", False))
+            log.info("pipeline: reset_every_step = %s (%s)", self.reset_every_step,
+                     self.itpo_config)  # fmt: skip
         if self.alpha_grid is None:
             family = self.dataset_id.split("/")[-2] if self.dataset_id.count("/") else None
             self.alpha_grid = list(ALPHA_GRIDS.get(family, PAPER_ALPHA_GRID))
@@ -254,6 +267,15 @@ def _fit(
         raise _stale(exc, stage) from None
     except BudgetError as exc:  # named by the pipeline's own option
         raise BudgetError(spec, exc.ckpt, exc.got, f"--pipeline.{stage}_steps") from None
+
+
+def arm_rule(arm: str, default_reset: bool) -> tuple[str, bool]:
+    """``(world model, reset_every_step)`` of an ITPO arm name (``"meanflow_reset"`` ->
+    ``("meanflow", True)``; no suffix: the run's rule ``default_reset``)."""
+    for suffix, reset in RULES.items():
+        if arm.endswith(suffix):
+            return arm[: -len(suffix)], reset
+    return arm, default_reset
 
 
 def _env_spec(cfg: PipelineConfig) -> str | None:
@@ -352,10 +374,17 @@ def check_config(cfg: PipelineConfig) -> None:
         raise ConfigError(
             f"--pipeline.proximity={cfg.proximity} must be finite and >= 0 (0: no pull back)."
         )
-    if not cfg.itpo_models or set(cfg.itpo_models) - set(ITPO_MODELS):
+    arms = [arm_rule(a, cfg.reset_every_step) for a in cfg.itpo_models or []]
+    if not arms or {m for m, _ in arms} - set(ITPO_MODELS):
         raise ConfigError(
             f"--pipeline.itpo_models={cfg.itpo_models} must name some of "
-            f"{list(ITPO_MODELS)}, e.g. [exact, meanflow]."
+            f"{list(ITPO_MODELS)}, each optionally with a rule suffix {list(RULES)}, e.g. "
+            "[exact, meanflow, meanflow_reset]."
+        )
+    if len(set(arms)) < len(arms):
+        raise ConfigError(
+            f"--pipeline.itpo_models={cfg.itpo_models} names one arm twice (a suffix equal to "
+            f"the run's rule, reset_every_step={cfg.reset_every_step}, is the arm without it)."
         )
     if Path(cfg.itpo_dir).name != cfg.itpo_dir or cfg.itpo_dir in (*STAGES, ".", ".."):
         raise ConfigError(
@@ -433,10 +462,13 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
             "model.init_args.world_model_ckpt": str(wm.checkpoint),
         },
     )
-    trained = {"diffusion": str(wm.checkpoint), "meanflow": str(meanflow.checkpoint)}
-    ckpts = {name: trained[name] for name in LEARNED if name in cfg.itpo_models}
-    if "exact" in cfg.itpo_models and exact_available(cfg):
-        ckpts = {"exact": cfg.exact_model} | ckpts
+    sources = {"diffusion": str(wm.checkpoint), "meanflow": str(meanflow.checkpoint)}
+    if any(arm_rule(a, False)[0] == "exact" for a in cfg.itpo_models) and exact_available(cfg):
+        sources["exact"] = cfg.exact_model
+    # arm -> (world model, reset), in the order given; exact arms first
+    arms = {a: arm_rule(a, cfg.reset_every_step) for a in cfg.itpo_models}
+    arms = {a: mr for a, mr in arms.items() if mr[0] in sources}
+    arms = dict(sorted(arms.items(), key=lambda kv: kv[1][0] != "exact"))
     itpo = ITPOConfig(
         horizon=cfg.horizon,
         particles=cfg.particles,
@@ -467,34 +499,49 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
             ),
         )
 
-    # alpha: every grid point on the held-out episodes, one batch per world model
-    sel = itpo_run(
-        "alpha", ckpts, alpha_grid=cfg.alpha_grid, episodes=cfg.alpha_episodes,
-        env_seed=cfg.alpha_seed,
-    )  # fmt: skip
+    # alpha: every grid point on the held-out episodes, one batch per world model and rule
+    # (the run's rule in "alpha", another in "alpha_reset" / "alpha_carry")
+    chosen: dict[str, float] = {}
+    held_out: dict[str, dict[float, float]] = {}
+    base_held_out = None
+    for reset in sorted({r for _, r in arms.values()}, key=lambda r: r != cfg.reset_every_step):
+        group = {a: m for a, (m, r) in arms.items() if r == reset}
+        tag = "alpha" if reset == cfg.reset_every_step else "alpha" + ("_carry", "_reset")[reset]
+        sel = itpo_run(
+            tag, {m: sources[m] for m in group.values()}, alpha_grid=cfg.alpha_grid,
+            episodes=cfg.alpha_episodes, env_seed=cfg.alpha_seed,
+            itpo=replace(itpo, reset_every_step=reset),
+        )  # fmt: skip
+        base_held_out = sel.base.return_mean
+        for a, m in group.items():
+            chosen[a] = sel.alpha[m]
+            held_out[a] = {lr: sel.grid[m][lr].return_mean for lr in cfg.alpha_grid}
     results = {
         "dataset_id": cfg.dataset_id,
         "config": asdict(cfg),
         "command": " ".join(["lit-itpo", *sys.argv[1:]]),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "checkpoints": {"world_model": trained["diffusion"], "policy": str(policy.checkpoint)}
-        | {"meanflow": trained["meanflow"]},
+        "checkpoints": {"world_model": sources["diffusion"], "policy": str(policy.checkpoint)}
+        | {"meanflow": sources["meanflow"]},
         "alpha_selection": {
-            f"{lr:g}": {"base_return": sel.base.return_mean}
-            | {f"itpo_{n}_return": sel.grid[n][lr].return_mean for n in ckpts}
+            f"{lr:g}": {"base_return": base_held_out}
+            | {f"itpo_{a}_return": held_out[a][lr] for a in arms}
             for lr in cfg.alpha_grid
         },
-        "alpha": dict(sel.alpha),
+        "alpha": chosen,
     }
-    for name, path in ckpts.items():
-        alpha = sel.alpha[name]
+    for arm, (model, reset) in arms.items():
+        alpha = chosen[arm]
         final = itpo_run(
-            f"final_{name}", {name: path}, itpo=replace(itpo, lr=alpha),
+            f"final_{arm}", {model: sources[model]},
+            itpo=replace(itpo, lr=alpha, reset_every_step=reset),
             episodes=cfg.num_episodes, env_seed=cfg.eval_seed,
         )  # fmt: skip
         results["base"] = asdict(final.base)  # identical in each final run: same seeds
-        d = final.itpo[name]
-        results[f"itpo_{name}"] = asdict(d.score) | {
+        d = final.itpo[model]
+        results[f"itpo_{arm}"] = asdict(d.score) | {
+            "world_model": model,
+            "reset_every_step": reset,
             "alpha": alpha,
             "fell_back": alpha == 0.0,  # no grid point beat the base policy on held-out seeds
             "improvement": d.gain if d.score.normalized_score is not None else None,
@@ -506,12 +553,15 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
             "nfe_per_step": d.nfe_per_step,
             "ascent_rate": d.ascent_rate,
         }
-    exact = results.get("itpo_exact")
-    for name in LEARNED:
-        d = results.get(f"itpo_{name}")
-        if d is not None and exact is not None:
-            # the share of the exact arm's gain this learned model keeps (same base, same
-            # episodes); undefined where the exact arm did not gain
+    for arm, (model, reset) in arms.items():
+        # the share of the exact arm's gain (same rule, same base, same episodes) this learned
+        # model keeps; undefined where the exact arm did not gain
+        exact = next(
+            (results[f"itpo_{a}"] for a, (m, r) in arms.items() if m == "exact" and r == reset),
+            None,
+        )
+        if model != "exact" and exact is not None:
+            d = results[f"itpo_{arm}"]
             d["share_of_exact_gain"] = d["gain"] / exact["gain"] if exact["gain"] > 0 else None
     atomic_write_json(results, results_path(cfg))
     return results
@@ -549,11 +599,17 @@ def format_table(res: dict) -> str:
         "diffusion": "diffusion WM",
         "meanflow": "tilted MeanFlow WM",
     }
-    for name, label in names.items():
-        d = res.get(f"itpo_{name}")
-        if d is None:
-            continue
-        share = pct(d.get("share_of_exact_gain")) if name != "exact" and "itpo_exact" in res else ""
+    arms = [k[len("itpo_") :] for k in res if k.startswith("itpo_")]
+    rules = {res[f"itpo_{a}"].get("reset_every_step", False) for a in arms}
+    has_exact = any(res[f"itpo_{a}"].get("world_model", a) == "exact" for a in arms)
+    for arm in arms:
+        d = res[f"itpo_{arm}"]
+        name = d.get("world_model", arm)
+        label = names.get(name, name)
+        if len(rules) > 1:  # say each row's rule where the table mixes them
+            reset = d.get("reset_every_step", False)
+            label += ", psi reset each step" if reset else ", psi carried over"
+        share = pct(d.get("share_of_exact_gain")) if name != "exact" and has_exact else ""
         length = f"{d['length_mean']:.0f}"
         if d["fell_back"]:
             rows.append(
@@ -576,7 +632,7 @@ def format_table(res: dict) -> str:
         f"env seeds {cfg['eval_seed']}+i, the same for every row"
     )
     notes = []
-    measured = [res[f"itpo_{n}"] for n in names if f"itpo_{n}" in res]
+    measured = [res[f"itpo_{a}"] for a in arms]
     if any(d["ascent_rate"] is None for d in measured if not d["fell_back"]):
         notes.append(
             "ascent rate n/a: the env's state cannot be set from its observation, so J_true "

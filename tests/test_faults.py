@@ -382,6 +382,8 @@ def pipeline_args(root, out, *extra):
         (("--pipeline.proximity", "-1"), "proximity=-1.0"),
         (("--pipeline.itpo_models", "[mlp]"), "itpo_models=['mlp']"),
         (("--pipeline.itpo_models", "[]"), "itpo_models=[]"),
+        (("--pipeline.itpo_models", "[meanflow_later]"), "itpo_models=['meanflow_later']"),
+        (("--pipeline.itpo_models", "[meanflow, meanflow_carry]"), "names one arm twice"),
         (("--pipeline.itpo_dir", "policy"), "itpo_dir='policy'"),
         (("--pipeline.itpo_dir", "../elsewhere"), "itpo_dir='../elsewhere'"),
         (("--pipeline.restart", "[policy, nope]"), "names ['nope']"),

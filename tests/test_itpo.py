@@ -298,6 +298,37 @@ def test_pipeline_end_to_end_and_resumes_per_stage(tiny_pipeline, capsys):
     assert res["itpo_exact"]["ascent_rate"] is not None  # Pendulum's state is settable
 
 
+def test_pipeline_arms_with_another_rule_run_beside_the_runs_rule(tiny_pipeline, capsys):
+    """An arm with a rule suffix (``exact_carry``: the paper's rule) runs beside the run's rule
+    (Pendulum's ITPO config: psi reset every step) on the same trained stages: its own alpha
+    run and final run, its own results key, each row named by its rule."""
+    import json
+
+    from lit_itpo.cli import main
+
+    out, args = tiny_pipeline
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/tb/*/checkpoints/last.ckpt")}
+    capsys.readouterr()
+    arms = ["--pipeline.itpo_models", "[exact_carry, meanflow]", "--pipeline.itpo_dir", "arms"]
+    main([*args, *arms])
+    printed = capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # the trained stages reused
+    res = json.loads((out / "arms" / "results.json").read_text())
+    assert res["config"]["reset_every_step"] is True  # conf/pendulum-medium/itpo.yaml's rule
+    assert set(res["alpha"]) == {"exact_carry", "meanflow"}
+    carry, reset = res["itpo_exact_carry"], res["itpo_meanflow"]
+    assert (carry["world_model"], carry["reset_every_step"]) == ("exact", False)
+    assert (reset["world_model"], reset["reset_every_step"]) == ("meanflow", True)
+    runs = {p.parent.name for p in (out / "arms").glob("*/metrics.json")}
+    assert runs == {"alpha", "alpha_carry", "final_exact_carry", "final_meanflow"}
+    made = json.loads((out / "arms" / "alpha_carry" / "metrics.json").read_text())["made_by"]
+    itpo = made["spec"]["overrides"]["trainer.callbacks.init_args.itpo"]
+    assert itpo["reset_every_step"] is False
+    assert "ITPO, exact dynamics, psi carried over" in printed
+    assert "ITPO, tilted MeanFlow WM, psi reset each step" in printed
+    assert reset.get("share_of_exact_gain") is None  # the exact arm of another rule: no share
+
+
 def test_results_notebook_runs_on_a_tiny_run(tiny_pipeline, monkeypatch):
     import nbformat
     from nbclient import NotebookClient
