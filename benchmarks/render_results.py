@@ -27,6 +27,7 @@ from benchmarks import (
     main_job,
     meanflow_mixture,
     meanflow_quality,
+    pendulum_exact,
     policy_quality,
     policy_speed,
     score_suite,
@@ -107,6 +108,19 @@ SECTIONS = [
         "H-step objective (the simulator set to the real state). The older cell (halfcheetah "
         "sample, the main job until 2026-12-07) scores 200-step episodes against the 1000-step "
         "D4RL references.",
+    ),
+    (
+        "Why exact-dynamics ITPO lost on Pendulum: rule, horizon, alpha, critic budget",
+        "pendulum_exact",
+        pendulum_exact.report,
+        "`python -m benchmarks.pendulum_exact` (protocol in its docstring): ReBRAC checkpoints "
+        "of training seeds 1 and 2 (the main job is seed 0) at 5k and 30k updates; ITPO with "
+        "Pendulum's exact dynamics on 20 episodes (env seeds 2000000+i) for every rule (psi "
+        "carried over, the paper's; or reset before every real step), horizon and alpha. A cell: "
+        "the mean paired gain over the base in normalised points [95% bootstrap interval] "
+        "(episodes that collapsed: a return more than 500 below the base's on the same "
+        "episode). A diagnosis, not a gain claim: the alphas are not chosen on held-out "
+        "episodes here.",
     ),
     (
         "The gain suite: ITPO over its own ReBRAC base (protocol fixed before the runs)",

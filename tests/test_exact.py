@@ -170,3 +170,31 @@ def test_pendulum_true_slope_equals_float64_autograd_near_the_upright_equilibriu
         want = float(sum((g * d[k]).sum() for g, k in zip(grads, params, strict=True)))
         p = {k: v.detach() for k, v in params.items()}
         assert truth.slope(p, d, obs) == pytest.approx(want, rel=1e-6, abs=1e-9)
+
+
+def test_carried_over_psi_drifts_with_the_episode_while_reset_moves_one_step():
+    """Why the paper's rule collapsed on Pendulum where the reset rule gained (at the same
+    alpha, exact dynamics; benchmarks/pendulum_exact.py): with psi carried over, the adapted
+    actor is the sum of every earlier step's ascent, so its distance from the pretrained one
+    grows with the episode (up to the sum of the earlier steps' ascents), so one alpha takes
+    ever larger steps; reset every step, each real step moves psi by that step's ascent only."""
+    torch.manual_seed(0)
+    actor = TanhActor(3, 1, [-2.0], [2.0], [32, 32])
+    critic = TwinCritic(3, 1, [32, 32])
+    model = PendulumWorldModel()
+    obs0 = torch.tensor([[-1.0, 0.0, 0.5]])  # hanging down: where a swing-up starts
+
+    def drift(reset: bool, steps: int = 40) -> list[float]:
+        cfg = ITPOConfig(horizon=5, particles=1, lr=1e-3, reset_every_step=reset)
+        engine, obs, out = ITPOEngine(actor, critic, model, cfg), obs0, []
+        for _ in range(steps):
+            action = engine.step(obs, model.sample_noise(1, 1, 5))
+            dist = sum((engine.params[k][0] - engine.base[k]).pow(2).sum() for k in engine.base)
+            out.append(float(dist.sqrt()))
+            obs = model.next(obs, action, torch.zeros(1, 0)).detach()
+        return out
+
+    carried, reset = drift(False), drift(True)
+    assert carried[0] == pytest.approx(reset[0])  # the first step is the same step
+    # the carried-over actor sums the earlier steps' ascents: several times one step's move
+    assert np.median(carried) > 4 * np.median(reset) and max(carried) > 5 * max(reset)
