@@ -27,6 +27,7 @@ The driver is the only writer of ``benchmarks/results/<name>.json``: it adds eac
 from __future__ import annotations
 
 import argparse
+import fcntl
 import itertools
 import json
 import os
@@ -58,12 +59,16 @@ class Cell:
         argv: the ``lit-itpo`` arguments (subcommand first).
         run_dir: where the command writes; ``log.txt`` and ``cell.json`` go there too.
         info: what the benchmark's summary needs to know of the cell (dataset, seed, ...).
+        needs: ``(path, lit-itpo argv)`` pairs: a path the command reads and the command that
+            makes it (e.g. a dataset and its ``collect``), run first where the path is missing
+            (under a lock beside the path, so two cells never make it at once).
     """
 
     key: str
     argv: tuple[str, ...]
     run_dir: Path
     info: dict = field(default_factory=dict, compare=False)
+    needs: tuple[tuple[str, tuple[str, ...]], ...] = field(default=(), compare=False)
 
     @property
     def command(self) -> str:
@@ -93,17 +98,35 @@ def run(cell: Cell, threads: int = 1) -> dict:
         return done
     run_dir = Path(cell.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "lit_itpo", *cell.argv]
     env = os.environ | {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(threads))}
     log = run_dir / "log.txt"
+
+    def lit_itpo(argv: Sequence[str]) -> None:
+        cmd = [sys.executable, "-m", "lit_itpo", *argv]
+        with open(log, "a") as fh:
+            fh.write(f"\n$ {shlex.join(cmd)}\n")
+            fh.flush()
+            proc = subprocess.run(cmd, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, env=env)
+        if proc.returncode != 0:
+            raise CellError(f"{cell.key}: exit {proc.returncode} (see {log}): lit-itpo "
+                            + " ".join(argv))  # fmt: skip
+
     t0 = time.perf_counter()
-    with open(log, "a") as fh:
-        fh.write(f"\n$ {shlex.join(cmd)}\n")
-        fh.flush()
-        proc = subprocess.run(cmd, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, env=env)
-    if proc.returncode != 0:
-        raise CellError(f"{cell.key}: exit {proc.returncode} (see {log}): {cell.command}")
-    done = {"command": cell.command, "wall_s": time.perf_counter() - t0, "machine": machine()}
+    for path, argv in cell.needs:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.parent / f".{path.name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not path.exists():
+                lit_itpo(argv)
+    setup_s = time.perf_counter() - t0
+    lit_itpo(cell.argv)
+    done = {
+        "command": cell.command,
+        "wall_s": time.perf_counter() - t0 - setup_s,
+        "setup_s": setup_s,  # making what the cell needs (e.g. its dataset), not the cell
+        "machine": machine(),
+    }
     atomic_write_text(json.dumps(done, indent=2) + "\n", cell.done_file)
     return done
 
@@ -133,16 +156,23 @@ def add_executor_args(p: argparse.ArgumentParser) -> None:
 
 
 def protocol_args(
-    name: str, doc: str, protocol: Path, runs: Path, argv: Sequence[str] | None
+    name: str,
+    doc: str,
+    protocol: Path,
+    runs: Path,
+    argv: Sequence[str] | None,
+    extra: Callable[[argparse.ArgumentParser], None] | None = None,
 ) -> argparse.Namespace:
     """The command line of a suite run under a committed protocol file: ``--protocol``,
-    ``--out``, ``--runs``, ``--report`` and where the cells run."""
+    ``--out``, ``--runs``, ``--report``, where the cells run, and the suite's own (``extra``)."""
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--protocol", type=Path, default=protocol, help="the committed protocol")
     p.add_argument("--out", default=name, help="results name (benchmarks/results/<out>.json)")
     p.add_argument("--runs", type=Path, default=runs, help="the suite cells' run directories")
     p.add_argument("--report", action="store_true", help="print the tables and exit")
     add_executor_args(p)
+    if extra is not None:
+        extra(p)
     return p.parse_args(argv)
 
 

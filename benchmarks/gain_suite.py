@@ -9,9 +9,15 @@ and each finished cell goes to ``benchmarks/results/gain_suite.json`` at once, w
 protocol itself. There is no way to pick cells: a recorded cell is never run again, a stopped
 one resumes by the same command, and a results file made under another protocol is refused.
 
-    OMP_NUM_THREADS=1 python -m benchmarks.gain_suite [--workers N |
-        --executor slurm --slurm-partition gpu --cpus-per-task 4]
+    python -m benchmarks.gain_suite --make-data --workers 2     # this machine, both cores
+    python -m benchmarks.gain_suite --executor slurm --slurm-partition gpu --cpus-per-task 4
     python -m benchmarks.gain_suite --report
+
+Run directories go to ``--runs`` (default ``$LIT_ITPO_RUNS/gain_suite``, else
+``~/lit_itpo_runs/gain_suite``) and datasets to Minari's root (``$MINARI_DATASETS_PATH``, else
+``~/.minari/datasets``): both outside the work tree, so a later checkout on the same machine
+continues the cells where they stopped. ``--make-data`` first makes every missing dataset of the
+protocol (``lit-itpo collect`` with that dataset's recipe only, ``--workers`` at a time).
 
 A cell's gain is ITPO's mean normalised score minus its base's on the same evaluation episodes
 (0 where the held-out episodes chose the base: a fallback). Over cells: the mean and IQM of the
@@ -22,6 +28,7 @@ gains, with rliable's stratified bootstrap (strata = datasets, units = seeds;
 from __future__ import annotations
 
 import json
+import os
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,12 +40,13 @@ from benchmarks.cells import Cell, protocol_args, refuse_other_protocol, run_cel
 from benchmarks.common import REPO, load
 from benchmarks.score_suite import DATASETS, data_record, pipeline_argv
 from lit_itpo.data.minari_io import datasets_root
+from lit_itpo.pipeline import arm_rule
 from lit_itpo.stats import bootstrap_ci, iqm, stratified_bootstrap_ci
 
 NAME = "gain_suite"
 PROTOCOL = REPO / "conf" / "suite" / "gain_suite.yaml"
-RUNS = REPO / "runs" / "gain_suite"
-MODELS = ("diffusion", "meanflow")
+RUNS = Path(os.environ.get("LIT_ITPO_RUNS") or Path.home() / "lit_itpo_runs") / NAME
+MODELS = ("diffusion", "meanflow")  # the learned world models (the cost target compares them)
 # ReBRAC's published D4RL scores (ReBRAC paper, 10 seeds, 1M updates; docs/METHOD.md)
 PUBLISHED_BASE = {
     "halfcheetah-medium": 65.6,
@@ -56,11 +64,34 @@ def load_protocol(path: Path = PROTOCOL) -> dict:
     unknown = [ds for ds in proto["datasets"] if ds not in DATASETS]
     if unknown:
         raise SystemExit(f"gain_suite: {path}: unknown datasets {unknown}; use {list(DATASETS)}")
+    bad = [a for a in proto["itpo"]["arms"] if arm_rule(a, False)[0] not in MODELS]
+    if bad or not set(MODELS) <= set(proto["itpo"]["arms"]):
+        raise SystemExit(
+            f"gain_suite: {path}: itpo.arms {proto['itpo']['arms']} must hold {list(MODELS)} "
+            "(the cost target compares them), each other arm a world model with a rule suffix"
+        )
     return proto
 
 
-def make_cell(ds: str, seed: int, proto: dict, runs: Path = RUNS) -> Cell:
-    """The ``lit-itpo pipeline`` command of one dataset and seed under ``proto``."""
+def arms(proto: dict) -> list[str]:
+    return list(proto["itpo"]["arms"])
+
+
+def collect_argv(ds: str, runs: Path) -> tuple[str, ...]:
+    """The ``lit-itpo collect`` command that makes dataset ``ds`` alone under Minari's root:
+    its env's committed collect config, that one recipe, the behaviour agent's run (where the
+    recipe needs one: medium-replay) beside the suite's runs, the committed actors untouched."""
+    env, recipe = DATASETS[ds].split("/")[1], DATASETS[ds].split("/")[2].rsplit("-v", 1)[0]
+    return (
+        "collect", "--config", f"conf/collect/{env}.yaml", "--collect.recipes", f"[{recipe}]",
+        "--collect.run_dir", str(Path(runs) / "behaviour" / f"{env}-s0"),
+        "--collect.export_dir", "null",
+    )  # fmt: skip
+
+
+def make_cell(ds: str, seed: int, proto: dict, runs: Path = RUNS, make_data: bool = False) -> Cell:
+    """The ``lit-itpo pipeline`` command of one dataset and seed under ``proto``
+    (``make_data``: with the collect command of its dataset, run first where it is missing)."""
     b, it, ev = proto["budget"], proto["itpo"], proto["evaluation"]
     out = Path(runs) / f"{ds}-s{seed}"
     p = "--pipeline."
@@ -69,6 +100,8 @@ def make_cell(ds: str, seed: int, proto: dict, runs: Path = RUNS) -> Cell:
         f"{p}policy_batch_size", str(b["policy_batch_size"]),
         f"{p}policy_eval_every", str(b["policy_eval_every"]),
         f"{p}policy_eval_episodes", str(b["policy_eval_episodes"]),
+        f"{p}itpo_models", "[" + ", ".join(it["arms"]) + "]",
+        f"{p}reset_every_step", "false",  # an arm without a suffix: the paper's rule
         f"{p}particles", str(it["particles"]),
         f"{p}horizon", str(it["horizon"]),
         f"{p}inner_steps", str(it["inner_steps"]),
@@ -80,7 +113,8 @@ def make_cell(ds: str, seed: int, proto: dict, runs: Path = RUNS) -> Cell:
         else str(ev["max_episode_steps"]),
         f"{p}seed", str(seed),
     ]  # fmt: skip
-    return Cell(f"{ds}/s{seed}", tuple(argv), out, {"dataset": ds, "seed": seed})
+    needs = ((str(datasets_root() / DATASETS[ds]), collect_argv(ds, runs)),) if make_data else ()
+    return Cell(f"{ds}/s{seed}", tuple(argv), out, {"dataset": ds, "seed": seed}, needs)
 
 
 def summarise(cell: Cell, done: dict, proto: dict) -> dict:
@@ -90,7 +124,7 @@ def summarise(cell: Cell, done: dict, proto: dict) -> dict:
     res = json.loads((out / "results.json").read_text())
     b = proto["budget"]
     itpo = {}
-    for m in MODELS:
+    for m in arms(proto):
         r = res[f"itpo_{m}"]
         itpo[m] = {
             "score": r["normalized_score"],
@@ -119,7 +153,7 @@ def summarise(cell: Cell, done: dict, proto: dict) -> dict:
         "data": data_record(ds),
         "wall_s": done["wall_s"],
         "summary": f"base {base['normalized_score']:.1f}, gain "
-        + ", ".join(f"{m} {itpo[m]['gain']:+.2f}" for m in MODELS)
+        + ", ".join(f"{m} {itpo[m]['gain']:+.2f}" for m in itpo)
         + f" ({done['wall_s'] / 60:.0f} min)",
         "command": cell.command,
     }
@@ -156,20 +190,21 @@ def verdicts(cells: Sequence[dict], targets: dict) -> list[tuple[str, str, bool 
     """Each target of the protocol: (what, measured, met); ``None``: not measurable yet."""
     if not cells:
         return []
-    agg = {m: aggregate(cells, m) for m in MODELS}
+    names = list(cells[0]["itpo"])  # the arms, in the protocol's order
+    agg = {m: aggregate(cells, m) for m in names}
     rows = []
-    best = max(MODELS, key=lambda m: agg[m]["all"]["mean"])
+    best = max(names, key=lambda m: agg[m]["all"]["mean"])
     a, need = agg[best]["all"], targets["mean_gain_min"]
     ci = a["ci"] or [float("nan")] * 2
     rows.append((
-        f"mean gain >= {need:+g} with its CI above 0 (one world model)",
+        f"mean gain >= {need:+g} with its CI above 0 (the best arm)",
         f"{best}: {a['mean']:+.2f} [{ci[0]:+.2f}, {ci[1]:+.2f}]",
         None if a["ci"] is None else a["mean"] >= need and ci[0] > 0,
     ))  # fmt: skip
     floor = targets["dataset_mean_gain_floor"]
-    worst = {m: min((v["mean"], ds) for ds, v in agg[m].items() if ds != "all") for m in MODELS}
+    worst = {m: min((v["mean"], ds) for ds, v in agg[m].items() if ds != "all") for m in names}
     rows.append((
-        f"no dataset's mean gain below {floor:+g} (both world models)",
+        f"no dataset's mean gain below {floor:+g} (every arm)",
         "; ".join(f"{m}: lowest {v:+.2f} ({ds})" for m, (v, ds) in worst.items()),
         all(v >= floor for v, _ in worst.values()),
     ))  # fmt: skip
@@ -192,6 +227,7 @@ def report(payload: dict) -> str:
     proto, cells = payload.get("protocol"), list(payload.get("cells", {}).values())
     if not cells:
         return "No cell of the gain suite has finished yet."
+    names = list(cells[0]["itpo"])
     b, ev = proto["budget"], proto["evaluation"]
     lines = [
         f"Protocol `conf/suite/gain_suite.yaml`: {len(proto['datasets'])} datasets x "
@@ -200,11 +236,12 @@ def report(payload: dict) -> str:
         f"{b['meanflow_steps'] // 1000}k; {ev['episodes']} evaluation episodes per cell; "
         f"{len(cells)} of {len(proto['datasets']) * len(proto['seeds'])} cells finished.",
         "",
-        "| dataset | seeds | ReBRAC (published) | gain, diffusion (mean, 95% CI; IQM) | "
-        "gain, MeanFlow (mean, 95% CI; IQM) | fallbacks (diff. / MF) |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| dataset | seeds | ReBRAC (published) | "
+        + " | ".join(f"gain, {m} (mean, 95% CI; IQM)" for m in names)
+        + f" | fallbacks ({' / '.join(names)}) |",
+        "| --- | --- | --- | " + "--- | " * len(names) + "--- |",
     ]
-    agg = {m: aggregate(cells, m) for m in MODELS}
+    agg = {m: aggregate(cells, m) for m in names}
 
     def gain(v: dict) -> str:
         ci = "" if v["ci"] is None else f" [{v['ci'][0]:+.2f}, {v['ci'][1]:+.2f}]"
@@ -213,19 +250,18 @@ def report(payload: dict) -> str:
     for ds in proto["datasets"]:
         cs = [c for c in cells if c["dataset"] == ds]
         if not cs:
-            lines.append(f"| {ds} | 0 | not run yet | | | |")
+            lines.append(f"| {ds} | 0 | not run yet | " + "| " * len(names) + "|")
             continue
         base = statistics.mean(c["base"]["score"] for c in cs)
-        falls = " / ".join(str(sum(c["itpo"][m]["fell_back"] for c in cs)) for m in MODELS)
+        falls = " / ".join(str(sum(c["itpo"][m]["fell_back"] for c in cs)) for m in names)
+        gains = " | ".join(gain(agg[m][ds]) for m in names)
         lines.append(
-            f"| {ds} | {len(cs)} | {base:.1f} ({PUBLISHED_BASE.get(ds, 'n/a')}) | "
-            f"{gain(agg['diffusion'][ds])} | {gain(agg['meanflow'][ds])} | {falls} |"
+            f"| {ds} | {len(cs)} | {base:.1f} ({PUBLISHED_BASE.get(ds, 'n/a')}) | {gains} | "
+            f"{falls} |"
         )
-    falls = " / ".join(str(agg[m]["all"]["fallbacks"]) for m in MODELS)
-    lines.append(
-        f"| all (stratified) | {len(cells)} | | {gain(agg['diffusion']['all'])} | "
-        f"{gain(agg['meanflow']['all'])} | {falls} |"
-    )
+    falls = " / ".join(str(agg[m]["all"]["fallbacks"]) for m in names)
+    gains = " | ".join(gain(agg[m]["all"]) for m in names)
+    lines.append(f"| all (stratified) | {len(cells)} | | {gains} | {falls} |")
     lines += ["", "| target | measured | met |", "| --- | --- | --- |"]
     for what, measured, met in verdicts(cells, proto["targets"]):
         verdict = "n/a" if met is None else "yes" if met else "no"
@@ -234,19 +270,30 @@ def report(payload: dict) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = protocol_args(NAME, __doc__, PROTOCOL, RUNS, argv)
+    def extra(p) -> None:
+        p.add_argument(
+            "--make-data",
+            action="store_true",
+            help="make a missing dataset (lit-itpo collect, its recipe only) before its cells",
+        )
+
+    args = protocol_args(NAME, __doc__, PROTOCOL, RUNS, argv, extra)
     if args.report:
         print(report(load(args.out)))
         return
     proto = load_protocol(args.protocol)
     refuse_other_protocol(NAME, args, proto)
     missing = [ds for ds in proto["datasets"] if not (datasets_root() / DATASETS[ds]).is_dir()]
-    if missing:
+    if missing and not args.make_data:
         raise SystemExit(
-            f"gain_suite: datasets {missing} are not under {datasets_root()}: make them with "
-            "lit-itpo collect --config conf/collect/<env>.yaml (the protocol runs every cell)."
+            f"gain_suite: datasets {missing} are not under {datasets_root()}: pass --make-data "
+            "(or make them with lit-itpo collect --config conf/collect/<env>.yaml)."
         )
-    cells = [make_cell(ds, s, proto, args.runs) for s in proto["seeds"] for ds in proto["datasets"]]
+    cells = [
+        make_cell(ds, s, proto, args.runs, args.make_data)
+        for s in proto["seeds"]
+        for ds in proto["datasets"]
+    ]
     meta = {"protocol": proto, "command": f"python -m benchmarks.gain_suite --out {args.out}"}
     payload = run_cells(args.out, cells, lambda c, d: summarise(c, d, proto), meta, args)
     print(report(payload))

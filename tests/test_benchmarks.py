@@ -225,6 +225,43 @@ def test_suite_driver_records_each_cell_and_names_the_failed_ones(tmp_path, monk
     assert got["cells"]["other"]["wall_s"] == got["cells"]["a"]["wall_s"] == 1.0
 
 
+def test_a_cell_makes_what_it_needs_first_and_stops_if_that_fails(tmp_path, monkeypatch):
+    """A cell's ``needs`` (a path and the command that makes it, e.g. the gain suite's dataset
+    and its ``collect``) run before its command where the path is missing and not where it is
+    there; a failed one stops the cell before its command, naming the failed command; the gain
+    suite's ``--make-data`` cells need their dataset's collect, that recipe alone."""
+    from benchmarks import cells, gain_suite
+
+    bad = ("collect", "--config", str(tmp_path / "nope.yaml"))  # fails at once (exit 2)
+    here = tmp_path / "here"
+    here.mkdir()
+    ok = cells.Cell("ok", ("nope-subcommand",), tmp_path / "ok", needs=((str(here), bad),))
+    with pytest.raises(cells.CellError, match="nope-subcommand"):  # its own command ran
+        cells.run(ok)
+    assert "$ " in (tmp_path / "ok" / "log.txt").read_text()
+    assert "collect" not in (tmp_path / "ok" / "log.txt").read_text()  # the need was there
+    missing = cells.Cell("m", ("fit",), tmp_path / "m", needs=((str(tmp_path / "gone"), bad),))
+    with pytest.raises(cells.CellError, match="lit-itpo collect --config"):
+        cells.run(missing)
+    log = (tmp_path / "m" / "log.txt").read_text()
+    assert "collect --config" in log and " fit" not in log  # stopped before its command
+    assert not missing.done_file.exists()
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    proto = gain_suite.load_protocol()
+    cell = gain_suite.make_cell("halfcheetah-medium-replay", 0, proto, tmp_path / "runs", True)
+    ((path, argv),) = cell.needs
+    assert path == str(tmp_path / "minari" / "lit_itpo/halfcheetah/medium-replay-v0")
+    assert argv[:5] == ("collect", "--config", "conf/collect/halfcheetah.yaml",
+                        "--collect.recipes", "[medium-replay]")  # fmt: skip
+    assert str(tmp_path / "runs" / "behaviour") in argv[6] and argv[-2:] == (
+        "--collect.export_dir",
+        "null",
+    )  # the committed behaviour actors stay as they are
+    assert "[diffusion, meanflow, meanflow_reset]" in cell.argv
+    assert not gain_suite.make_cell("hopper-medium", 0, proto, tmp_path).needs
+
+
 # A score-suite cell at a budget of a few updates on the embedded sample (found, like the
 # suite's datasets, under $MINARI_DATASETS_PATH), one short episode, one alpha.
 TINY_SUITE = [
