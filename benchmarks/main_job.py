@@ -72,8 +72,9 @@ def report(payload: dict) -> str:
         arms = [a for a in ARMS if f"itpo_{a}" in r]
         finals = " + ".join(f"{t[f'itpo/final_{a}']:.0f} s ({a})" for a in arms)
         date = c.get("machine", {}).get("date", "undated")
+        rule = "psi reset every step" if cfg.get("reset_every_step") else "psi carried over"
         out += [
-            f"**{key}** ({r.get('dataset_id', cfg['dataset_id'])}, {date}): "
+            f"**{key}** ({r.get('dataset_id', cfg['dataset_id'])}, {date}; ITPO rule: {rule}): "
             f"{c['wall_s'] / 60:.1f} min in all (load average before: {c['load_avg_before']}); "
             f"world model {t['world_model']:.0f} s ({cfg['world_model_steps']} updates), "
             f"ReBRAC {t['policy']:.0f} s ({cfg['policy_steps']} updates), MeanFlow "
@@ -129,7 +130,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         cmd = " ".join(
             ["python -m benchmarks.main_job", *(["--", *args.extra] if args.extra else [])]
         )
-        record(NAME, key, run(REPO / args.out_dir, args.extra) | {"machine": m}, {"command": cmd})
+        job = run(REPO / args.out_dir, args.extra) | {"machine": m}
+        if job["results"]["config"].get("reset_every_step"):  # another rule: its own record
+            key += ", psi reset every step"
+        record(NAME, key, job, {"command": cmd})
     print(report(load(NAME)))
 
 
