@@ -14,12 +14,21 @@ Protocol (diagnosis, not a gain claim):
   interval, and the number of collapsed episodes (a return more than 500 below the base's on the
   same episode: the pendulum was not swung up).
 
-    OMP_NUM_THREADS=2 python -m benchmarks.pendulum_exact [--runs DIR]
+Confirmation (``--confirm``; protocol v2 of docs/notes/2026-12-07-pendulum-mechanism-check.md,
+fixed before its runs): the main job's pipeline on new training seeds 3 and 4 with the exact arm
+under both rules (``--pipeline.itpo_models '[exact, exact_carry]'``), alpha per rule on the
+held-out episodes; per rule the 40 paired episode gains pooled, the mean with a 95% bootstrap
+interval stratified by seed. The pipeline reuses finished runs, so rerunning only recomputes.
+
+    OMP_NUM_THREADS=2 python -m benchmarks.pendulum_exact [--runs DIR] [--confirm]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -34,7 +43,7 @@ from lit_itpo.evaluation import run_episodes
 from lit_itpo.itpo import ITPOConfig, ITPOEngine
 from lit_itpo.modules.policy import load_policy
 from lit_itpo.stages import StageSpec, fit_stage
-from lit_itpo.stats import bootstrap_ci
+from lit_itpo.stats import bootstrap_ci, stratified_bootstrap_ci
 from lit_itpo.world_models.exact import make_exact_model
 
 NAME = "pendulum_exact"
@@ -115,6 +124,63 @@ def expert_score(env_spec: str, ref, seeds: list[int] = EPISODES) -> float:
     return float(np.mean([normalized_score(float(r), ref) for r in rets]))
 
 
+CONFIRM_SEEDS = (3, 4)
+CONFIRM_ARMS = {"exact": "psi reset every step", "exact_carry": "psi carried over"}
+
+
+def confirm(runs: Path, ref) -> dict:
+    """Run (or reuse) the confirmation's pipelines and pool their paired episode gains."""
+    gains: dict[str, dict[str, list[float]]] = {a: {} for a in CONFIRM_ARMS}
+    per_seed = {}
+    for seed in CONFIRM_SEEDS:
+        out = Path(runs) / "confirm" / f"s{seed}"
+        cmd = [
+            sys.executable, "-m", "lit_itpo", "pipeline", "--pipeline.seed", str(seed),
+            "--pipeline.itpo_models", "[" + ", ".join(CONFIRM_ARMS) + "]",
+            "--pipeline.out_dir", str(out),
+        ]  # fmt: skip
+        subprocess.run(cmd, cwd=REPO, check=True)
+        res = json.loads((out / "results.json").read_text())
+        per_seed[f"s{seed}"] = {"base": res["base"]["normalized_score"]}
+        for arm in CONFIRM_ARMS:
+            g = episode_gains(out / "itpo" / f"final_{arm}", ref)
+            gains[arm][f"s{seed}"] = g
+            per_seed[f"s{seed}"][arm] = {"gain": float(np.mean(g)), "alpha": res["alpha"][arm]}
+    pooled = {}
+    for arm, strata in gains.items():
+        lo, hi = stratified_bootstrap_ci(strata)
+        every = [x for g in strata.values() for x in g]
+        pooled[arm] = {"gain": float(np.mean(every)), "gain_ci": [float(lo), float(hi)]}
+        pooled[arm] |= spread(every)
+    return {"per_seed": per_seed, "pooled": pooled, "episodes": len(every)}
+
+
+def episode_gains(final_run: Path, ref) -> list[float]:
+    """Per evaluation episode, ITPO's normalised score minus the base's, from an ITPO run's
+    ``itpo_episodes.json`` (one world model, one alpha)."""
+    ep = json.loads(next(Path(final_run).glob("tb/*/itpo_episodes.json")).read_text())
+    (arm,) = ep["itpo"].values()
+    return [
+        normalized_score(x, ref) - normalized_score(b, ref)
+        for x, b in zip(arm["return"], ep["base"], strict=True)
+    ]
+
+
+def spread(gains: list[float]) -> dict:
+    """How the paired gains are spread: how many episodes gain, the median, the worst."""
+    return {
+        "episodes_gaining": int(np.sum(np.array(gains) > 0)),
+        "median": float(np.median(gains)),
+        "worst": float(np.min(gains)),
+    }
+
+
+def _spread_text(d: dict, n: int) -> str:
+    return (
+        f"{d['episodes_gaining']} of {n} gain, median {d['median']:+.1f}, worst {d['worst']:+.1f}"
+    )
+
+
 def report(payload: dict) -> str:
     """Per checkpoint: the base, then gain [95% CI] (collapsed episodes) per rule and horizon
     (rows) and alpha (columns)."""
@@ -144,12 +210,45 @@ def report(payload: dict) -> str:
             head = f"seed {seed[1:]}, {int(steps) // 1000}k updates" if i == 0 else ""
             base = f"{c['base']['score']:.1f}" if i == 0 else ""
             lines.append(f"| {head} | {base} | {rule}, {horizon} | " + " | ".join(row) + " |")
+    job = cells.get("main job episodes")
+    if job is not None:
+        rule = "psi reset every step" if job["reset_every_step"] else "psi carried over"
+        lines += [
+            "",
+            f"The main job's exact arm ({rule}), per episode: mean {job['gain']:+.1f}; "
+            + _spread_text(job, job["episodes"])
+            + ".",
+        ]
+    conf = cells.get("confirmation")
+    if conf is not None:
+        lines += [
+            "",
+            f"Confirmation (protocol v2, training seeds {', '.join(conf['per_seed'])}, the main "
+            f"job's pipeline, alpha per rule on its held-out episodes; {conf['episodes']} paired "
+            "episodes pooled, interval stratified by seed):",
+            "",
+            "| rule | " + " | ".join(f"{s}: base, gain (alpha)" for s in conf["per_seed"])
+            + " | pooled gain [95% CI] | episodes |",
+            "| --- | " + "--- | " * len(conf["per_seed"]) + "--- | --- |",
+        ]  # fmt: skip
+        for arm, rule in CONFIRM_ARMS.items():
+            p = conf["pooled"][arm]
+            seeds = [
+                f"{v['base']:.1f}, {v[arm]['gain']:+.1f} ({v[arm]['alpha']:g})"
+                for v in conf["per_seed"].values()
+            ]
+            lines.append(
+                f"| {rule} | " + " | ".join(seeds)
+                + f" | {p['gain']:+.1f} [{p['gain_ci'][0]:+.1f}, {p['gain_ci'][1]:+.1f}] | "
+                + _spread_text(p, conf["episodes"]) + " |"
+            )  # fmt: skip
     return "\n".join(lines)
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=Path, default=REPO / "runs" / NAME, help="ReBRAC runs")
+    ap.add_argument("--confirm", action="store_true", help="the confirmation on seeds 3-4")
     args = ap.parse_args(argv)
     info = dataset_info(open_dataset(DATASET, EMBEDDED), DATASET)
     ref = reference_scores(info.env_id, info.ref_min_score, info.ref_max_score)
@@ -158,6 +257,17 @@ def main(argv=None) -> None:
         "command": f"python -m benchmarks.{NAME}",
         "episodes": f"env seeds {EPISODES[0]}..{EPISODES[-1]}",
     }
+    if args.confirm:
+        record(NAME, "confirmation", confirm(args.runs, ref), {})
+        main_job = REPO / "runs" / "main_job" / "itpo"  # python -m benchmarks.main_job's run
+        if (main_job / "final_exact").is_dir():
+            rule = json.loads((REPO / "runs" / "main_job" / "results.json").read_text())
+            gains = episode_gains(main_job / "final_exact", ref)
+            rec = spread(gains) | {"gain": float(np.mean(gains)), "episodes": len(gains)}
+            rec["reset_every_step"] = rule["config"]["reset_every_step"]
+            record(NAME, "main job episodes", rec, {})
+        print(report(load(NAME)))
+        return
     record(NAME, "expert", {"score": expert_score(info.env_spec, ref)}, meta)
     main_job = [1_000_000 + i for i in range(20)]  # the main job's evaluation episodes
     score = expert_score(info.env_spec, ref, main_job)
