@@ -79,14 +79,15 @@ def arms(proto: dict) -> list[str]:
 
 def collect_argv(ds: str, runs: Path) -> tuple[str, ...]:
     """The ``lit-itpo collect`` command that makes dataset ``ds`` alone under Minari's root:
-    its env's committed collect config, that one recipe, the behaviour agent's run (where the
-    recipe needs one: medium-replay) beside the suite's runs, the committed actors untouched."""
+    its env's committed collect config and that one recipe. ``medium`` rolls out the committed
+    behaviour actor (no training); ``medium-replay`` needs the SAC run's replay stream, so it
+    trains the agent into ``runs/behaviour`` and leaves the committed actors as they are."""
     env, recipe = DATASETS[ds].split("/")[1], DATASETS[ds].split("/")[2].rsplit("-v", 1)[0]
-    return (
-        "collect", "--config", f"conf/collect/{env}.yaml", "--collect.recipes", f"[{recipe}]",
-        "--collect.run_dir", str(Path(runs) / "behaviour" / f"{env}-s0"),
-        "--collect.export_dir", "null",
-    )  # fmt: skip
+    argv = ("collect", "--config", f"conf/collect/{env}.yaml", "--collect.recipes", f"[{recipe}]")
+    if recipe == "medium-replay":
+        run_dir = str(Path(runs) / "behaviour" / f"{env}-s0")
+        argv += ("--collect.run_dir", run_dir, "--collect.export_dir", "null")
+    return argv
 
 
 def make_cell(ds: str, seed: int, proto: dict, runs: Path = RUNS, make_data: bool = False) -> Cell:

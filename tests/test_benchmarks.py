@@ -260,6 +260,10 @@ def test_a_cell_makes_what_it_needs_first_and_stops_if_that_fails(tmp_path, monk
     )  # the committed behaviour actors stay as they are
     assert "[diffusion, meanflow, meanflow_reset]" in cell.argv
     assert not gain_suite.make_cell("hopper-medium", 0, proto, tmp_path).needs
+    # medium rolls out the committed actor: no SAC run, nothing exported
+    ((_, argv),) = gain_suite.make_cell("hopper-medium", 1, proto, tmp_path, True).needs
+    assert argv == ("collect", "--config", "conf/collect/hopper.yaml", "--collect.recipes",
+                    "[medium]")  # fmt: skip
 
 
 # A score-suite cell at a budget of a few updates on the embedded sample (found, like the
