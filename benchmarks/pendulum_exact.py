@@ -223,9 +223,10 @@ def report(payload: dict) -> str:
     if conf is not None:
         lines += [
             "",
-            f"Confirmation (protocol v2, training seeds {', '.join(conf['per_seed'])}, the main "
-            f"job's pipeline, alpha per rule on its held-out episodes; {conf['episodes']} paired "
-            "episodes pooled, interval stratified by seed):",
+            f"Confirmation (`python -m benchmarks.{NAME} --confirm`; protocol v2, training seeds "
+            f"{', '.join(conf['per_seed'])}, the main job's pipeline, alpha per rule on its "
+            f"held-out episodes; {conf['episodes']} paired episodes pooled, interval stratified "
+            "by seed):",
             "",
             "| rule | " + " | ".join(f"{s}: base, gain (alpha)" for s in conf["per_seed"])
             + " | pooled gain [95% CI] | episodes |",
@@ -258,14 +259,19 @@ def main(argv=None) -> None:
         "episodes": f"env seeds {EPISODES[0]}..{EPISODES[-1]}",
     }
     if args.confirm:
-        record(NAME, "confirmation", confirm(args.runs, ref), {})
+        here = {"machine": machine()}
+        record(NAME, "confirmation", confirm(args.runs, ref) | here, {})
+        if EXPERT_MAIN not in load(NAME)["cells"]:
+            main_eps = [1_000_000 + i for i in range(20)]
+            score = expert_score(info.env_spec, ref, main_eps)
+            record(NAME, EXPERT_MAIN, {"score": score} | here, {})
         main_job = REPO / "runs" / "main_job" / "itpo"  # python -m benchmarks.main_job's run
         if (main_job / "final_exact").is_dir():
             rule = json.loads((REPO / "runs" / "main_job" / "results.json").read_text())
             gains = episode_gains(main_job / "final_exact", ref)
             rec = spread(gains) | {"gain": float(np.mean(gains)), "episodes": len(gains)}
             rec["reset_every_step"] = rule["config"]["reset_every_step"]
-            record(NAME, "main job episodes", rec, {})
+            record(NAME, "main job episodes", rec | here, {})
         print(report(load(NAME)))
         return
     record(NAME, "expert", {"score": expert_score(info.env_spec, ref)}, meta)

@@ -105,9 +105,11 @@ SECTIONS = [
         "per episode in normalised points, mean and 95% bootstrap interval over the evaluation "
         "episodes; share of exact gain: a learned arm's mean gain over the exact arm's; ascent "
         "rate: the share of measured ITPO steps (every 10th env step) that raised the true "
-        "H-step objective (the simulator set to the real state). The older cell (halfcheetah "
-        "sample, the main job until 2026-12-07) scores 200-step episodes against the 1000-step "
-        "D4RL references.",
+        "H-step objective (the simulator set to the real state). Two Pendulum records: protocol "
+        "v1 (the paper's rule, psi carried over) and v2 (psi reset before every real step, the "
+        "task's config since; fixed after v1's collapse, before its run). The older cell "
+        "(halfcheetah sample, the main job until 2026-12-07) scores 200-step episodes against "
+        "the 1000-step D4RL references.",
     ),
     (
         "Why exact-dynamics ITPO lost on Pendulum: rule, horizon, alpha, critic budget",
