@@ -533,8 +533,11 @@ class LitItpoCLI(LightningCLI):
 
     def _run_subcommand(self, subcommand: str) -> None:
         """Run it; a run that fails its checks leaves no run directory behind (one it made that
-        holds no checkpoint is removed)."""
+        holds no checkpoint is removed). The dataset is read and checked first
+        (:meth:`MinariDataModule.load`), before the logger makes a directory."""
         self._resolve_checkpoint()
+        if isinstance(self.datamodule, MinariDataModule):
+            self.datamodule.load()
         logger = self.trainer.logger
         log_dir = Path(logger.log_dir) if logger is not None and logger.log_dir else None
         existed = log_dir is None or log_dir.exists()

@@ -12,7 +12,9 @@ Tiny real Minari datasets and checkpoints are made in tmp dirs (module fixtures 
 from __future__ import annotations
 
 import os
+import re
 import shlex
+import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -352,6 +354,92 @@ def test_action_space_with_infinite_bounds(root, tmp_path, capsys):
     out = tmp_path / "run"
     argv = args_for("fit", "conf/embedded/bc.yaml", root, out, dataset=INF)
     expect_error(capsys, argv, INF, "infinite bounds", "inf", out=out)
+
+
+def _edited_copy(root: Path, dst: Path, edit) -> Path:
+    """A Minari root holding a copy of ``DID`` with ``edit(h5py file, metadata dict)`` applied."""
+    import json
+
+    import h5py
+
+    shutil.copytree(root / DID, dst / DID)
+    meta_path = dst / DID / "data" / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    with h5py.File(dst / DID / "data" / "main_data.hdf5", "r+") as f:
+        edit(f, meta)
+    meta_path.write_text(json.dumps(meta))
+    return dst
+
+
+def _scale_actions(f, meta, factor=5.0):
+    for ep in f:
+        f[ep]["actions"][...] = f[ep]["actions"][...] * factor
+
+
+def _nan_observation(f, meta):
+    f["episode_2/observations"][3, 1] = np.nan
+
+
+def _wrong_obs_shape(f, meta):
+    import json
+
+    space = json.loads(meta["observation_space"])
+    space.update(shape=[12], low=[-1e9] * 12, high=[1e9] * 12)
+    meta["observation_space"] = json.dumps(space)
+
+
+def _discrete_actions(f, meta):
+    import json
+
+    meta["action_space"] = json.dumps({"type": "Discrete", "dtype": "int64", "start": 0, "n": 3})
+
+
+@pytest.fixture(scope="module")
+def bad_roots(root, tmp_path_factory):
+    """Minari roots, each with a faulty copy of ``DID``: actions 5x past the declared Box
+    [-1, 1] (``wide``), a NaN observation, observations of another shape than the metadata's,
+    a discrete action space."""
+    base = tmp_path_factory.mktemp("faults_bad_data")
+    edits = {
+        "wide": _scale_actions,
+        "nan": _nan_observation,
+        "shape": _wrong_obs_shape,
+        "discrete": _discrete_actions,
+    }
+    return {name: _edited_copy(root, base / name, edit) for name, edit in edits.items()}
+
+
+def test_actions_outside_the_declared_action_space(bad_roots, tmp_path, capsys):
+    """Actions up to 5x past a declared Box [-1, 1] are refused before a run directory exists:
+    the line names the dataset, the share outside, the observed range, the bounds and the fix."""
+    out = tmp_path / "run"
+    argv = args_for("fit", "conf/embedded/bc.yaml", bad_roots["wide"], out)
+    line = expect_error(capsys, argv, DID, "% of its actions", "[-1, 1]", "rescale", out=out)
+    assert re.search(r"observed \[-4\.\d+, 4\.\d+\]", line), line
+    assert not out.exists()
+
+
+def test_actions_outside_by_a_rounding_amount_are_accepted(root, tmp_path):
+    """D4RL-like data: a few actions past the bounds by float rounding (<= 1e-4) load as they
+    are; 1e-3 past is refused."""
+    from lit_itpo.data.minari_io import dataset_info, load_transitions, open_dataset
+    from lit_itpo.errors import DatasetFormatError
+
+    def nudge(by):
+        def edit(f, meta):
+            f["episode_1/actions"][2, 0] = 1.0 + by
+            f["episode_3/actions"][0, 1] = -1.0 - by
+
+        return edit
+
+    ok = _edited_copy(root, tmp_path / "ok", nudge(5e-5))
+    ds = open_dataset(DID, ok)
+    td = load_transitions(ds, dataset_info(ds, DID))
+    assert float(td["action"].max()) == pytest.approx(1.0 + 5e-5)
+    bad = _edited_copy(root, tmp_path / "bad", nudge(1e-3))
+    ds = open_dataset(DID, bad)
+    with pytest.raises(DatasetFormatError, match="outside its declared action space"):
+        load_transitions(ds, dataset_info(ds, DID))
 
 
 # --- pipeline: every argument checked before anything trains ---------------------------------

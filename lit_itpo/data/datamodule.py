@@ -210,8 +210,12 @@ class MinariDataModule(pl.LightningDataModule):
         """D4RL-normalised score of a raw return (``None`` without reference scores)."""
         return normalized_score(ret, self.ref_scores)
 
-    # --- Lightning hooks --------------------------------------------------------------------
-    def setup(self, stage: str | None = None) -> None:
+    def load(self) -> None:
+        """Read and check every transition (:func:`~lit_itpo.data.minari_io.load_transitions`:
+        shapes, finite values, actions inside the declared bounds), split the episodes and take
+        the normalisers' statistics; once (later calls do nothing). The CLI calls it before a
+        run makes its directory, so a faulty dataset is refused with nothing left behind;
+        :meth:`setup` calls it otherwise."""
         if self.transitions is None:
             self.transitions = load_transitions(self._dataset, self.info)
             train_ids, val_ids = split_episodes(
@@ -229,6 +233,10 @@ class MinariDataModule(pl.LightningDataModule):
                 len(train_ids),
                 len(val_ids),
             )
+
+    # --- Lightning hooks --------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        self.load()
         device = self._device()
         if self.hparams.sample_on_device and self.train_data.device != device:
             self.train_data = self.train_data.to(device)

@@ -211,6 +211,45 @@ def _check_finite(name: str, arr: np.ndarray, dataset_id: str, episode_id: int) 
         )
 
 
+# How far past its declared bounds an action may lie and still count as inside: float rounding
+# (D4RL's data has actions a few float32 ulps past [-1, 1]), not another scale.
+ACTION_BOUND_TOLERANCE = 1e-4
+
+
+def _interval(low: list[float], high: list[float]) -> str:
+    """``Box [-1, 1]`` where every dimension has the same bounds, else both lists."""
+    if len(set(low)) == 1 and len(set(high)) == 1:
+        return f"Box [{low[0]:g}, {high[0]:g}]"
+    fmt = lambda xs: "[" + ", ".join(f"{x:g}" for x in xs) + "]"  # noqa: E731
+    return f"Box low={fmt(low)}, high={fmt(high)}"
+
+
+def check_action_bounds(actions: np.ndarray, info: DatasetInfo) -> None:
+    """Every action inside the dataset's declared action space, up to
+    ``ACTION_BOUND_TOLERANCE`` (float rounding). The policies' tanh heads act inside the
+    declared bounds and the evaluation env clips to them, so data on another scale would be
+    trained on silently and never reproduced.
+
+    Raises:
+        DatasetFormatError: naming the share of actions outside, their range and the bounds.
+    """
+    low = np.asarray(info.action_low, dtype=np.float64)
+    high = np.asarray(info.action_high, dtype=np.float64)
+    act = np.asarray(actions, dtype=np.float64)
+    excess = np.maximum(low - act, act - high)  # > 0 outside, per value
+    out = (excess > ACTION_BOUND_TOLERANCE).any(axis=-1)
+    if not out.any():
+        return
+    declared = _interval(info.action_low, info.action_high)
+    raise DatasetFormatError(
+        f"Dataset '{info.dataset_id}' has {100 * out.mean():.1f}% of its actions "
+        f"({int(out.sum())} of {len(out)}) outside its declared action space: observed "
+        f"[{act.min():.4g}, {act.max():.4g}] against the declared {declared} (up to "
+        f"{excess.max():.3g} past it); rescale or clip the actions into the bounds, or write "
+        "the dataset with the action space they were taken in."
+    )
+
+
 def load_transitions(dataset, info: DatasetInfo) -> TensorDict:
     """All transitions of a dataset as one TensorDict ``[N]`` with TorchRL keys.
 
@@ -221,7 +260,8 @@ def load_transitions(dataset, info: DatasetInfo) -> TensorDict:
     ``done [N, 1]`` (bool).
 
     Raises:
-        DatasetFormatError: empty dataset, non-finite values, shapes that disagree with metadata.
+        DatasetFormatError: empty dataset, non-finite values, shapes that disagree with
+            metadata, actions outside the declared action space (:func:`check_action_bounds`).
     """
     did = info.dataset_id
     obs_l, nobs_l, act_l, nact_l, rew_l, term_l, trunc_l, ep_l, step_l = ([] for _ in range(9))
@@ -262,6 +302,7 @@ def load_transitions(dataset, info: DatasetInfo) -> TensorDict:
         raise DatasetFormatError(
             f"Dataset '{did}' holds no transitions; regenerate it with `lit-itpo collect`."
         )
+    check_action_bounds(np.concatenate(act_l), info)
     cat = lambda xs: torch.from_numpy(np.concatenate(xs))  # noqa: E731
     term, trunc = cat(term_l).unsqueeze(-1), cat(trunc_l).unsqueeze(-1)
     n = term.shape[0]
