@@ -334,8 +334,11 @@ def _evaluate(cfg: PipelineConfig, spec: EvalSpec) -> EvalResult:
 
 
 def check_config(cfg: PipelineConfig) -> None:
-    """Every argument checked before any stage trains (one :class:`ConfigError` each)."""
-    from lit_itpo.data.minari_io import dataset_info, open_dataset
+    """Every argument checked before any stage trains (one :class:`ConfigError` each), and
+    the dataset by the checks every stage's DataModule runs (:meth:`MinariDataModule.load`:
+    a continuous 1-D Box action space with finite bounds, actions inside it, shapes that agree
+    with the metadata, finite values)."""
+    from lit_itpo.data.datamodule import MinariDataModule
 
     counts = {
         "world_model_steps": cfg.world_model_steps,
@@ -416,18 +419,19 @@ def check_config(cfg: PipelineConfig) -> None:
         raise ConfigError(
             f"--pipeline.out_dir={cfg.out_dir} is a file; pass a directory for the stages' logs."
         )
-    dataset = open_dataset(cfg.dataset_id, cfg.data_dir)  # DatasetNotFound / DatasetFormat
     unknown = [s for s in _restart_names(cfg) if s not in (*RESTARTABLE, "all")]
     if unknown:
         raise ConfigError(
             f"--pipeline.restart={cfg.restart} names {unknown}; give one or a list of "
             f"{[*RESTARTABLE, 'all']}, e.g. [policy]."
         )
+    # DatasetNotFound / DatasetFormat / EnvSpec errors, as stage 1 would raise them
+    data = MinariDataModule(cfg.dataset_id, data_dir=cfg.data_dir)
+    data.load()
     if "exact" in cfg.itpo_models and (cfg.exact_model != AUTO or cfg.itpo_models == ["exact"]):
         from lit_itpo.world_models.exact import make_exact_model
 
-        env_spec = dataset_info(dataset, cfg.dataset_id).env_spec
-        make_exact_model(cfg.exact_model, env_spec)  # ConfigError: not built in / not found
+        make_exact_model(cfg.exact_model, data.env_spec)  # ConfigError: not built in / not found
 
 
 def run_pipeline(cfg: PipelineConfig) -> dict:

@@ -488,6 +488,28 @@ def test_pipeline_arguments(extra, named, root, tmp_path, capsys):
     expect_error(capsys, pipeline_args(root, out, *extra), named, out=out)
 
 
+@pytest.mark.parametrize(
+    "fault,named",
+    [
+        ("nan", "1 non-finite observation"),
+        ("shape", "obs_dim=12"),
+        ("discrete", "1-D Box"),
+        ("wide", "outside its declared action space"),
+    ],
+)
+def test_pipeline_checks_the_dataset_before_any_stage(fault, named, bad_roots, tmp_path, capsys):
+    """The datamodule's own checks, run by check_config: nothing trains, nothing is made."""
+    from lit_itpo.errors import LitItpoError
+    from lit_itpo.pipeline import PipelineConfig, check_config
+
+    out = tmp_path / "pipe"
+    cfg = PipelineConfig(dataset_id=DID, data_dir=str(bad_roots[fault]), out_dir=str(out))
+    with pytest.raises(LitItpoError, match=re.escape(named)):
+        check_config(cfg)
+    expect_error(capsys, pipeline_args(bad_roots[fault], out), DID, named, out=out)
+    assert not out.exists()
+
+
 def test_pipeline_stage_config_with_yaml_error(root, ckpts, tmp_path, capsys):
     out = tmp_path / "pipe"
     argv = pipeline_args(root, out, "--pipeline.itpo_config", str(ckpts["bad_yaml"]))
