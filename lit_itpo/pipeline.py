@@ -415,6 +415,12 @@ def check_config(cfg: PipelineConfig) -> None:
                 f"conf/embedded/{STAGE_CONFIGS[name]}, or auto."
             )
         check_config_files(["--config", path])
+    if not str(cfg.out_dir).strip():
+        raise ConfigError(
+            f"--pipeline.out_dir={cfg.out_dir!r} is empty and would put every stage in the "
+            "working directory; pass a directory (e.g. runs/pipeline/<name>), or auto for "
+            "runs/pipeline/<dataset id>/s<seed>."
+        )
     if Path(cfg.out_dir).exists() and not Path(cfg.out_dir).is_dir():
         raise ConfigError(
             f"--pipeline.out_dir={cfg.out_dir} is a file; pass a directory for the stages' logs."

@@ -522,6 +522,23 @@ def test_pipeline_out_dir_is_a_file(root, tmp_path, capsys):
     expect_error(capsys, pipeline_args(root, out), str(out))
 
 
+@pytest.mark.parametrize("empty", ["", " "])
+def test_pipeline_out_dir_empty(empty, root, tmp_path, monkeypatch, capsys):
+    """An empty out_dir (an unset shell variable) would put every stage in the working
+    directory: refused, nothing written there."""
+    from lit_itpo.pipeline import STAGE_CONFIGS, PipelineConfig, check_config
+
+    confs = {k: str(REPO / "conf" / "embedded" / v) for k, v in STAGE_CONFIGS.items()}
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="out_dir"):
+        check_config(PipelineConfig(dataset_id=DID, data_dir=str(root), out_dir=empty, **confs))
+    argv = ["pipeline", "--pipeline.dataset_id", DID, "--pipeline.data_dir", str(root),
+            "--pipeline.out_dir", empty]  # fmt: skip
+    argv += [a for k, v in confs.items() for a in (f"--pipeline.{k}", v)]
+    expect_error(capsys, argv, f"--pipeline.out_dir={empty!r}")
+    assert list(tmp_path.iterdir()) == []
+
+
 def _wm_overrides() -> dict:
     overrides = {k[2:]: yaml.safe_load(v) for k, v in zip(WM[::2], WM[1::2], strict=True)}
     return overrides | {"model.init_args.hidden": [16, 16], "data.batch_size": 32,
