@@ -131,9 +131,20 @@ def check_config_files(args: Sequence[str]) -> None:
             ) from None
 
 
-def check_trainer_values(cfg: dict) -> None:
+def check_trainer_values(cfg: dict, subcommand: str | None = "fit") -> None:
     """Trainer values Lightning accepts at construction but fails on later (a division by
-    zero mid-run, or a silent no-op)."""
+    zero mid-run, or a silent no-op: a fit with a budget of 0 steps or epochs exits 0 with a
+    run directory and no checkpoint)."""
+    if subcommand in (None, "fit"):
+        for key, unit, other in (
+            ("max_steps", "updates", "max_epochs"),
+            ("max_epochs", "epochs", "max_steps"),
+        ):
+            if cfg.get(key) == 0 and not isinstance(cfg.get(key), bool):
+                raise ConfigError(
+                    f"--trainer.{key}=0 trains nothing; pass a budget >= 1 ({unit}), or -1 for "
+                    f"no limit ({other} then ends the run)."
+                )
     at_least = {
         "accumulate_grad_batches": 1,
         "check_val_every_n_epoch": 1,
@@ -476,7 +487,7 @@ class LitItpoCLI(LightningCLI):
         ):
             callbacks.append(StageSummary())
         cfg["callbacks"] = callbacks
-        check_trainer_values(cfg)
+        check_trainer_values(cfg, self.subcommand)
         try:
             trainer = super().instantiate_trainer(**kwargs)
         except ImportError as exc:

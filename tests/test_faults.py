@@ -256,6 +256,8 @@ def test_validate_last_without_a_run(root, tmp_path, capsys):
     "key,value,named",
     [
         ("max_steps", "-5", "-5"),
+        ("max_steps", "0", "max_steps=0"),
+        ("max_epochs", "0", "max_epochs=0"),
         ("max_steps", "abc", "abc"),
         ("val_check_interval", "-3", "-3"),
         ("val_check_interval", "1.5", "1.5"),
