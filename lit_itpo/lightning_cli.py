@@ -489,7 +489,9 @@ class LitItpoCLI(LightningCLI):
         cfg["callbacks"] = callbacks
         check_trainer_values(cfg, self.subcommand)
         try:
-            trainer = super().instantiate_trainer(**kwargs)
+            with warnings.catch_warnings():  # the substitution below is refused instead
+                warnings.filterwarnings("ignore", message=r"You passed `Trainer\(accelerator='cpu'")
+                trainer = super().instantiate_trainer(**kwargs)
         except ImportError as exc:
             raise ConfigError(
                 f"--trainer.accelerator={cfg.get('accelerator')!r} / --trainer.strategy="
@@ -505,6 +507,15 @@ class LitItpoCLI(LightningCLI):
                 f"{name} is rejected by Lightning: {msg}; fix it on the command line or in the "
                 "config's trainer section."
             ) from None
+        if str(cfg.get("precision")) in ("16", "16-mixed") and trainer.precision != "16-mixed":
+            # Lightning has no fp16 autocast on a CPU: it trains in bf16-mixed instead, while
+            # the saved config (and a resumed run's) says 16-mixed
+            raise ConfigError(
+                f"--trainer.precision={cfg['precision']} is not available on a "
+                f"{type(trainer.accelerator).__name__.removesuffix('Accelerator')} accelerator "
+                f"(Lightning would train in {trainer.precision} while the saved config says "
+                "16-mixed); pass --trainer.precision bf16-mixed or 32-true, or run on a GPU."
+            )
         trainer._signal_connector = StopSignals(trainer)
         return trainer
 

@@ -279,6 +279,16 @@ def test_trainer_values_lightning_rejects(key, value, named, root, tmp_path, cap
     expect_error(capsys, argv, named, out=out)
 
 
+@pytest.mark.parametrize("precision", ["16-mixed", "16"])
+def test_fp16_mixed_precision_on_cpu(precision, root, tmp_path, capsys):
+    """Lightning trains 16-mixed on a CPU in bf16 while the saved config says 16-mixed."""
+    out = tmp_path / "run"
+    argv = args_for("fit", "conf/embedded/bc.yaml", root, out, "--trainer.accelerator", "cpu",
+                    "--trainer.precision", precision)  # fmt: skip
+    expect_error(capsys, argv, f"--trainer.precision={precision}", "bf16-mixed", "32-true", out=out)
+    assert not out.exists()
+
+
 def test_yaml_syntax_error_names_file_and_line(root, ckpts, tmp_path, capsys):
     out = tmp_path / "run"
     argv = args_for("fit", "conf/embedded/bc.yaml", root, out, "--config", str(ckpts["bad_yaml"]))
