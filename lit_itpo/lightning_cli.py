@@ -220,6 +220,19 @@ def check_checkpoint_data(path: str | Path, blob: dict, dm: MinariDataModule) ->
         )
 
 
+def check_checkpoint_budget(path: str | Path, blob: dict, max_steps: int) -> None:
+    """A fit resumed from a checkpoint is not already past its ``max_steps`` (Lightning would
+    end at once, "max_steps reached", exit 0, with the checkpoint beyond the budget asked)."""
+    step = blob.get("global_step")
+    if isinstance(step, int) and max_steps is not None and 0 <= max_steps < step:
+        raise CheckpointError(
+            f"--ckpt_path {path} holds step {step}, past --trainer.max_steps={max_steps}: there "
+            f"is nothing left to train; pass --trainer.max_steps {step} or more to continue "
+            "that run, or fit without --ckpt_path (another save_dir) for a run of "
+            f"{max_steps} steps."
+        )
+
+
 def _version_of(ckpt: Path) -> int | str | None:
     """The logger version a checkpoint under ``<root>/<version>/checkpoints/`` belongs to."""
     name = ckpt.parent.parent.name
@@ -545,6 +558,10 @@ class LitItpoCLI(LightningCLI):
         if self._ckpt_blob is not None and self.datamodule is not None:
             check_checkpoint_data(
                 self.config_init[sub]["ckpt_path"], self._ckpt_blob, self.datamodule
+            )
+        if self._ckpt_blob is not None and sub == "fit":
+            check_checkpoint_budget(
+                self.config_init[sub]["ckpt_path"], self._ckpt_blob, self.trainer.max_steps
             )
 
     def _ckpt_root(self) -> str:

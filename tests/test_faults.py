@@ -245,6 +245,23 @@ def test_checkpoint_of_another_shape(sub, root, ckpts, tmp_path, capsys):
     expect_error(capsys, argv, "obs_dim=3", "obs_dim=11", out=out)
 
 
+def test_fit_checkpoint_past_the_budget(root, ckpts, tmp_path, capsys):
+    """A checkpoint at step 5 resumed with max_steps 3 is already past the budget: refused
+    (Lightning ended at once with "max_steps reached" and exit 0), for a path and for last."""
+    out = tmp_path / "run"
+    argv = args_for("fit", "conf/embedded/bc.yaml", root, out, "--ckpt_path", str(ckpts["bc"]),
+                    steps=3)  # fmt: skip
+    expect_error(capsys, argv, str(ckpts["bc"]), "step 5", "--trainer.max_steps=3", out=out)
+    assert not out.exists()
+    main(args_for("fit", "conf/embedded/bc.yaml", root, out))  # step 5
+    saved = _ckpt(out)
+    stamp = saved.stat().st_mtime_ns
+    argv = args_for("fit", "conf/embedded/bc.yaml", root, out, "--ckpt_path", "last", steps=3)
+    expect_error(capsys, argv, str(saved), "step 5", "--trainer.max_steps=3")
+    assert sorted(p.name for p in (out / "tb").iterdir()) == ["version_0"]
+    assert saved.stat().st_mtime_ns == stamp
+
+
 def test_validate_last_without_a_run(root, tmp_path, capsys):
     out = tmp_path / "run"
     argv = args_for("validate", "conf/embedded/bc.yaml", root, out, "--ckpt_path", "last")
