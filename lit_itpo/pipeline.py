@@ -36,6 +36,7 @@ from lit_itpo.stages import (
     evaluate,
     fit_stage,
 )
+from lit_itpo.stats import MIN_PAIRED_EPISODES
 from lit_itpo.utils import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -556,7 +557,8 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
             "fell_back": alpha == 0.0,  # no grid point beat the base policy on held-out seeds
             "improvement": d.gain if d.score.normalized_score is not None else None,
             "gain": d.gain,
-            "gain_ci": list(d.gain_ci),
+            # None (n/a): fewer paired episodes than an interval needs (stats.MIN_PAIRED_EPISODES)
+            "gain_ci": [v if math.isfinite(v) else None for v in d.gain_ci],
             "gain_unit": "normalised score" if d.score.normalized_score is not None else "return",
             "ms_per_step": d.ms_per_step,
             "fallbacks": d.fallbacks,
@@ -643,6 +645,13 @@ def format_table(res: dict) -> str:
     )
     notes = []
     measured = [res[f"itpo_{a}"] for a in arms]
+    n = cfg["num_episodes"]
+    if n < MIN_PAIRED_EPISODES and any(None in d["gain_ci"] for d in measured):
+        notes.append(
+            f"95% CI n/a: fewer than {MIN_PAIRED_EPISODES} paired episodes ({n} evaluation "
+            f"episode{'s' if n != 1 else ''}; --pipeline.num_episodes {MIN_PAIRED_EPISODES} or "
+            "more gives one)"
+        )
     if any(d["ascent_rate"] is None for d in measured if not d["fell_back"]):
         notes.append(
             "ascent rate n/a: the env's state cannot be set from its observation, so J_true "

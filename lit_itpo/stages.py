@@ -541,7 +541,8 @@ class Score:
 class ITPOScore:
     """ITPO with one world model: its score, the paired gain over the base (normalised points
     where the dataset has reference scores, else return) with its 95% bootstrap interval over
-    the episodes, its cost, and its ascent rate (:mod:`lit_itpo.ascent`)."""
+    the episodes (``(nan, nan)``: fewer than ``stats.MIN_PAIRED_EPISODES`` episodes), its
+    cost, and its ascent rate (:mod:`lit_itpo.ascent`)."""
 
     alpha: float
     score: Score

@@ -1,6 +1,8 @@
 """Confidence intervals and robust means for paired gains (no Lightning, no torch).
 
 ``bootstrap_ci``: percentile bootstrap of a statistic over one sample (a run's episodes).
+``paired_gain_ci``: that interval for a run's paired per-episode gains, or n/a (NaN) with
+fewer than ``MIN_PAIRED_EPISODES`` of them.
 ``stratified_bootstrap_ci``: rliable's stratified bootstrap (Agarwal et al. 2021): each
 stratum (a dataset) is resampled on its own, then the statistic is taken over all strata, so
 every resample keeps each dataset's count. ``iqm``: the interquartile mean (mean of the middle
@@ -22,6 +24,23 @@ def iqm(x: Sequence[float]) -> float:
         return float("nan")
     lo, hi = int(np.floor(0.25 * n)), int(np.ceil(0.75 * n))
     return float(x[lo:hi].mean()) if hi > lo else float(x.mean())
+
+
+# The fewest paired episodes a gain's bootstrap interval is reported from. With one episode
+# every resample is that episode (an interval of zero width); with two to four the resamples
+# take only a handful of distinct means (2 episodes: 3 of them), whose percentiles are the
+# sample's extremes, not a 95% interval.
+MIN_PAIRED_EPISODES = 5
+
+
+def paired_gain_ci(
+    gains: Sequence[float], level: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
+    """The percentile bootstrap interval of the mean paired gain over a run's episodes, or
+    ``(nan, nan)`` (reported as n/a) with fewer than ``MIN_PAIRED_EPISODES`` episodes."""
+    if len(gains) < MIN_PAIRED_EPISODES:
+        return float("nan"), float("nan")
+    return bootstrap_ci(gains, level=level, seed=seed)
 
 
 def bootstrap_ci(

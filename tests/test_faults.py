@@ -568,6 +568,33 @@ def test_pipeline_out_dir_empty(empty, root, tmp_path, monkeypatch, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_gain_interval_needs_enough_paired_episodes():
+    """A bootstrap interval over 1 (or a few) paired episodes has zero (or no real) width: below
+    MIN_PAIRED_EPISODES it is n/a (NaN; None in results.json), and the table says why."""
+    from lit_itpo.pipeline import format_table
+    from lit_itpo.stats import MIN_PAIRED_EPISODES, paired_gain_ci
+
+    assert MIN_PAIRED_EPISODES == 5
+    for n in range(MIN_PAIRED_EPISODES):
+        assert all(np.isnan(paired_gain_ci([1.0, -2.0, 0.5, 3.0][:n] or [])))
+    lo, hi = paired_gain_ci([1.0, -2.0, 0.5, 3.0, 2.0])
+    assert np.isfinite(lo) and np.isfinite(hi) and lo < hi
+    score = {"normalized_score": 10.0, "return_mean": -500.0, "length_mean": 200.0}
+    res = {
+        "dataset_id": DID,
+        "config": {"num_episodes": 1, "max_episode_steps": 200, "eval_seed": 7},
+        "base": score,
+        "itpo_diffusion": score | {
+            "world_model": "diffusion", "alpha": 1e-3, "fell_back": False, "gain": 1.5,
+            "gain_ci": [None, None], "gain_unit": "normalised score", "ms_per_step": 3.0,
+            "nfe_per_step": 10, "ascent_rate": 0.5,
+        },
+    }  # fmt: skip
+    table = format_table(res)
+    assert "+1.5 [n/a]" in table
+    assert "95% CI n/a: fewer than 5 paired episodes (1 evaluation episode;" in table, table
+
+
 def _wm_overrides() -> dict:
     overrides = {k[2:]: yaml.safe_load(v) for k, v in zip(WM[::2], WM[1::2], strict=True)}
     return overrides | {"model.init_args.hidden": [16, 16], "data.batch_size": 32,

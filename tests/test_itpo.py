@@ -289,6 +289,9 @@ def test_pipeline_end_to_end_and_resumes_per_stage(tiny_pipeline, capsys):
     assert str(policy) in err and "--pipeline.restart policy" in err, err
     assert "| base policy |" in printed and "ITPO, diffusion WM" in printed
     assert "ITPO, tilted MeanFlow WM" in printed and "[95% CI]" in printed
+    # 2 evaluation episodes: too few for a bootstrap interval (stats.MIN_PAIRED_EPISODES)
+    assert all(res[f"itpo_{a}"]["gain_ci"] == [None, None] for a in res["alpha"])
+    assert "95% CI n/a: fewer than 5 paired episodes (2 evaluation episodes;" in printed
     assert "ITPO, exact dynamics" in printed and "share of exact gain" in printed
     for name in ("diffusion", "meanflow"):  # the share of the exact arm's gain each keeps
         d, exact = res[f"itpo_{name}"], res["itpo_exact"]

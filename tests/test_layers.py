@@ -42,7 +42,16 @@ ALLOWED = {
     },  # fmt: skip
     "lightning_cli": {"data", "modules", "errors"},
     "stages": {"lightning_cli", "itpo", "data", "errors", "utils"},
-    "pipeline": {"stages", "lightning_cli", "itpo", "world_models", "data", "errors", "utils"},
+    "pipeline": {
+        "stages",
+        "lightning_cli",
+        "itpo",
+        "world_models",
+        "data",
+        "errors",
+        "utils",
+        "stats",
+    },
 }
 # data: the LightningDataModule only
 LIGHTNING = {"modules", "callbacks", "cli", "lightning_cli", "data"}

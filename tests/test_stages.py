@@ -158,7 +158,8 @@ def test_evaluate_chooses_alpha_on_a_batched_grid_and_reports_paired_gains(stage
     )
     for name in models:
         d = res.itpo[name]
-        assert d.gain_ci[0] <= d.gain <= d.gain_ci[1] and d.fallbacks == 0
+        # 2 paired episodes: fewer than MIN_PAIRED_EPISODES, so no interval
+        assert np.isnan(d.gain_ci[0]) and np.isnan(d.gain_ci[1]) and d.fallbacks == 0
         assert 0 <= d.ascent_rate <= 1  # Hopper's state is set from its observation
         assert d.gain == pytest.approx(
             d.score.normalized_score - res.base.normalized_score, abs=1e-4

@@ -25,7 +25,7 @@ from lit_itpo.callbacks.evaluation import EpisodeEvalCallback, summary_line
 from lit_itpo.envs import TERMINATION_RULES, termination_rule
 from lit_itpo.errors import ConfigError
 from lit_itpo.itpo import ITPOConfig, ITPOEngine, episode_generators, episode_noise
-from lit_itpo.stats import bootstrap_ci
+from lit_itpo.stats import paired_gain_ci
 from lit_itpo.utils import atomic_write_json
 
 
@@ -87,7 +87,8 @@ class ITPOCallback(EpisodeEvalCallback):
 
     Metrics (besides the base policy's ``eval/*``): per world model ``itpo/<model>/*`` (return,
     normalised score, ``gain`` = ITPO - base per episode, paired, with its 95% bootstrap
-    interval ``gain_ci_low`` / ``gain_ci_high``, in normalised points where the dataset has
+    interval ``gain_ci_low`` / ``gain_ci_high`` (NaN, n/a, with fewer than
+    ``stats.MIN_PAIRED_EPISODES`` = 5 episodes), in normalised points where the dataset has
     reference scores, else in return), fallbacks, net evaluations per step, the imagined
     objective before / after the inner steps, and ``time/itpo_<model>_ms_per_step``.
     """
@@ -300,7 +301,7 @@ class ITPOCallback(EpisodeEvalCallback):
             m = self.scores(f"itpo/{name}", res, dm)
             gain = self._paired_value(res, dm) - base_value
             m[f"itpo/{name}/gain"] = gain.mean()
-            lo, hi = bootstrap_ci(gain.tolist())
+            lo, hi = paired_gain_ci(gain.tolist())  # NaN: too few episodes for one
             m[f"itpo/{name}/gain_ci_low"] = torch.tensor(lo)
             m[f"itpo/{name}/gain_ci_high"] = torch.tensor(hi)
             if "eval/normalized_score" in (base_scores := self.scores("eval", base, dm)):
