@@ -107,9 +107,10 @@ def report(payload: dict) -> str:
                 continue
             asc = "n/a" if d.get("ascent_rate") is None else f"{100 * d['ascent_rate']:.0f}%"
             lo, hi = d["gain_ci"]
+            ci = "n/a" if lo is None or hi is None else f"{lo:+.2f}, {hi:+.2f}"
             out.append(
                 f"| ITPO, {label} (alpha {d['alpha']:g}) | {d['normalized_score']:.1f} | "
-                f"{d['return_mean']:.1f} | {d['gain']:+.2f} [{lo:+.2f}, {hi:+.2f}] | {share} | "
+                f"{d['return_mean']:.1f} | {d['gain']:+.2f} [{ci}] | {share} | "
                 f"{asc} | {d['ms_per_step']:.0f} |"
             )
         out.append("")
