@@ -245,6 +245,12 @@ def run_cells(
     recorded."""
     recorded = load(name)["cells"]
     todo = [c for c in cells if c.key not in recorded]
+    print(
+        f"{name}: {len(cells) - len(todo)} of {len(cells)} cells recorded, {len(todo)} to run"
+        + (" (another --out runs them again beside the recorded ones)" if len(todo) < len(cells)
+           else ""),
+        flush=True,
+    )  # fmt: skip
     ready = [(c, finished(c)) for c in todo]
     to_run = [] if args.collect else [c for c, done in ready if done is None]
     ended = [(c, done) for c, done in ready if done is not None]

@@ -122,9 +122,10 @@ def flops(module: nn.Module, samples: float, trainable: bool, backward: bool = T
 
 
 def save(name: str, payload: dict) -> Path:
-    """Write ``results/<name>.json`` atomically (a stopped run leaves the previous file)."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    """Write ``results/<name>.json`` atomically (a stopped run leaves the previous file); a
+    study's name is ``studies/<name>``."""
     path = RESULTS / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(json.dumps(payload, indent=2) + "\n", path)
     return path
 
@@ -140,8 +141,9 @@ def record(name: str, key: str, result: dict, meta: dict) -> dict:
     save it at once, so a stopped run keeps every cell it finished. Read, update and write
     happen under a lock on ``results/.<name>.lock``, so parallel runs of one benchmark keep
     each other's cells."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    with open(RESULTS / f".{name}.lock", "w") as lock:
+    path = RESULTS / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f".{path.stem}.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         payload = load(name)
         payload.update(meta)
@@ -154,6 +156,14 @@ def run_in_process(name: str, cells: Iterable[tuple[str, Callable[[], dict]]], m
     """Measure the cells not yet in ``results/<name>.json`` one after another in this process
     (timings that must not share the machine), recording each as it finishes; rerun to go on."""
     done = load(name)["cells"]
+    cells = list(cells)
+    recorded = sum(key in done for key, _ in cells)
+    print(
+        f"{name}: {recorded} of {len(cells)} cells recorded, {len(cells) - recorded} to run"
+        + (" (results/<name>.json holds them: another --out runs them again beside it)"
+           if recorded else ""),
+        flush=True,
+    )  # fmt: skip
     for key, measure in cells:
         if key in done:
             continue
@@ -174,11 +184,35 @@ def mean_std(xs, digits: int = 1) -> str:
     return f"{statistics.mean(xs):.{digits}f} ± {statistics.pstdev(xs):.{digits}f}"
 
 
+STUDIES = REPO / "benchmarks" / "studies"
+
+
 def shown_command(command: str) -> str:
     """A recorded command as it is run today: results recorded before ``benchmarks`` became a
     package name their script by path (``python benchmarks/x.py``), now ``python -m
-    benchmarks.x`` (same flags)."""
-    return re.sub(r"python benchmarks/(\w+)\.py", r"python -m benchmarks.\1", command)
+    benchmarks.x`` (same flags); a module since moved to ``benchmarks/studies/`` is named
+    there, and so is a results name (``--out``) whose file moved to ``results/studies/``; paths
+    under this checkout are shown relative to it."""
+    command = re.sub(r"python benchmarks/(\w+)\.py", r"python -m benchmarks.\1", command)
+    command = re.sub(
+        r"python -m benchmarks\.(\w+)",
+        lambda m: (
+            "python -m benchmarks."
+            + ("studies." if (STUDIES / f"{m.group(1)}.py").is_file() else "")
+            + m.group(1)
+        ),
+        command,
+    )
+    command = re.sub(
+        r"--out (\w[\w.-]*)",
+        lambda m: (
+            "--out "
+            + ("studies/" if (RESULTS / "studies" / f"{m.group(1)}.json").is_file() else "")
+            + m.group(1)
+        ),
+        command,
+    )
+    return command.replace(f"{REPO}/", "")
 
 
 def read_scalars(run_dir: Path, tags: Iterable[str]) -> dict[str, list[tuple[int, float]]]:

@@ -38,7 +38,6 @@ from omegaconf import OmegaConf
 
 from benchmarks.cells import Cell, protocol_args, refuse_other_protocol, run_cells
 from benchmarks.common import REPO, load
-from benchmarks.score_suite import DATASETS, data_record, pipeline_argv
 from lit_itpo.data.minari_io import datasets_root
 from lit_itpo.pipeline import arm_rule
 from lit_itpo.stats import bootstrap_ci, iqm, stratified_bootstrap_ci
@@ -56,6 +55,45 @@ PUBLISHED_BASE = {
     "walker2d-medium": 82.5,
     "walker2d-medium-replay": 77.3,
 }
+
+
+# the local D4RL-style datasets by short name (lit-itpo collect --config conf/collect/<env>.yaml)
+DATASETS = {
+    "halfcheetah-medium": "lit_itpo/halfcheetah/medium-v0",
+    "halfcheetah-medium-replay": "lit_itpo/halfcheetah/medium-replay-v0",
+    "hopper-medium": "lit_itpo/hopper/medium-v0",
+    "hopper-medium-replay": "lit_itpo/hopper/medium-replay-v0",
+    "walker2d-medium": "lit_itpo/walker2d/medium-v0",
+    "walker2d-medium-replay": "lit_itpo/walker2d/medium-replay-v0",
+    "pointmaze-umaze": "lit_itpo/pointmaze-umaze/waypoint-v0",
+}
+
+
+def data_record(ds: str) -> dict | None:
+    """What the local dataset the cell trains on holds (its ``provenance.json``: size, behaviour
+    return, when it was made): datasets are regenerated per machine, so a cell names its own."""
+    path = datasets_root() / DATASETS[ds] / "provenance.json"
+    if not path.is_file():
+        return None
+    prov = json.loads(path.read_text())
+    keys = ("num_episodes", "num_steps", "return_mean", "normalized_score_mean", "created")
+    return {k: prov.get(k) for k in keys}
+
+
+def pipeline_argv(ds: str, out: Path, world_model: int, policy: int, meanflow: int) -> list[str]:
+    """The start of a suite cell's ``lit-itpo pipeline`` command: the dataset (found through
+    ``$MINARI_DATASETS_PATH``), its ``conf/<dataset>/`` stage configs, the three budgets."""
+    p = "--pipeline."
+    return [
+        "pipeline",
+        f"{p}dataset_id", DATASETS[ds], f"{p}data_dir", "null", f"{p}out_dir", str(out),
+        f"{p}world_model_config", f"conf/{ds}/world_model.yaml",
+        f"{p}policy_config", f"conf/{ds}/rebrac.yaml",
+        f"{p}meanflow_config", f"conf/{ds}/meanflow.yaml",
+        f"{p}world_model_steps", str(world_model),
+        f"{p}policy_steps", str(policy),
+        f"{p}meanflow_steps", str(meanflow),
+    ]  # fmt: skip
 
 
 def load_protocol(path: Path = PROTOCOL) -> dict:

@@ -1,7 +1,8 @@
 """ITPO step cost with each world model: ms per env step, network evaluations per step, and
 FLOP/s as a share of the machine's measured fp32 matmul throughput, vs M and E (H = 5), for one
 episode and for 10 episodes batched (per-episode parameters, vmapped). The world models are the
-diffusion DWM at the K chosen on accuracy (5 respaced steps; benchmarks/world_model_k.py) and
+diffusion DWM at the K chosen on accuracy (5 respaced steps;
+benchmarks/studies/world_model_k.py) and
 the one-step (and two-step) MeanFlow model, all at the paper's sizes (HalfCheetah: obs 17,
 action 6; transition and reward 3 x 512, policy and twin critic 3 x 256). Untrained weights:
 cost does not depend on them.

@@ -122,7 +122,7 @@ class PipelineConfig:
         policy_eval_episodes: episodes of each of those evaluations (seeds eval_seed + i).
         policy_batch_size: the policy stage's batch (None: its config's).
         sample_steps: diffusion sampling steps in ITPO (5 respaced steps: the accuracy/cost
-            choice of benchmarks/world_model_k.py; None: the checkpoint's).
+            choice of benchmarks/studies/world_model_k.py; None: the checkpoint's).
         sample_variance: diffusion reverse variance in ITPO, beta or beta_tilde (None: the
             checkpoint's).
         particles: ITPO's M, imagined noise sequences per real step (None: the ITPO config's
@@ -131,7 +131,7 @@ class PipelineConfig:
         inner_steps: ITPO's E, gradient steps per real step.
         itpo_precision: "32-true" (the paper) or "bf16-mixed": ITPO's imagined rollout and its
             gradient under bfloat16 autocast (acting and the ascent step stay float32;
-            benchmarks/itpo_precision.py measures the cost and the agreement).
+            benchmarks/studies/itpo_precision.py measures the cost and the agreement).
         reset_every_step: psi back to the base policy's parameters before every real step
             (the paper carries psi over from step to step: false); the rule of every arm
             without a rule suffix (see itpo_models). None: the ITPO config's
@@ -640,7 +640,8 @@ def format_table(res: dict) -> str:
         )
     steps = cfg["max_episode_steps"] or "the env's limit"
     head = (
-        f"{res['dataset_id']}: {cfg['num_episodes']} evaluation episodes (cut at {steps} steps), "
+        f"{res['dataset_id']}: {cfg['num_episodes']} evaluation "
+        f"episode{'s' if cfg['num_episodes'] != 1 else ''} (cut at {steps} steps), "
         f"env seeds {cfg['eval_seed']}+i, the same for every row"
     )
     notes = []

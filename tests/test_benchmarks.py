@@ -21,13 +21,46 @@ def test_results_page_renders_every_section_from_committed_json():
     assert "python benchmarks/" not in text
 
 
+def test_study_pages_and_their_index_render_from_committed_json(tmp_path, monkeypatch):
+    """Every study section lands on its page (its table, or "Not run yet"), every page is in
+    the index with its question, answer and status, and a superseded study says so on its
+    page and in its module's first line."""
+    import importlib
+
+    from benchmarks.studies import render
+
+    monkeypatch.setattr(render, "OUT", tmp_path)
+    render.main()
+    index = (tmp_path / "README.md").read_text()
+    pages = {pg for _, pg, *_ in render.STUDY_SECTIONS}
+    assert pages <= set(render.INDEX)
+    for name, entry in render.INDEX.items():
+        text = (tmp_path / f"{name}.md").read_text()
+        assert text.startswith(f"# {entry['title']}") and f"]({name}.md)" in index
+        for title, pg, *_ in render.STUDY_SECTIONS:
+            if pg == name:
+                assert f"## {title}" in text and "Traceback" not in text
+        module = (
+            importlib.import_module(f"benchmarks.studies.{entry['module']}")
+            if (render.REPO / "benchmarks" / "studies" / f"{entry['module']}.py").is_file()
+            else None
+        )
+        if entry["superseded"]:
+            assert "Superseded:" in text and "superseded" in index
+            assert module is not None and module.__doc__.startswith("Superseded")
+    assert (
+        "Command: `python -m benchmarks.studies.pendulum_exact`"
+        in (tmp_path / "pendulum_exact.md").read_text()
+    )
+
+
 @pytest.fixture
 def machine():
     return {"cpu": "x", "cores": 2, "torch_threads": 1, "date": "2026-11-24", "commit": "abc"}
 
 
 def test_score_suite_report_means_over_seeds(machine):
-    from benchmarks import score_suite
+    from benchmarks.studies import score_suite
 
     def cell(seed, base, diff, mf):
         return {
@@ -55,7 +88,7 @@ def test_score_suite_report_means_over_seeds(machine):
 
 
 def test_alpha_selection_report_sets_one_episode_beside_several(machine):
-    from benchmarks import alpha_selection
+    from benchmarks.studies import alpha_selection
 
     def wm(alpha_1, score_1, alpha, score):
         return {"alpha_1": alpha_1, "score_1": score_1, "alpha": alpha, "score": score}
@@ -78,7 +111,7 @@ def test_alpha_selection_report_sets_one_episode_beside_several(machine):
 
 
 def test_score_suite_rerun_report_sets_each_rerun_beside_its_committed_cell(machine, monkeypatch):
-    from benchmarks import score_suite
+    from benchmarks.studies import score_suite
 
     def cell(base, diff, mf, cpu, alpha=5e-5):
         return {
@@ -107,7 +140,7 @@ def test_score_suite_rerun_report_sets_each_rerun_beside_its_committed_cell(mach
 def test_alpha_selection_runs_only_on_a_suite_run_made_here(tmp_path, monkeypatch):
     """Its one-episode baseline is the run dir's own results.json (the checkpoints at hand), so
     without a finished run here it stops and names the command that makes one."""
-    from benchmarks import alpha_selection
+    from benchmarks.studies import alpha_selection
 
     monkeypatch.setattr(alpha_selection, "run_dir", lambda ds, seed: tmp_path / f"{ds}-s{seed}")
     with pytest.raises(SystemExit, match=r"results.json is absent.*--datasets pointmaze-umaze "):
@@ -121,7 +154,7 @@ def test_score_suite_accuracy_reads_the_meanflow_stage_logs(tmp_path, machine):
     ``val/*`` and the diffusion model's ``val/diffusion/*``); the report means them over seeds."""
     from torch.utils.tensorboard import SummaryWriter
 
-    from benchmarks import score_suite
+    from benchmarks.studies import score_suite
 
     assert score_suite.accuracy(tmp_path) is None  # no MeanFlow stage logs
     w = SummaryWriter(str(tmp_path / "meanflow" / "tb" / "version_0"))
@@ -143,7 +176,7 @@ def test_score_suite_accuracy_reads_the_meanflow_stage_logs(tmp_path, machine):
 
 
 def test_cost_study_points_change_one_factor_at_a_time():
-    from benchmarks import cost_study
+    from benchmarks.studies import cost_study
 
     pts = cost_study.points()
     assert len(pts) == len({tuple(p.values()) for p in pts}) == 1 + 2 + 3 + 2
@@ -283,7 +316,8 @@ def test_score_suite_cell_runs_once_and_resumes_through_submitit(tmp_path, monke
     ``cell.json``; a job handed a finished cell returns its record without running. Then the
     same cell stopped before its end, rerun through submitit's local executor (the SLURM path
     without a cluster): its command runs again and resumes (no stage is trained again)."""
-    from benchmarks import cells, common, score_suite
+    from benchmarks import cells, common
+    from benchmarks.studies import score_suite
     from lit_itpo.data.minari_io import EMBEDDED_ROOT
 
     monkeypatch.chdir(common.REPO)  # the jobs import `benchmarks` from the repository root
@@ -295,7 +329,7 @@ def test_score_suite_cell_runs_once_and_resumes_through_submitit(tmp_path, monke
 
     run = tmp_path / "runs" / "embedded-s0"
     done = json.loads((run / "cell.json").read_text())
-    cell = common.load("score_suite")["cells"]["embedded/s0"]
+    cell = common.load("studies/score_suite")["cells"]["embedded/s0"]
     job = score_suite.make_cell("embedded", 0, score_suite.parse_args(argv))
     assert cell["command"] == done["command"] == job.command
     assert "--pipeline.policy_steps 2" in cell["command"] and (run / "results.json").is_file()
@@ -307,26 +341,26 @@ def test_score_suite_cell_runs_once_and_resumes_through_submitit(tmp_path, monke
     assert log.count("\n$ ") == 1
 
     score_suite.main(argv)  # recorded: nothing runs
-    common.save("score_suite", {"cells": {}})  # finished, not recorded: recorded, not run
+    common.save("studies/score_suite", {"cells": {}})  # finished, not recorded: recorded, not run
     score_suite.main(argv)
     assert (run / "log.txt").read_text() == log
-    assert common.load("score_suite")["cells"]["embedded/s0"] == cell
+    assert common.load("studies/score_suite")["cells"]["embedded/s0"] == cell
     assert cells.run(job) == done and (run / "log.txt").read_text() == log
 
     # stopped after its stages, before the pipeline's results: the same command finishes it
     stamps = {k: Path(p).stat().st_mtime_ns for k, p in results["checkpoints"].items()}
     for name in ("cell.json", "results.json"):
         (run / name).unlink()
-    common.save("score_suite", {"cells": {}})
+    common.save("studies/score_suite", {"cells": {}})
     score_suite.main(
         [*argv, "--executor", "submitit-local", "--submitit-dir", str(tmp_path / "submitit")]
     )
     assert (run / "log.txt").read_text().count("\n$ ") == 2
     assert {k: Path(p).stat().st_mtime_ns for k, p in results["checkpoints"].items()} == stamps
-    again = common.load("score_suite")["cells"]["embedded/s0"]
+    again = common.load("studies/score_suite")["cells"]["embedded/s0"]
     assert again["base_final"] == cell["base_final"] and again["alpha"] == cell["alpha"]
     assert json.loads((run / "cell.json").read_text())["wall_s"] == again["wall_s"]
-    assert any((tmp_path / "submitit" / "score_suite").iterdir())  # the job ran through submitit
+    assert any((tmp_path / "submitit" / "studies" / "score_suite").iterdir())  # through submitit
 
 
 def test_policy_speed_harness_times_fresh_weights_and_counts_flops():
@@ -358,7 +392,7 @@ def test_meanflow_mixture_reference_map_is_the_mixtures_quantile_map():
     share below the gap, each mode's mean and spread."""
     import torch
 
-    from benchmarks import meanflow_mixture
+    from benchmarks.studies import meanflow_mixture
 
     eps = torch.randn(200_000, 1, generator=torch.Generator().manual_seed(0))
     for cv in (-0.5, 0.5):
@@ -376,7 +410,7 @@ def test_meanflow_mixture_oracle_velocity_is_the_conditional_mean():
     uncorrelated with functions of (z_t, c) at several t; the mean of another c is not."""
     import torch
 
-    from benchmarks import meanflow_mixture
+    from benchmarks.studies import meanflow_mixture
 
     torch.manual_seed(0)
     c, x = meanflow_mixture.mixture(400_000)
@@ -488,7 +522,7 @@ def test_action_jacobian_layout_and_scores():
     import numpy as np
     import torch
 
-    from benchmarks.action_jacobian import compare, model_jacobians
+    from benchmarks.studies.action_jacobian import compare, model_jacobians
 
     torch.manual_seed(0)
     A, B, w = torch.randn(3, 2), torch.randn(3, 3), torch.randn(2)
@@ -510,7 +544,7 @@ def test_action_jacobian_layout_and_scores():
 
 
 def test_ascent_rate_table_names_each_world_models_updates_and_lr():
-    from benchmarks import ascent_rate
+    from benchmarks.studies import ascent_rate
 
     row = {
         "ascent_rate": 0.6,
@@ -588,7 +622,7 @@ def test_main_job_record_and_table(tiny_pipeline):
 
 
 def test_itpo_bases_table():
-    from benchmarks import itpo_bases
+    from benchmarks.studies import itpo_bases
 
     cell = {"base": "IQL (20k x 256)", "seed": 0, "alpha": 5e-6, "base_score": 44.1,
             "itpo_score": 45.0, "gain": 0.9, "gain_ci": [-0.2, 2.0],
@@ -604,7 +638,7 @@ def test_itpo_bases_table():
 
 
 def test_itpo_horizon_pairs_episodes_with_the_paper_horizon():
-    from benchmarks import itpo_horizon
+    from benchmarks.studies import itpo_horizon
 
     def cell(seed, h, itpo_returns):
         return {"seed": seed, "horizon": h, "alpha": 5e-5, "base_score": 40.0,
@@ -662,7 +696,8 @@ def test_gain_suite_runs_its_protocol_and_refuses_another(tmp_path, monkeypatch)
     are refused."""
     import yaml
 
-    from benchmarks import common, gain_suite, score_suite
+    from benchmarks import common, gain_suite
+    from benchmarks.studies import score_suite
     from lit_itpo.data.minari_io import EMBEDDED_ROOT
 
     monkeypatch.chdir(common.REPO)
@@ -695,7 +730,7 @@ def test_gain_suite_runs_its_protocol_and_refuses_another(tmp_path, monkeypatch)
     assert "--pipeline.policy_batch_size 32" in cell["command"]
 
     # the rules study on the recorded cell: the same trained stages, its own ITPO runs
-    from benchmarks import itpo_rules
+    from benchmarks.studies import itpo_rules
 
     rules = yaml.safe_load(itpo_rules.PROTOCOL.read_text()) | {"suite": str(path)}
     rules_path = tmp_path / "rules.yaml"
@@ -703,7 +738,7 @@ def test_gain_suite_runs_its_protocol_and_refuses_another(tmp_path, monkeypatch)
     stages = {s: (tmp_path / "runs" / "embedded-s0" / s) for s in ("world_model", "policy")}
     before = {s: sorted(p.stat().st_mtime_ns for p in d.rglob("*.ckpt")) for s, d in stages.items()}
     itpo_rules.main(["--protocol", str(rules_path), "--runs", str(tmp_path / "runs")])
-    study = common.load("itpo_rules")
+    study = common.load("studies/itpo_rules")
     assert list(study["cells"]) == ["embedded/s0/reset every step", "embedded/s0/proximity 1e3"]
     for key, folder, option in (
         ("embedded/s0/reset every step", "itpo_reset", ("reset_every_step", True)),
@@ -731,7 +766,7 @@ def test_gain_suite_runs_its_protocol_and_refuses_another(tmp_path, monkeypatch)
 def test_itpo_rules_decides_by_its_protocol():
     """A rule replaces the paper's only with its interval above 0 and no dataset below the floor;
     of two that qualify, the larger mean difference wins."""
-    from benchmarks import itpo_rules
+    from benchmarks.studies import itpo_rules
 
     proto = itpo_rules.load_protocol()
 
@@ -766,7 +801,7 @@ def test_world_model_vs_mlp_trains_the_regression_and_scores_every_predictor(tin
     trivial predictor's), and ``errors`` reports raw and per-dimension standardised RMSE."""
     import torch
 
-    from benchmarks import world_model_vs_mlp as wvm
+    from benchmarks.studies import world_model_vs_mlp as wvm
     from lit_itpo.data.datamodule import MinariDataModule
     from lit_itpo.world_models.parts import Conditioning
     from tests.conftest import DID
@@ -793,7 +828,7 @@ def test_critic_check_returns_to_go_bootstrap_nothing_and_drop_cut_tails():
     steps are left out (their return-to-go is cut short)."""
     import numpy as np
 
-    from benchmarks.critic_check import returns_to_go
+    from benchmarks.studies.critic_check import returns_to_go
 
     g, valid = returns_to_go(np.array([1.0, 1.0, 1.0]), terminated=True, gamma=0.5)
     assert np.allclose(g, [1.75, 1.5, 1.0]) and valid.all()

@@ -174,7 +174,7 @@ def test_pendulum_true_slope_equals_float64_autograd_near_the_upright_equilibriu
 
 def test_carried_over_psi_drifts_with_the_episode_while_reset_moves_one_step():
     """Why the paper's rule collapsed on Pendulum where the reset rule gained (at the same
-    alpha, exact dynamics; benchmarks/pendulum_exact.py): with psi carried over, the adapted
+    alpha, exact dynamics; benchmarks/studies/pendulum_exact.py): with psi carried over, the adapted
     actor is the sum of every earlier step's ascent, so its distance from the pretrained one
     grows with the episode (up to the sum of the earlier steps' ascents), so one alpha takes
     ever larger steps; reset every step, each real step moves psi by that step's ascent only."""

@@ -592,7 +592,8 @@ def test_bf16_imagination_moves_the_action_as_float32_does(kind):
     the base action, and its move agrees with float32's. Tolerance, per episode: cosine >= 0.98
     with float32's move, and a distance from it within 10% of that move or under half of
     float32's own Monte-Carlo error (how far float32's move shifts with another draw of the M
-    noise sequences). benchmarks/itpo_precision.py applies the same rule to trained models."""
+    noise sequences). benchmarks/studies/itpo_precision.py applies the same rule to trained
+    models."""
     from lit_itpo.world_models import MeanFlowTransition, MeanFlowWorldModel
 
     torch.manual_seed(0)

@@ -96,3 +96,23 @@ def test_nothing_imports_the_entry_point():
     for path in PKG.rglob("*.py"):
         if layer(path) not in ("cli", "__main__"):
             assert "lit_itpo.cli" not in imports(path), path.relative_to(PKG)
+
+
+def test_no_benchmark_and_nothing_in_the_package_imports_a_study():
+    """Studies (``benchmarks/studies/``) may import benchmarks; the package and the benchmarks
+    that reproduce today's tables never import a study (docs/ARCHITECTURE.md)."""
+    bench = PKG.parent / "benchmarks"
+    sources = [*PKG.rglob("*.py"), *(p for p in bench.glob("*.py"))]
+    assert len(sources) > 40
+    for path in sources:
+        for mod in imports(path):
+            assert not mod.startswith("benchmarks.studies"), f"{path} imports {mod}"
+            if mod == "benchmarks":  # `from benchmarks import x`: x must not be a study
+                names = {
+                    a.name
+                    for n in ast.walk(ast.parse(path.read_text()))
+                    if isinstance(n, ast.ImportFrom) and n.module == "benchmarks"
+                    for a in n.names
+                }
+                assert "studies" not in names, path
+    assert (bench / "studies" / "render.py").is_file()

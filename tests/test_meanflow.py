@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks.meanflow_mixture import fit_mixture, sampled_mixture
+from benchmarks.studies.meanflow_mixture import fit_mixture, sampled_mixture
 from lit_itpo.cli import lightning_main
 from lit_itpo.errors import CheckpointError, ConfigError
 from lit_itpo.modules import load_meanflow, load_world_model
@@ -90,7 +90,8 @@ def test_one_step_sampling_learns_a_conditional_gaussian_mixture():
 @pytest.mark.slow
 def test_one_step_sampling_recovers_a_conditional_gaussian_mixture():
     """The target tolerance for one step (30k updates, ~15 min on one core). Two settings get
-    it there (benchmarks/meanflow_mixture.py has the measured alternatives): logit-normal(0, 3)
+    it there (benchmarks/studies/meanflow_mixture.py has the measured alternatives):
+    logit-normal(0, 3)
     time sampling, which trains the one-step corner (r, t) ~ (0, 1) that the authors'
     logit-normal(-0.4, 1) barely draws, and ``target_velocity="model"``: with the sampled
     v = eps - x in the target the minority mode stays ~25% too wide (0.376 for 0.3 at c = -0.5,

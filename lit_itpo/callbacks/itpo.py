@@ -72,7 +72,7 @@ class ITPOCallback(EpisodeEvalCallback):
             return (the paper's fallback). Use held-out seeds for it.
         sample_steps: diffusion sampling steps for ITPO (default: the checkpoint's).
         sample_variance: reverse variance for ITPO, ``"beta"`` or ``"beta_tilde"`` (default:
-            the checkpoint's); benchmarks/world_model_k.py measures the trade-off.
+            the checkpoint's); benchmarks/studies/world_model_k.py measures the trade-off.
         noise_seed: seeds the world-model noise; episode ``i`` draws from its own stream
             (``noise_seed``, env seed ``seed + i``), so an episode's ITPO actions do not depend
             on which other episodes share its batch or its DDP rank.

@@ -63,7 +63,7 @@ class ITPOConfig:
             fast bfloat16 matmuls. Parameters, the ascent step, the acceptance test and the
             acting forward pass stay float32, so even alpha 5e-7 moves the action. Its move
             agrees with float32's by the tolerance of tests/test_itpo.py in most states, not
-            all: on trained checkpoints (benchmarks/itpo_precision.py) 95-98% of hopper's,
+            all: on trained checkpoints (benchmarks/studies/itpo_precision.py) 95-98% of hopper's,
             65-88% of halfcheetah's, where J is nearly flat in psi; hence off by default.
     """
 

@@ -199,7 +199,7 @@ class WorldModelModule(WorldModelStage):
         obs_dim, action_dim, action_low, action_high, dataset_id: linked from the DataModule.
         diffusion_steps: K diffusion steps of training.
         sample_steps: reverse steps when sampling (default K); fewer use a respaced schedule
-            (see benchmarks/world_model_k.py for the accuracy/cost curve behind the default).
+            (benchmarks/studies/world_model_k.py: the accuracy/cost curve behind the default).
         hidden: denoiser widths.
         reward_hidden: reward MLP widths (paper: 3 x 512).
         prediction: denoiser target, ``"v"`` (default), ``"eps"`` or ``"x0"``

@@ -43,7 +43,7 @@ class MeanFlowTransition(Conditioning):
             instantaneous velocity ``u(z, t, t)`` (no gradient) replaces v there, a target
             without the sampled v's noise; the r = t samples keep v, so the network still
             learns that velocity (needs ``equal_fraction > 0``). On the 1-D mixture it is what
-            brings one step within tolerance (benchmarks/meanflow_mixture.py); on
+            brings one step within tolerance (benchmarks/studies/meanflow_mixture.py); on
             halfcheetah-medium, whose next states are near-deterministic, it cost one-step
             accuracy (benchmarks/meanflow_quality.py; README).
     """

@@ -22,7 +22,7 @@ class Conditioning(nn.Module):
     With ``mean_hidden`` (beyond the paper), an MLP ``mu(s, a)`` regresses the standardised
     state change (MSE) and the generative model learns only the residual ``x - mu`` (``mu``
     detached in its loss); a sample is ``mu + residual``, so the mean of the samples is the
-    regression's estimate. Measured on halfcheetah-medium (benchmarks/world_model_vs_mlp.py,
+    regression's estimate. Measured on halfcheetah-medium (benchmarks/studies/world_model_vs_mlp.py,
     ascent_rate.py): a lower one-step error, no higher ascent rate. Without it (default) the
     model is the paper's.
     """

@@ -1,6 +1,7 @@
 """Does an ITPO gradient point uphill in the real world? The "ascent rate" of a world model.
 
-    python -m benchmarks.ascent_rate --policy P.ckpt --world-model WM.ckpt [--meanflow MF.ckpt] \\
+    python -m benchmarks.studies.ascent_rate --policy P.ckpt --world-model WM.ckpt \\
+        [--meanflow MF.ckpt] \\
         --dataset_id lit_itpo/halfcheetah/medium-v0 [--states 200] [--particles 64]
 
 ITPO climbs J_wm(psi), the imagined H-step objective; what matters is J_true(psi), the same
@@ -39,7 +40,7 @@ from lit_itpo.ascent import TrueObjective
 from lit_itpo.itpo import ITPOConfig, imagined_returns, objective
 from lit_itpo.modules.checkpoints import read_hparams
 
-NAME = "ascent_rate"
+NAME = "studies/ascent_rate"
 ALGOS = {"ReBRACModule": "ReBRAC", "TD3BCModule": "TD3+BC", "IQLModule": "IQL"}
 
 
@@ -144,7 +145,8 @@ def main() -> None:
         f"|M{args.particles}|h{args.h}"
     ) + (f"|H{args.horizon}" if args.horizon != ITPOConfig.horizon else "")
     command = (
-        "python -m benchmarks.ascent_rate --policy <policy.ckpt> --world-model <world_model.ckpt> "
+        "python -m benchmarks.studies.ascent_rate --policy <policy.ckpt> "
+        "--world-model <world_model.ckpt> "
         "[--meanflow <meanflow.ckpt>] --dataset_id <id>"
     )
     wm_hparams = {

@@ -13,9 +13,9 @@ complement, as the stage made it):
 - ``q_gap``: Q(s, pi(s)) - Q(s, a), what the actor believes it gains over the data;
 - ``action_mse``: ||pi(s) - a||^2 per action dimension.
 
-    python -m benchmarks.critic_check --name NAME --policy P.ckpt \\
+    python -m benchmarks.studies.critic_check --name NAME --policy P.ckpt \\
         --dataset-id lit_itpo/hopper/medium-v0
-    python -m benchmarks.critic_check --report
+    python -m benchmarks.studies.critic_check --report
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from benchmarks.common import load, machine, record
 from lit_itpo.data.datamodule import MinariDataModule
 from lit_itpo.modules import load_policy
 
-NAME = "critic_check"
+NAME = "studies/critic_check"
 
 
 def returns_to_go(
@@ -113,12 +113,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not (args.name and args.policy and args.dataset_id):
         p.error("--name, --policy and --dataset-id are required to measure")
     cmd = (
-        f"python -m benchmarks.critic_check --name {args.name} --policy {args.policy} "
+        f"python -m benchmarks.studies.critic_check --name {args.name} --policy {args.policy} "
         f"--dataset-id {args.dataset_id}"
     )
     res = check(args.policy, args.dataset_id, args.data_dir, args.transitions)
     res |= {"policy": args.policy, "command": cmd, "machine": machine()}
-    record(args.out, args.name, res, {"command": "python -m benchmarks.critic_check"})
+    record(args.out, args.name, res, {"command": "python -m benchmarks.studies.critic_check"})
     print(args.name, res)
 
 

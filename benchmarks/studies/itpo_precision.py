@@ -2,7 +2,7 @@
 trained checkpoints and real states: the cost of an env step and whether the action moves as
 float32's does.
 
-    python -m benchmarks.itpo_precision --policy P.ckpt --world-model WM.ckpt \\
+    python -m benchmarks.studies.itpo_precision --policy P.ckpt --world-model WM.ckpt \\
         [--meanflow MF.ckpt] --dataset_id lit_itpo/hopper/medium-v0 [--states 40]
 
 For each world model, on ``--states`` held-out real states batched as episodes (M particles,
@@ -29,7 +29,7 @@ import torch
 from benchmarks.common import add_checkpoint_args, load_checkpoints, machine, record, timeit
 from lit_itpo.itpo import ITPOConfig, ITPOEngine
 
-NAME = "itpo_precision"
+NAME = "studies/itpo_precision"
 ALPHAS = (5e-7, 5e-6, 5e-5, 5e-4)
 PRECISIONS = ("32-true", "bf16-mixed")
 
@@ -95,7 +95,7 @@ def main() -> None:
         print(name, rows[name], flush=True)
     key = f"{args.dataset_id}|{args.policy}|{args.world_model}|{args.meanflow}|M{args.particles}"
     command = (
-        "python -m benchmarks.itpo_precision --policy <policy.ckpt> --world-model "
+        "python -m benchmarks.studies.itpo_precision --policy <policy.ckpt> --world-model "
         "<world_model.ckpt> --meanflow <meanflow.ckpt> --dataset_id <id>"
     )
     result = {

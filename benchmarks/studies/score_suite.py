@@ -1,4 +1,6 @@
-"""Score suite: base ReBRAC vs ITPO with the diffusion world model vs ITPO with the
+"""Superseded by the gain suite (benchmarks/gain_suite.py, its protocol fixed before its runs).
+
+Score suite: base ReBRAC vs ITPO with the diffusion world model vs ITPO with the
 tilted one-step MeanFlow world model, per local dataset and training seed.
 
 Each cell is one ``lit-itpo pipeline`` command (world model -> ReBRAC -> tilted MeanFlow -> alpha
@@ -8,12 +10,12 @@ machine or as a SLURM job array (``--executor``, see ``benchmarks.cells``), and 
 cell goes to ``benchmarks/results/score_suite.json`` at once. Rerun the same command to go on:
 recorded cells are skipped, a stopped cell's pipeline resumes at its first unfinished stage.
 
-    OMP_NUM_THREADS=1 python -m benchmarks.score_suite [--datasets ...] [--seeds 0 1 2]
+    OMP_NUM_THREADS=1 python -m benchmarks.studies.score_suite [--datasets ...] [--seeds 0 1 2]
         [--policy-steps 30000] [--world-model-steps 10000] [--meanflow-steps 10000]
         [--workers 2 | --executor slurm --slurm-partition cpu --cpus-per-task 4]
-    python -m benchmarks.score_suite --report      # the markdown tables from the JSON
-    python -m benchmarks.score_suite --backfill-accuracy   # cells finished before it was recorded
-    OMP_NUM_THREADS=1 python -m benchmarks.score_suite --rerun --datasets ... --seeds ...
+    python -m benchmarks.studies.score_suite --report      # the markdown tables from the JSON
+    python -m benchmarks.studies.score_suite --backfill-accuracy   # cells recorded without it
+    OMP_NUM_THREADS=1 python -m benchmarks.studies.score_suite --rerun --datasets ... --seeds ...
         # finished cells again, on this machine: results/score_suite_rerun.json, set beside the
         # committed cells (--report); it reuses runs/suite/<cell>/, so start from an empty one
 
@@ -32,19 +34,11 @@ from pathlib import Path
 from benchmarks.cells import Cell, add_executor_args, run_cells
 from benchmarks.common import REPO, load, save, scalars, side_by_side
 from benchmarks.common import mean_std as ms
+from benchmarks.gain_suite import DATASETS, data_record, pipeline_argv
 from lit_itpo.data.minari_io import datasets_root
 
-NAME = "score_suite"
-RERUN = "score_suite_rerun"
-DATASETS = {
-    "halfcheetah-medium": "lit_itpo/halfcheetah/medium-v0",
-    "halfcheetah-medium-replay": "lit_itpo/halfcheetah/medium-replay-v0",
-    "hopper-medium": "lit_itpo/hopper/medium-v0",
-    "hopper-medium-replay": "lit_itpo/hopper/medium-replay-v0",
-    "walker2d-medium": "lit_itpo/walker2d/medium-v0",
-    "walker2d-medium-replay": "lit_itpo/walker2d/medium-replay-v0",
-    "pointmaze-umaze": "lit_itpo/pointmaze-umaze/waypoint-v0",
-}
+NAME = "studies/score_suite"
+RERUN = "studies/score_suite_rerun"
 # The paper's D4RL numbers (METHOD.md; D4RL data, 1M updates), for comparison only: ReBRAC ->
 # ITPO where the paper summary gives both, else the published ReBRAC score.
 PAPER = {
@@ -100,33 +94,6 @@ def accuracy(out) -> dict | None:
     res = side_by_side(out / "meanflow", ACCURACY_TAGS)
     res.pop("tilt_eta")
     return None if any(v is None for k, v in res.items() if k != "tilt_ess") else res
-
-
-def data_record(ds: str) -> dict | None:
-    """What the local dataset the cell trains on holds (its ``provenance.json``: size, behaviour
-    return, when it was made): datasets are regenerated per machine, so a cell names its own."""
-    path = datasets_root() / DATASETS[ds] / "provenance.json"
-    if not path.is_file():
-        return None
-    prov = json.loads(path.read_text())
-    keys = ("num_episodes", "num_steps", "return_mean", "normalized_score_mean", "created")
-    return {k: prov.get(k) for k in keys}
-
-
-def pipeline_argv(ds: str, out: Path, world_model: int, policy: int, meanflow: int) -> list[str]:
-    """The start of a suite cell's ``lit-itpo pipeline`` command: the dataset (found through
-    ``$MINARI_DATASETS_PATH``), its ``conf/<dataset>/`` stage configs, the three budgets."""
-    p = "--pipeline."
-    return [
-        "pipeline",
-        f"{p}dataset_id", DATASETS[ds], f"{p}data_dir", "null", f"{p}out_dir", str(out),
-        f"{p}world_model_config", f"conf/{ds}/world_model.yaml",
-        f"{p}policy_config", f"conf/{ds}/rebrac.yaml",
-        f"{p}meanflow_config", f"conf/{ds}/meanflow.yaml",
-        f"{p}world_model_steps", str(world_model),
-        f"{p}policy_steps", str(policy),
-        f"{p}meanflow_steps", str(meanflow),
-    ]  # fmt: skip
 
 
 def make_cell(ds: str, seed: int, args: argparse.Namespace) -> Cell:
@@ -385,7 +352,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if ds not in missing and (not args.rerun or f"{ds}/s{seed}" in finished)
     ]
     command = (
-        "python -m benchmarks.score_suite "
+        "python -m benchmarks.studies.score_suite "
         f"--policy-steps {args.policy_steps} --world-model-steps {args.world_model_steps} "
         f"--meanflow-steps {args.meanflow_steps} --batch {args.batch} --particles {args.particles}"
     )

@@ -1,4 +1,6 @@
-"""Alpha chosen on one held-out episode (the paper's protocol, the score suite's) vs on several.
+"""Superseded by the gain suite's rule (alpha on 5 held-out episodes) and pendulum_exact.
+
+Alpha chosen on one held-out episode (the paper's protocol, the score suite's) vs on several.
 
 For score-suite cells run on this machine, reruns only the step-size selection with
 ``--episodes`` held-out episodes per grid point (env seeds 999 + i; the suite's single episode is
@@ -10,9 +12,9 @@ checkpoints, alpha and episodes); alpha = 0 is the base policy's score; only a n
 choice runs the 10 episodes again. The runs live under ``runs/suite/<cell>/alpha_x<episodes>/``
 and resume like the pipeline's; each finished cell is recorded at once, a rerun does the rest.
 
-    OMP_NUM_THREADS=1 python -m benchmarks.alpha_selection [--cells walker2d-medium-replay/s1 ...]
-        [--episodes 5]
-    python -m benchmarks.alpha_selection --report
+    OMP_NUM_THREADS=1 python -m benchmarks.studies.alpha_selection \
+        [--cells walker2d-medium-replay/s1 ...] [--episodes 5]
+    python -m benchmarks.studies.alpha_selection --report
 """
 
 from __future__ import annotations
@@ -25,9 +27,9 @@ from pathlib import Path
 
 from benchmarks.common import load, run_in_process
 from benchmarks.common import mean_std as ms
-from benchmarks.score_suite import parse_cell, run_dir
+from benchmarks.studies.score_suite import parse_cell, run_dir
 
-NAME = "alpha_selection"
+NAME = "studies/alpha_selection"
 MODELS = ("diffusion", "meanflow")
 # The two large losses, the split walker2d-medium-replay seed 0, and a halfcheetah-medium gain.
 CELLS = (
@@ -65,7 +67,8 @@ def cell(key: str, episodes: int) -> dict:
         why = "is absent" if not sc else "names no checkpoints (an earlier pipeline's)"
         raise SystemExit(
             f"alpha_selection: {key} needs a finished score-suite run on this machine "
-            f"({src / 'results.json'} {why}); run `python -m benchmarks.score_suite --datasets "
+            f"({src / 'results.json'} {why}); run `python -m benchmarks.studies.score_suite "
+            f"--datasets "
             f"{ds} --seeds {seed}` (or with --rerun for a cell already in the committed results)."
         )
     # The one-episode choice and scores are the run's own (the suite pipeline's results.json),
@@ -186,7 +189,7 @@ def main() -> None:
     if args.episodes < 2:
         raise SystemExit(f"alpha_selection: --episodes {args.episodes}: use 2 or more.")
     cells = [(f"{k}/x{args.episodes}", lambda k=k: cell(k, args.episodes)) for k in args.cells]
-    meta = {"command": f"python -m benchmarks.alpha_selection --episodes {args.episodes}"}
+    meta = {"command": f"python -m benchmarks.studies.alpha_selection --episodes {args.episodes}"}
     print(report(run_in_process(NAME, cells, meta)))
 
 

@@ -17,8 +17,8 @@ that shows in the score. Protocol fixed before the runs:
 - rule: H = 2 becomes halfcheetah's horizon (the gain suite's per-dataset ITPO setting) only
   if that interval lies above 0; otherwise the paper's H = 5 stays. Each cell runs once.
 
-    OMP_NUM_THREADS=1 MINARI_DATASETS_PATH=<root> python -m benchmarks.itpo_horizon
-    python -m benchmarks.itpo_horizon --report
+    OMP_NUM_THREADS=1 MINARI_DATASETS_PATH=<root> python -m benchmarks.studies.itpo_horizon
+    python -m benchmarks.studies.itpo_horizon --report
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from benchmarks import itpo_bases
+from benchmarks.studies import itpo_bases
 from lit_itpo.data.scores import normalized_score, reference_scores
 from lit_itpo.stats import stratified_bootstrap_ci
 
-NAME = "itpo_horizon"
+NAME = "studies/itpo_horizon"
 BASE = "ReBRAC (20k x 256)"
 HORIZON = 2
 REF = reference_scores("HalfCheetah-v5")

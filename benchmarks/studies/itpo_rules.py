@@ -12,9 +12,9 @@ is compared with the paper rule's gain of the same cell. Cells run in the suite'
 finished cell goes to ``benchmarks/results/itpo_rules.json`` at once, with both protocols; a
 recorded cell is never run again and results made under other protocols are refused.
 
-    OMP_NUM_THREADS=1 python -m benchmarks.itpo_rules [--workers N |
+    OMP_NUM_THREADS=1 python -m benchmarks.studies.itpo_rules [--workers N |
         --executor slurm --slurm-partition cpu]
-    python -m benchmarks.itpo_rules --report
+    python -m benchmarks.studies.itpo_rules --report
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from benchmarks.cells import Cell, protocol_args, refuse_other_protocol, run_cel
 from benchmarks.common import REPO, load
 from lit_itpo.stats import stratified_bootstrap_ci
 
-NAME = "itpo_rules"
+NAME = "studies/itpo_rules"
 PROTOCOL = REPO / "conf" / "suite" / "itpo_rules.yaml"
 
 
@@ -206,7 +206,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     ]
     done = [c for c in order if c.key in suite["cells"]]
     cells = [make_cell(c, rule, proto) for c in done for rule in proto["rules"]]
-    meta = {"protocol": proto, "command": f"python -m benchmarks.itpo_rules --out {args.out}"}
+    meta = {
+        "protocol": proto,
+        "command": f"python -m benchmarks.studies.itpo_rules --out {args.out}",
+    }
     payload = run_cells(
         args.out,
         cells,

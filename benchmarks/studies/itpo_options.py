@@ -4,9 +4,9 @@ MeanFlow-ITPO), so the rows differ only in the option. Each cell is that command
 on SLURM: ``--executor``, see ``benchmarks.cells``); each finished cell goes to
 benchmarks/results/itpo_options.json at once, and a rerun runs only the missing ones.
 
-    OMP_NUM_THREADS=1 python -m benchmarks.itpo_options --run runs/pipeline/embedded \\
+    OMP_NUM_THREADS=1 python -m benchmarks.studies.itpo_options --run runs/pipeline/embedded \\
         [--alpha 5e-5] [--episodes 5] [--max-steps 200]
-    python -m benchmarks.itpo_options --report
+    python -m benchmarks.studies.itpo_options --report
 
 ``--run`` is a finished ``lit-itpo pipeline`` output directory (the policy, world-model and
 MeanFlow checkpoints its ``results.json`` names; the embedded dataset unless ``--dataset_id``).
@@ -21,7 +21,7 @@ the pipeline's default budgets), every option below at alpha 5e-5 on the same 10
 episodes (seeds 1000000 + i), with the MeanFlow world model (the diffusion model's ITPO steps
 cost ~5x more CPU time: not affordable for every option here), each cell run once:
 
-    OMP_NUM_THREADS=1 python -m benchmarks.itpo_options --out itpo_options_hopper \\
+    OMP_NUM_THREADS=1 python -m benchmarks.studies.itpo_options --out itpo_options_hopper \\
         --run runs/pipeline/hopper-medium-s0 --dataset_id lit_itpo/hopper/medium-v0 \\
         --data_dir null --episodes 10 --max-steps 0 --models meanflow
 """
@@ -39,7 +39,7 @@ from benchmarks.cells import Cell, add_executor_args, run_cells
 from benchmarks.common import REPO, load, scalars
 from lit_itpo.stats import bootstrap_ci
 
-NAME = "itpo_options"
+NAME = "studies/itpo_options"
 OPTIONS = {
     "paper (sgd, psi carried over)": [],
     "reset every step": ["itpo.reset_every_step", "true"],
@@ -167,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(report(load(args.out)))
         return
     meta = {
-        "command": f"python -m benchmarks.itpo_options --out {args.out} "
+        "command": f"python -m benchmarks.studies.itpo_options --out {args.out} "
         + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in checkpoints(args).items())
         + " "
         f"--dataset_id {args.dataset_id} --data_dir {args.data_dir} --alpha {args.alpha} "

@@ -15,10 +15,10 @@ episode split, first ``--transitions``), the one-step error of the next state:
 each in raw env units (RMSE over all state dimensions) and per-dimension standardised units
 (each dimension's error over its std in the training split, then RMSE).
 
-    OMP_NUM_THREADS=1 python -m benchmarks.world_model_vs_mlp --name halfcheetah-medium-s0 \
+    OMP_NUM_THREADS=1 python -m benchmarks.studies.world_model_vs_mlp --name halfcheetah-medium-s0 \
         --dataset-id lit_itpo/halfcheetah/medium-v0 --world-model runs/.../last.ckpt \
         --meanflow runs/.../last.ckpt
-    python -m benchmarks.world_model_vs_mlp --report
+    python -m benchmarks.studies.world_model_vs_mlp --report
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from lit_itpo.modules.world_model import load_world_model
 from lit_itpo.nets.mlp import MLP
 from lit_itpo.world_models.metrics import step_noise
 
-NAME = "world_model_vs_mlp"
+NAME = "studies/world_model_vs_mlp"
 
 
 class MLPDynamics(nn.Module):
@@ -204,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not (args.name and args.dataset_id and args.world_model):
         p.error("--name, --dataset-id and --world-model are required to measure")
     result = measure(args) | {"machine": machine()}
-    cmd = "python -m benchmarks.world_model_vs_mlp " + " ".join(
+    cmd = "python -m benchmarks.studies.world_model_vs_mlp " + " ".join(
         f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
         if v is not None and k not in ("report", "out") and v is not False
     )  # fmt: skip

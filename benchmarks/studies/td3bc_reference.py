@@ -3,7 +3,7 @@ dataset: the reference that tells a wiring problem in ``TD3BCModule`` (TorchRL's
 from the algorithm's own behaviour at a given budget. Same data pipeline, normaliser and
 evaluation episodes as the module.
 
-    OMP_NUM_THREADS=1 python -m benchmarks.td3bc_reference \\
+    OMP_NUM_THREADS=1 python -m benchmarks.studies.td3bc_reference \\
         [--dataset_id lit_itpo/halfcheetah/medium-v0] [--steps 20000] [--eval-every 5000]
 
 Writes benchmarks/results/td3bc_reference.json.
@@ -50,14 +50,15 @@ def main() -> None:
             curve.append((step, score))
             print(f"step {step}: normalised {score:.1f} ({time.perf_counter() - t0:.0f} s)")
     out = save(
-        "td3bc_reference",
+        "studies/td3bc_reference",
         {
             "machine": machine(),
             "dataset_id": args.dataset_id,
             "updates": args.steps,
             "batch": 256,
             "curve": curve,
-            "command": f"python -m benchmarks.td3bc_reference --dataset_id {args.dataset_id} "
+            "command": "python -m benchmarks.studies.td3bc_reference "
+            f"--dataset_id {args.dataset_id} "
             f"--steps {args.steps}",
         },
     )
@@ -71,7 +72,7 @@ if __name__ == "__main__":
 def budget_report(payload: dict) -> str:
     """Markdown: the module's TD3+BC curve (``policy_quality --out td3bc_budget``) beside this
     reference's (CORL's math on the same data), score by updates."""
-    ref = dict(load("td3bc_reference").get("curve", []))
+    ref = dict(load("studies/td3bc_reference").get("curve", []))
     lines = ["| updates | TD3BCModule (lit-itpo fit) | CORL's TD3+BC math (td3bc_reference) |",
              "| --- | --- | --- |"]  # fmt: skip
     for c in payload["cells"].values():

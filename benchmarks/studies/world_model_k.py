@@ -1,8 +1,10 @@
-"""Accuracy vs cost of the diffusion world model's sampling steps K (one trained model,
+"""Superseded in part by diffusion_target (measured with the eps target; v is the default).
+
+Accuracy vs cost of the diffusion world model's sampling steps K (one trained model,
 respaced sampling), on a dataset's held-out episodes.
 
     lit-itpo fit --config conf/halfcheetah-medium/world_model.yaml      # trains with K = 20
-    python -m benchmarks.world_model_k --ckpt <that checkpoint> \
+    python -m benchmarks.studies.world_model_k --ckpt <that checkpoint> \
         --dataset_id lit_itpo/halfcheetah/medium-v0 [--data_dir DIR]
 
 For each reverse variance (DDPM's "beta" and "beta_tilde") and K: one-step state RMSE and
@@ -62,14 +64,14 @@ def main() -> None:
         rows.append(row)
         print(row, flush=True)
     out = save(
-        "world_model_k",
+        "studies/world_model_k",
         {
             "machine": machine(),
             "dataset_id": args.dataset_id,
             "ckpt": str(args.ckpt),
             "val_transitions": int(dm.val_data.shape[0]),
             "rows": rows,
-            "command": f"python -m benchmarks.world_model_k --ckpt {args.ckpt} "
+            "command": f"python -m benchmarks.studies.world_model_k --ckpt {args.ckpt} "
             f"--dataset_id {args.dataset_id}",
         },
     )

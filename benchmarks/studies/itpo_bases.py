@@ -19,8 +19,8 @@ The TD3+BC bases of seeds 1 and 2 are trained by
         --batch 256 --eval-every 10000 --datasets halfcheetah-medium --algos td3bc --seeds 1 2 \
         --precision 32-true
 
-    OMP_NUM_THREADS=1 MINARI_DATASETS_PATH=<root> python -m benchmarks.itpo_bases
-    python -m benchmarks.itpo_bases --report
+    OMP_NUM_THREADS=1 MINARI_DATASETS_PATH=<root> python -m benchmarks.studies.itpo_bases
+    python -m benchmarks.studies.itpo_bases --report
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from lit_itpo.itpo import ITPOConfig
 from lit_itpo.stages import EvalSpec, evaluate
 from lit_itpo.stats import bootstrap_ci
 
-NAME = "itpo_bases"
+NAME = "studies/itpo_bases"
 DATASET = "lit_itpo/halfcheetah/medium-v0"
 CKPT = "tb/version_0/checkpoints/last.ckpt"
 BASES = {  # base -> its run directory for a training seed

@@ -9,10 +9,10 @@ time is the wall time of the ITPO step per env step. The rollout/backprop split 
 same observations and noise, the vmapped objective alone (forward) and its gradient (forward
 and backward): backprop = grad - forward.
 
-    OMP_NUM_THREADS=1 python -m benchmarks.cost_study [--run-dir runs/pipeline/embedded]
+    OMP_NUM_THREADS=1 python -m benchmarks.studies.cost_study [--run-dir runs/pipeline/embedded]
         [--episodes 5] [--steps 200] [--quick]
-    OMP_NUM_THREADS=1 python -m benchmarks.cost_study --cell halfcheetah-medium/s0
-    python -m benchmarks.cost_study --report [--cell ...]
+    OMP_NUM_THREADS=1 python -m benchmarks.studies.cost_study --cell halfcheetah-medium/s0
+    python -m benchmarks.studies.cost_study --report [--cell ...]
 
 Uses the checkpoints of the main job (``lit-itpo pipeline``, the embedded dataset; it runs that
 job first when they are missing), or with ``--cell`` those of a score-suite run on this machine
@@ -35,7 +35,7 @@ import torch
 from benchmarks.common import REPO, load, run_in_process, timeit
 from lit_itpo.itpo import ITPOConfig, ITPOEngine, episode_generators, episode_noise
 
-NAME = "cost_study"
+NAME = "studies/cost_study"
 DEFAULT = {"M": 64, "H": 5, "E": 1}
 GRID = {"M": [16, 64, 256], "H": [1, 3, 5, 10], "E": [1, 2, 4]}
 
@@ -186,7 +186,7 @@ def main() -> None:
     args = p.parse_args()
     name = NAME
     if args.cell:
-        from benchmarks.score_suite import parse_cell, run_dir
+        from benchmarks.studies.score_suite import parse_cell, run_dir
 
         ds, seed = parse_cell(args.cell, "cost_study")
         args.run_dir = str(run_dir(ds, seed).relative_to(REPO))
@@ -194,7 +194,8 @@ def main() -> None:
         if not args.report and not (REPO / args.run_dir / "results.json").is_file():
             raise SystemExit(
                 f"cost_study: --cell {args.cell} needs a finished score-suite run in "
-                f"{args.run_dir}; run `python -m benchmarks.score_suite --datasets {ds} --seeds "
+                f"{args.run_dir}; run `python -m benchmarks.studies.score_suite --datasets {ds} "
+                f"--seeds "
                 f"{seed}` (--rerun for a committed cell) first."
             )
     if args.report:
@@ -217,7 +218,7 @@ def main() -> None:
         for pt in pts
     ]
     meta = {
-        "command": "python -m benchmarks.cost_study "
+        "command": "python -m benchmarks.studies.cost_study "
         + (f"--cell {args.cell}" if args.cell else f"--run-dir {args.run_dir}")
         + f" --episodes {args.episodes} --steps {args.steps}",
         "torch_threads": torch.get_num_threads(),

@@ -20,7 +20,7 @@ under both rules (``--pipeline.itpo_models '[exact, exact_carry]'``), alpha per 
 held-out episodes; per rule the 40 paired episode gains pooled, the mean with a 95% bootstrap
 interval stratified by seed. The pipeline reuses finished runs, so rerunning only recomputes.
 
-    OMP_NUM_THREADS=2 python -m benchmarks.pendulum_exact [--runs DIR] [--confirm]
+    OMP_NUM_THREADS=2 python -m benchmarks.studies.pendulum_exact [--runs DIR] [--confirm]
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from lit_itpo.stages import StageSpec, fit_stage
 from lit_itpo.stats import bootstrap_ci, stratified_bootstrap_ci
 from lit_itpo.world_models.exact import make_exact_model
 
-NAME = "pendulum_exact"
+NAME = "studies/pendulum_exact"
 DATASET = "lit_itpo/pendulum/medium-v0"
 CONFIG = "conf/pendulum-medium/rebrac.yaml"
 EXPERT = REPO / "lit_itpo" / "assets" / "behaviour" / "pendulum-s0" / "expert.pt"

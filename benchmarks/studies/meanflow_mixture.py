@@ -2,7 +2,7 @@
 time sampling, width and budget bring one-step samples within the target tolerance (means
 within 0.1, spreads within 20%, weights within 0.1).
 
-    OMP_NUM_THREADS=1 python -m benchmarks.meanflow_mixture [--steps 10000]
+    OMP_NUM_THREADS=1 python -m benchmarks.studies.meanflow_mixture [--steps 10000]
         [--variants authors wide ...]
 
 Each variant trains with the test's recipe (``fit_mixture``, as tests/test_meanflow.py's
@@ -230,7 +230,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10_000)
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     args = ap.parse_args()
-    path = RESULTS / "meanflow_mixture.json"
+    path = RESULTS / "studies" / "meanflow_mixture.json"
     for name in args.variants:
         t0 = time.perf_counter()
         if name == REFERENCE:
@@ -272,9 +272,11 @@ def main() -> None:
         # re-read before each save: a stopped sweep keeps its finished variants, and two sweeps
         # run side by side (one per core) keep each other's rows
         payload = json.loads(path.read_text()) if path.is_file() else {"rows": {}}
-        payload["command"] = "python -m benchmarks.meanflow_mixture --steps N --variants ..."
+        payload["command"] = (
+            "python -m benchmarks.studies.meanflow_mixture --steps N --variants ..."
+        )
         payload["rows"][f"{name}@{args.steps}"] = row
-        save("meanflow_mixture", payload)
+        save("studies/meanflow_mixture", payload)
 
 
 if __name__ == "__main__":

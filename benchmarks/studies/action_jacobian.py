@@ -19,7 +19,7 @@ error ``||J_model - J_sim|| / ||J_sim||``, and the cosine of the reward gradient
 action; the table gives medians over states and the share of states with a positive reward
 cosine. The world models share stage 1's reward model (MeanFlow takes it from there).
 
-    OMP_NUM_THREADS=1 python -m benchmarks.action_jacobian --policy <policy.ckpt> \\
+    OMP_NUM_THREADS=1 python -m benchmarks.studies.action_jacobian --policy <policy.ckpt> \\
         --world-model <world_model.ckpt> [--meanflow <meanflow.ckpt>] --dataset_id <id>
 """
 
@@ -36,7 +36,7 @@ from benchmarks.common import add_checkpoint_args, load_checkpoints, machine, re
 from lit_itpo.ascent import TrueObjective
 from lit_itpo.world_models.metrics import step_noise
 
-NAME = "action_jacobian"
+NAME = "studies/action_jacobian"
 
 
 def model_jacobians(
@@ -116,7 +116,7 @@ def predictors(models: dict, samples: int, seed: int, mlp=None) -> dict[str, tup
 
 
 def measure(args) -> dict:
-    from benchmarks.world_model_vs_mlp import train_mlp
+    from benchmarks.studies.world_model_vs_mlp import train_mlp
 
     dm, policy, models, states = load_checkpoints(args)
     diffusion = models.get("diffusion") or next(iter(models.values()))
@@ -202,7 +202,7 @@ def main() -> None:
     }
     key = f"{args.dataset_id}|{args.policy}|{args.world_model}|{args.meanflow}|K{args.sample_steps}"
     command = (
-        "python -m benchmarks.action_jacobian --policy <policy.ckpt> --world-model "
+        "python -m benchmarks.studies.action_jacobian --policy <policy.ckpt> --world-model "
         "<world_model.ckpt> [--meanflow <meanflow.ckpt>] --dataset_id <id>"
     )
     record(NAME, key, result, {"command": command})

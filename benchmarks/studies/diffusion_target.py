@@ -1,6 +1,6 @@
 """The diffusion world model's denoiser target, eps vs v: accuracy and the noisiest reverse step.
 
-    python -m benchmarks.diffusion_target --dataset halfcheetah-medium [--steps 5000]
+    python -m benchmarks.studies.diffusion_target --dataset halfcheetah-medium [--steps 5000]
 
 For each target, stage 1 is trained as its shipped config (``conf/<dataset>/world_model.yaml``,
 through LightningCLI, same seed, data and budget ``--steps``), then scored on the held-out
@@ -23,7 +23,7 @@ from benchmarks.common import REPO, machine, record
 from lit_itpo.lightning_cli import lightning_main
 from lit_itpo.world_models.metrics import one_step_errors
 
-NAME = "diffusion_target"
+NAME = "studies/diffusion_target"
 
 
 def first_step_clip_fraction(tr, data, seed: int = 0) -> float:
@@ -87,7 +87,10 @@ def main() -> None:
             }
             rows.append(row)
             print(row, flush=True)
-    command = f"python -m benchmarks.diffusion_target --dataset <conf/ folder> --steps {args.steps}"
+    command = (
+        "python -m benchmarks.studies.diffusion_target --dataset <conf/ folder> "
+        f"--steps {args.steps}"
+    )
     result = {
         "machine": machine(),
         "dataset_id": dm.hparams.dataset_id,
