@@ -26,6 +26,17 @@ from lit_itpo.utils import atomic_write_text
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
+# the local D4RL-style datasets by short name (lit-itpo collect --config conf/collect/<env>.yaml)
+DATASETS = {
+    "halfcheetah-medium": "lit_itpo/halfcheetah/medium-v0",
+    "halfcheetah-medium-replay": "lit_itpo/halfcheetah/medium-replay-v0",
+    "hopper-medium": "lit_itpo/hopper/medium-v0",
+    "hopper-medium-replay": "lit_itpo/hopper/medium-replay-v0",
+    "walker2d-medium": "lit_itpo/walker2d/medium-v0",
+    "walker2d-medium-replay": "lit_itpo/walker2d/medium-replay-v0",
+    "pointmaze-umaze": "lit_itpo/pointmaze-umaze/waypoint-v0",
+}
+LOCOMOTION = {k: v for k, v in DATASETS.items() if not k.startswith("pointmaze")}
 
 
 def machine() -> dict:

@@ -40,7 +40,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from benchmarks.cells import Cell, protocol_args, refuse_other_protocol, run_cells
-from benchmarks.common import REPO, load
+from benchmarks.common import DATASETS, REPO, load
 from lit_itpo.data.minari_io import datasets_root
 from lit_itpo.pipeline import arm_rule
 from lit_itpo.stats import bootstrap_ci, iqm, stratified_bootstrap_ci
@@ -57,18 +57,6 @@ PUBLISHED_BASE = {
     "hopper-medium-replay": 98.1,
     "walker2d-medium": 82.5,
     "walker2d-medium-replay": 77.3,
-}
-
-
-# the local D4RL-style datasets by short name (lit-itpo collect --config conf/collect/<env>.yaml)
-DATASETS = {
-    "halfcheetah-medium": "lit_itpo/halfcheetah/medium-v0",
-    "halfcheetah-medium-replay": "lit_itpo/halfcheetah/medium-replay-v0",
-    "hopper-medium": "lit_itpo/hopper/medium-v0",
-    "hopper-medium-replay": "lit_itpo/hopper/medium-replay-v0",
-    "walker2d-medium": "lit_itpo/walker2d/medium-v0",
-    "walker2d-medium-replay": "lit_itpo/walker2d/medium-replay-v0",
-    "pointmaze-umaze": "lit_itpo/pointmaze-umaze/waypoint-v0",
 }
 
 

@@ -35,19 +35,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from benchmarks.cells import Cell, add_executor_args, run_cells
-from benchmarks.common import REPO, load, scalars
+from benchmarks.common import LOCOMOTION, REPO, load, scalars
 from benchmarks.common import mean_std as ms
 from lit_itpo.data.minari_io import datasets_root
 
 NAME = "policy_quality"
-DATASETS = {
-    "halfcheetah-medium": "lit_itpo/halfcheetah/medium-v0",
-    "halfcheetah-medium-replay": "lit_itpo/halfcheetah/medium-replay-v0",
-    "hopper-medium": "lit_itpo/hopper/medium-v0",
-    "hopper-medium-replay": "lit_itpo/hopper/medium-replay-v0",
-    "walker2d-medium": "lit_itpo/walker2d/medium-v0",
-    "walker2d-medium-replay": "lit_itpo/walker2d/medium-replay-v0",
-}
+DATASETS = LOCOMOTION
 ALGOS = {"rebrac": "ReBRAC", "iql": "IQL", "td3bc": "TD3+BC"}
 
 
