@@ -12,6 +12,8 @@ Each step is a :func:`lit_itpo.stages.fit_stage` / :func:`lit_itpo.stages.evalua
 the committed stage config with typed overrides; every run is done, resumed or fresh by the one
 rule of :func:`lit_itpo.stages.stage_state`, so rerunning the same command resumes the pipeline
 where it stopped (a finished run is reused, an interrupted fit continues from its last.ckpt).
+One run at a time per ``out_dir``: a run holds its lock (:func:`hold_out_dir`), and a second
+one started on the same folder is refused with one line.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import datetime
 import logging
 import math
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -441,11 +445,46 @@ def check_config(cfg: PipelineConfig) -> None:
         make_exact_model(cfg.exact_model, data.env_spec)  # ConfigError: not built in / not found
 
 
+LOCK = ".lit-itpo.lock"  # in out_dir: held by the pipeline run that writes there
+
+
+@contextmanager
+def hold_out_dir(out: Path) -> Iterator[None]:
+    """Hold ``out/.lit-itpo.lock`` (an OS file lock, :mod:`filelock`) for the whole run, so two
+    pipelines never train into one folder at once; the OS releases it when the process ends,
+    however it ends (an error, SIGTERM, kill -9).
+
+    Raises:
+        ConfigError: another run holds it (nothing in the folder is touched).
+    """
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(out / LOCK, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise ConfigError(
+            f"--pipeline.out_dir {out} is in use: another `lit-itpo pipeline` run holds it "
+            f"({out / LOCK} is locked); wait for that run to end (then the same command "
+            "resumes or reuses its stages), or pass another --pipeline.out_dir."
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def run_pipeline(cfg: PipelineConfig) -> dict:
-    """Run (or resume) every stage; returns the results dict also written to results.json."""
+    """Run (or resume) every stage; returns the results dict also written to results.json.
+    The run holds ``out_dir`` (:func:`hold_out_dir`): a second run on it at once is refused."""
     check_config(cfg)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    with hold_out_dir(out):
+        return _run_stages(cfg, out)
+
+
+def _run_stages(cfg: PipelineConfig, out: Path) -> dict:
     wm = _fit(cfg, out, "world_model", cfg.world_model_config, cfg.world_model_steps, {})
     cb = "trainer.callbacks.init_args."
     policy = _fit(

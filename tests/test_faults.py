@@ -568,6 +568,48 @@ def test_pipeline_out_dir_empty(empty, root, tmp_path, monkeypatch, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
+def _files(folder: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in folder.rglob("*") if p.is_file()}  # fmt: skip
+
+
+def test_pipeline_refuses_an_out_dir_another_run_holds(root, tmp_path, monkeypatch, capsys):
+    """Two pipelines on one out_dir at once each trained every stage (tb/version_0 and
+    version_1, both exit 0): while one holds the folder's lock the other refuses with one line
+    naming the folder and the ways out, and changes nothing; the lock is the run's for as long
+    as it runs, also when it fails."""
+    from filelock import FileLock
+
+    import lit_itpo.pipeline as pipeline
+
+    def no_stage(*args, **kwargs):
+        raise AssertionError("a stage ran while another run held the out_dir")
+
+    monkeypatch.setattr(pipeline, "_fit", no_stage)
+    out = tmp_path / "pipe"
+    (out / "world_model").mkdir(parents=True)
+    (out / "world_model" / "run.json").write_text("{}\n")
+    lock = FileLock(out / ".lit-itpo.lock")  # what a running `lit-itpo pipeline` holds
+    with lock:
+        before = _files(out)
+        line = expect_error(capsys, pipeline_args(root, out), str(out), "another", "wait")
+        assert "--pipeline.out_dir" in line.split(";", 1)[1], line
+        assert _files(out) == before
+    seen = []
+
+    def failing_stage(*args, **kwargs):  # the lock is held while the stages run
+        with pytest.raises(Exception, match="could not be acquired"):
+            FileLock(out / ".lit-itpo.lock", timeout=0).acquire()
+        seen.append(True)
+        raise ConfigError("stage 1 failed; fix it")
+
+    monkeypatch.setattr(pipeline, "_fit", failing_stage)
+    expect_error(capsys, pipeline_args(root, out), "stage 1 failed")
+    assert seen == [True]
+    with FileLock(out / ".lit-itpo.lock", timeout=0):  # released on the error
+        pass
+
+
 def test_gain_interval_needs_enough_paired_episodes():
     """A bootstrap interval over 1 (or a few) paired episodes has zero (or no real) width: below
     MIN_PAIRED_EPISODES it is n/a (NaN; None in results.json), and the table says why."""
