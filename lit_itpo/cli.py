@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from lit_itpo.errors import LitItpoError
+from lit_itpo.errors import LitItpoError, StorageError
 from lit_itpo.lightning_cli import (  # noqa: F401  (the CLI's public names, re-exported)
     _STOPPED,
     LitItpoCLI,
@@ -99,6 +99,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             pipeline_main(argv[1:])
         else:
             lightning_main(argv)
+    except StorageError as exc:  # a full disk: what was saved before is whole, so it resumes
+        sys.stderr.write(f"lit-itpo: error: {exc}; then resume with: {resume_command(argv)}\n")
+        raise SystemExit(2) from None
     except LitItpoError as exc:
         sys.stderr.write(f"lit-itpo: error: {exc}\n")
         raise SystemExit(2) from None

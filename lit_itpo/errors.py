@@ -30,3 +30,8 @@ class ConfigError(LitItpoError, ValueError):
 
 class CheckpointError(LitItpoError, ValueError):
     """A checkpoint is of the wrong stage, dataset or shape."""
+
+
+class StorageError(LitItpoError, OSError):
+    """A file could not be written (a full disk, a quota, no permission); what was there before
+    is kept and nothing partial is left."""

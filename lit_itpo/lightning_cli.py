@@ -37,12 +37,14 @@ from lightning.pytorch.callbacks import (
 )
 from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.trainer.connectors.signal_connector import _SignalConnector
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.model_summary.model_summary import get_human_readable_count
 
 from lit_itpo.data.datamodule import MinariDataModule
-from lit_itpo.errors import CheckpointError, ConfigError, LitItpoError
+from lit_itpo.errors import CheckpointError, ConfigError, LitItpoError, StorageError
+from lit_itpo.utils import atomic_torch_save, remove_stale_temps, temp_prefix
 
 log = logging.getLogger(__name__)
 
@@ -259,6 +261,30 @@ def find_last_checkpoint(trainer: pl.Trainer) -> Path | None:
             continue
         return path
     return None
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Every checkpoint written whole or not at all: ``torch.save`` to a temp file beside it
+    (``.tmp-<pid>-<name>.*.tmp``), synced, then renamed over it. Lightning's own writer goes
+    through a temp file in ``$TMPDIR`` and a move, which across filesystems is a copy that a
+    full disk stops half-way, leaving a truncated ``.ckpt`` that the next ``--ckpt_path last``
+    skipped. A failed write is a :class:`StorageError` (one line) with the earlier checkpoints
+    as they were; a killed writer's temp file is removed by the next save in that folder."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        if storage_options is not None or "://" in str(path):  # remote: Lightning's own
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        path = Path(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_temps(path.parent)
+            atomic_torch_save(checkpoint, path, prefix=f"{temp_prefix()}{path.name}.", fsync=True)
+        except OSError as exc:
+            raise StorageError(
+                f"writing the checkpoint {path} failed ({exc.strerror or exc}); nothing partial "
+                "is left and the earlier checkpoints are as they were: free space there (or "
+                "write elsewhere)"
+            ) from None
 
 
 class RunCheckpoint(ModelCheckpoint):
@@ -479,7 +505,8 @@ class LitItpoCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs) -> pl.Trainer:
         """Lightning's trainer with :class:`RunCheckpoint` (fit, unless checkpointing is off or
-        a ModelCheckpoint is configured) and :class:`RNGState`; a value Lightning rejects is a
+        a ModelCheckpoint is configured), :class:`RNGState` and :class:`AtomicCheckpointIO`
+        (unless another CheckpointIO is configured); a value Lightning rejects is a
         :class:`ConfigError` naming it."""
         cfg = self._get(self.config_init, "trainer", default={})
         callbacks = cfg.get("callbacks") or []
@@ -530,6 +557,8 @@ class LitItpoCLI(LightningCLI):
                 "16-mixed); pass --trainer.precision bf16-mixed or 32-true, or run on a GPU."
             )
         trainer._signal_connector = StopSignals(trainer)
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not a configured one
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         return trainer
 
     def _resolve_checkpoint(self) -> None:

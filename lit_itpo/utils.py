@@ -15,15 +15,28 @@ from typing import Any
 import torch
 
 
-def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to a temp file beside ``path``, then rename: no partial file on a crash."""
+def atomic_torch_save(
+    obj: Any, path: str | Path, prefix: str | None = None, fsync: bool = False
+) -> None:
+    """``torch.save`` to a temp file beside ``path``, then rename: no partial file on a crash or
+    a full disk (the temp file is removed; an old ``path`` stays as it was).
+
+    Args:
+        prefix: the temp file's name starts with this (default ``.<name>.``; ``temp_prefix()``
+            names the writer, for :func:`remove_stale_temps`).
+        fsync: the data reaches the disk before the rename, so a power loss leaves the old
+            file or the whole new one.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix or f".{path.name}.", suffix=".tmp")
     os.close(fd)
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600; these files are meant to be shared
     try:
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; these files are meant to be shared
         torch.save(obj, tmp)
+        if fsync:
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

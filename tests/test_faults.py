@@ -262,6 +262,45 @@ def test_fit_checkpoint_past_the_budget(root, ckpts, tmp_path, capsys):
     assert saved.stat().st_mtime_ns == stamp
 
 
+def test_a_full_disk_while_saving_leaves_no_partial_checkpoint(root, tmp_path, monkeypatch, capsys):
+    """A disk that fills up while a checkpoint is written gave a traceback and a truncated
+    .ckpt, which the rerun then skipped with a warning: every checkpoint goes to a temp file
+    beside it and is renamed into place, so a failed write leaves the earlier checkpoints as
+    they were and no partial file; one line names the file, the error and the resume command,
+    which then finishes the run."""
+    import errno
+    import io
+
+    real_save = torch.save
+    written = []
+
+    def disk_full_at_the_third_save(obj, f, *args, **kwargs):
+        written.append(f)
+        if len(written) != 3:  # step 4's two files (epoch=0-step=4.ckpt, last.ckpt) go through
+            return real_save(obj, f, *args, **kwargs)
+        buf = io.BytesIO()
+        real_save(obj, buf)
+        half = buf.getvalue()[: len(buf.getvalue()) // 2]
+        if isinstance(f, str | os.PathLike):
+            Path(f).write_bytes(half)
+        else:
+            f.write(half)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch, "save", disk_full_at_the_third_save)
+    out = tmp_path / "run"
+    argv = args_for("fit", "conf/embedded/bc.yaml", root, out, steps=10)
+    line = expect_error(capsys, argv, "epoch=0-step=8.ckpt", os.strerror(errno.ENOSPC))
+    assert line.endswith(shlex.join(["lit-itpo", *argv, "--ckpt_path", "last"])), line
+    ckpts = out / "tb/version_0/checkpoints"
+    assert sorted(p.name for p in ckpts.iterdir()) == ["epoch=0-step=4.ckpt", "last.ckpt"]
+    assert torch.load(ckpts / "last.ckpt", weights_only=True)["global_step"] == 4
+    monkeypatch.setattr(torch, "save", real_save)
+    main([*argv, "--ckpt_path", "last"])
+    assert torch.load(ckpts / "last.ckpt", weights_only=True)["global_step"] == 10
+    assert sorted(p.name for p in (out / "tb").iterdir()) == ["version_0"]
+
+
 def test_validate_last_without_a_run(root, tmp_path, capsys):
     out = tmp_path / "run"
     argv = args_for("validate", "conf/embedded/bc.yaml", root, out, "--ckpt_path", "last")

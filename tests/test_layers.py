@@ -40,7 +40,7 @@ ALLOWED = {
         "stats",
         "ascent",
     },  # fmt: skip
-    "lightning_cli": {"data", "modules", "errors"},
+    "lightning_cli": {"data", "modules", "errors", "utils"},
     "stages": {"lightning_cli", "itpo", "data", "errors", "utils"},
     "pipeline": {
         "stages",
