@@ -40,7 +40,15 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks.common import REPO, load, machine, record
+from benchmarks.common import (
+    REPO,
+    config_changes,
+    config_digest,
+    config_snapshot,
+    load,
+    machine,
+    record,
+)
 from lit_itpo.utils import atomic_write_text
 
 EXECUTORS = ("local", "slurm", "submitit-local", "debug")
@@ -62,6 +70,9 @@ class Cell:
         needs: ``(path, lit-itpo argv)`` pairs: a path the command reads and the command that
             makes it (e.g. a dataset and its ``collect``), run first where the path is missing
             (under a lock beside the path, so two cells never make it at once).
+        reads: config files the command reads that its argv does not name (e.g. a pipeline's
+            auto-resolved ITPO config); with the argv's own ``.yaml`` files they are the
+            cell's configs, recorded by content.
     """
 
     key: str
@@ -69,6 +80,13 @@ class Cell:
     run_dir: Path
     info: dict = field(default_factory=dict, compare=False)
     needs: tuple[tuple[str, tuple[str, ...]], ...] = field(default=(), compare=False)
+    reads: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def configs(self) -> list[str]:
+        """The config files (relative to the repository) this cell's command reads."""
+        named = [a for a in self.argv if a.endswith(".yaml")]
+        return sorted({p for p in (*named, *self.reads) if (REPO / p).is_file()})
 
     @property
     def command(self) -> str:
@@ -231,19 +249,46 @@ def launch(
         yield by_job[id(job)], (job.exception() or job.result())
 
 
+def config_drift(payload: dict, cells: Sequence[Cell], snap: dict[str, dict]) -> list[str]:
+    """The recorded cells whose configs have changed since: ``cell: file: key: old -> new``
+    (a cell records each config's digest, the results file each digest's values)."""
+    stored, out = payload.get("configs", {}), []
+    for cell in cells:
+        used = payload["cells"].get(cell.key, {}).get("configs") or {}
+        for path, digest in used.items():
+            if path in snap and digest != config_digest(snap[path]):
+                old = stored.get(digest)
+                what = ", ".join(config_changes(old, snap[path])) if old else "its content"
+                out.append(f"{cell.key}: {path}: {what}")
+    return out
+
+
 def run_cells(
     name: str,
     cells: Sequence[Cell],
     summarise: Callable[[Cell, dict], dict],
     meta: dict,
     args: argparse.Namespace,
+    strict: bool = False,
 ) -> dict:
     """Run the cells not yet in ``results/<name>.json`` and record each finished one there
-    (``summarise(cell, its cell.json record)``, then the machine it ran on); a cell that
-    finished earlier but was not recorded (a stopped driver) is recorded without running.
-    Raises ``SystemExit`` naming the failed cells (command or summary) after the others are
-    recorded."""
-    recorded = load(name)["cells"]
+    (``summarise(cell, its cell.json record)``, then the machine it ran on and its configs'
+    digests; the results file keeps each digest's values); a cell that finished earlier but
+    was not recorded (a stopped driver) is recorded without running. Recorded cells whose
+    configs changed since are named with the values that changed (``strict``: refused, a
+    changed config is a new suite). Raises ``SystemExit`` naming the failed cells (command or
+    summary) after the others are recorded."""
+    payload = load(name)
+    recorded = payload["cells"]
+    snap = config_snapshot({p for c in cells for p in c.configs})
+    drift = config_drift(payload, cells, snap)
+    if drift:
+        msg = f"{name}: recorded cells ran with other configs than today's: " + "; ".join(drift)
+        if strict:
+            raise SystemExit(msg + ". A changed config is a new suite: pass --out <new name>.")
+        print(msg + " (cells run now read today's).", flush=True)
+    digests = {p: config_digest(v) for p, v in snap.items()}
+    meta = meta | {"configs": payload.get("configs", {}) | {digests[p]: v for p, v in snap.items()}}
     todo = [c for c in cells if c.key not in recorded]
     print(
         f"{name}: {len(cells) - len(todo)} of {len(cells)} cells recorded, {len(todo)} to run"
@@ -260,6 +305,7 @@ def run_cells(
             if isinstance(done, BaseException):
                 raise done
             result = summarise(cell, done) | {"machine": done["machine"]}
+            result["configs"] = {p: digests[p] for p in cell.configs}
         except Exception as exc:  # the other cells go on; the run ends naming this one
             failed.append(f"{cell.key}: {exc}")
             print(f"[{time.strftime('%H:%M:%S')}] {name}: {cell.key} failed: {exc}", flush=True)

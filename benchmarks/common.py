@@ -185,6 +185,42 @@ def run_in_process(name: str, cells: Iterable[tuple[str, Callable[[], dict]]], m
     return load(name)
 
 
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """A nested config as ``{"a.b.c": value}`` (lists kept as values)."""
+    out = {}
+    for k, v in tree.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out |= flatten(v, key + ".")
+        else:
+            out[key] = v
+    return out
+
+
+def config_snapshot(paths: Iterable[str]) -> dict[str, dict]:
+    """Each config file (relative to the repository) as the flat values a run reads."""
+    import yaml
+
+    return {p: flatten(yaml.safe_load((REPO / p).read_text()) or {}) for p in sorted(paths)}
+
+
+def config_digest(flat: dict) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def config_changes(old: dict, new: dict) -> list[str]:
+    """``key: old -> new`` for every value that differs between two flat configs."""
+    keys = sorted(set(old) | set(new))
+    missing = "(absent)"
+    return [
+        f"{k}: {old.get(k, missing)} -> {new.get(k, missing)}"
+        for k in keys
+        if old.get(k, missing) != new.get(k, missing)
+    ]
+
+
 def mean_std(xs, digits: int = 1) -> str:
     """``mean ± std`` (population std) of the values that are not None, or ``n/a``."""
     xs = [x for x in xs if x is not None]

@@ -42,7 +42,7 @@ from omegaconf import OmegaConf
 from benchmarks.cells import Cell, protocol_args, refuse_other_protocol, run_cells
 from benchmarks.common import DATASETS, REPO, load
 from lit_itpo.data.minari_io import datasets_root
-from lit_itpo.pipeline import arm_rule
+from lit_itpo.pipeline import arm_rule, conf_folder
 from lit_itpo.stats import bootstrap_ci, iqm, stratified_bootstrap_ci
 
 NAME = "gain_suite"
@@ -144,7 +144,10 @@ def make_cell(ds: str, seed: int, proto: dict, runs: Path = RUNS, make_data: boo
         f"{p}seed", str(seed),
     ]  # fmt: skip
     needs = ((str(datasets_root() / DATASETS[ds]), collect_argv(ds, runs)),) if make_data else ()
-    return Cell(f"{ds}/s{seed}", tuple(argv), out, {"dataset": ds, "seed": seed}, needs)
+    itpo = Path("conf") / conf_folder(DATASETS[ds]) / "itpo.yaml"  # the pipeline's "auto"
+    itpo = itpo if (REPO / itpo).is_file() else Path("conf/embedded/itpo.yaml")
+    info = {"dataset": ds, "seed": seed}
+    return Cell(f"{ds}/s{seed}", tuple(argv), out, info, needs, reads=(str(itpo),))
 
 
 def summarise(cell: Cell, done: dict, proto: dict) -> dict:
@@ -325,7 +328,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         for ds in proto["datasets"]
     ]
     meta = {"protocol": proto, "command": f"python -m benchmarks.gain_suite --out {args.out}"}
-    payload = run_cells(args.out, cells, lambda c, d: summarise(c, d, proto), meta, args)
+    payload = run_cells(
+        args.out, cells, lambda c, d: summarise(c, d, proto), meta, args, strict=True
+    )  # a stage config edited between cells would corrupt the suite: refused
     print(report(payload))
 
 

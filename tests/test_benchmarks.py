@@ -254,7 +254,9 @@ def test_suite_driver_records_each_cell_and_names_the_failed_ones(tmp_path, monk
         cells.run_cells("q", todo, summarise, {"command": "x"}, args)
     got = common.load("q")
     assert got["command"] == "x" and set(got["cells"]) == {"a", "earlier", "other"}
-    assert got["cells"]["earlier"] == {"wall_s": 5.0, "summary": "earlier", "machine": {}}
+    assert got["cells"]["earlier"] == {
+        "wall_s": 5.0, "summary": "earlier", "machine": {}, "configs": {}
+    }  # fmt: skip
     assert got["cells"]["other"]["wall_s"] == got["cells"]["a"]["wall_s"] == 1.0
 
 
@@ -297,6 +299,43 @@ def test_a_cell_makes_what_it_needs_first_and_stops_if_that_fails(tmp_path, monk
     ((_, argv),) = gain_suite.make_cell("hopper-medium", 1, proto, tmp_path, True).needs
     assert argv == ("collect", "--config", "conf/collect/hopper.yaml", "--collect.recipes",
                     "[medium]")  # fmt: skip
+
+
+def test_recorded_cells_name_the_config_values_that_changed_since(tmp_path, monkeypatch, capsys):
+    """A recorded cell keeps its configs' digests (the results file their values); when a config
+    changes afterwards, rerunning the suite names the cell, the file and each changed value,
+    and a strict suite (the gain suite) refuses to add cells under other configs."""
+    import argparse
+
+    from benchmarks import cells, common
+
+    monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
+    conf = tmp_path / "rebrac.yaml"
+    conf.write_text("model:\n  init_args: {beta_actor: 0.001, hidden: [256, 256]}\n")
+    monkeypatch.setattr(
+        cells, "run", lambda c, threads=1: {"command": c.command, "wall_s": 1.0, "machine": {}}
+    )
+    p = argparse.ArgumentParser()
+    cells.add_executor_args(p)
+    args = p.parse_args([])
+    mk = lambda key: cells.Cell(key, ("fit", "--config", str(conf)), tmp_path / key)  # noqa: E731
+    summarise = lambda c, d: {"summary": c.key}  # noqa: E731
+    cells.run_cells("q", [mk("a")], summarise, {}, args)
+    got = common.load("q")
+    digest = got["cells"]["a"]["configs"][str(conf)]
+    assert got["configs"][digest]["model.init_args.beta_actor"] == 0.001
+    capsys.readouterr()
+    cells.run_cells("q", [mk("a"), mk("b")], summarise, {}, args)  # unchanged: no word
+    assert "other configs" not in capsys.readouterr().out
+
+    conf.write_text("model:\n  init_args: {beta_actor: 0.01, hidden: [256, 256]}\n")
+    cells.run_cells("q", [mk("a"), mk("b"), mk("c")], summarise, {}, args)
+    out = capsys.readouterr().out
+    assert f"a: {conf}: model.init_args.beta_actor: 0.001 -> 0.01" in out
+    assert "c" in common.load("q")["cells"]  # not strict: run, with today's configs recorded
+    with pytest.raises(SystemExit, match="A changed config is a new suite"):
+        cells.run_cells("q", [mk("a"), mk("d")], summarise, {}, args, strict=True)
+    assert "d" not in common.load("q")["cells"]
 
 
 # A score-suite cell at a budget of a few updates on the embedded sample (found, like the
