@@ -19,7 +19,10 @@ One rule decides what a run does (:func:`stage_state`), for every caller:
 - **resume** (fit): no result yet, a checkpoint under the run's directory, and ``run.json``
   records these very inputs: Lightning continues from it (``ckpt_path="last"``, the run's own
   ``last.ckpt``) and reaches the uninterrupted run's weights;
-- **fresh**: nothing to reuse (no result, no checkpoint): the run starts at step 0;
+- **fresh**: nothing to reuse (no result, no checkpoint): the run starts at step 0, in its own
+  ``tb/version_0`` (the logs of an attempt stopped before its first checkpoint, or of an
+  evaluation stopped part-way, hold nothing to resume: they are removed first, not left beside a
+  new ``version_1``);
 - otherwise :class:`StaleRunError`, one line naming what changed (``seed 0 -> 1``, ``config
   conf/x.yaml content changed``, ``dataset ... was rewritten``, ``upstream checkpoint ...
   changed``), or the file that does not verify (``metrics.json`` edited or truncated, a
@@ -376,6 +379,17 @@ def _remove_run(root: Path) -> None:
     shutil.rmtree(aside, ignore_errors=True)
 
 
+def _remove_stopped_attempts(root: Path) -> None:
+    """Before a fresh run: the log folders (``tb/version_N``) of an attempt that saved no
+    checkpoint (a kill -9 or a second Ctrl-C before the first save, an evaluation stopped
+    part-way). Nothing in them can be resumed, and beside them the rerun logged into a new
+    version; a folder that holds a checkpoint is kept."""
+    for folder in sorted(root.glob("tb/version_*")):
+        if folder.is_dir() and not any(folder.rglob("*.ckpt")):
+            log.info("%s: removing %s, a stopped attempt's logs (no checkpoint)", root, folder)
+            _remove_run(folder)
+
+
 def run_stage(spec: StageSpec, restart: bool = False) -> StageResult:
     """Run (or resume, or reuse) one stage run by the rule of :func:`stage_state`.
 
@@ -401,6 +415,7 @@ def run_stage(spec: StageSpec, restart: bool = False) -> StageResult:
         log.info("%s: done before (%s), reusing it", spec.root, root / METRICS)
         return result
     if state == "fresh":  # the record first, so a stopped run is resumed only by these inputs
+        _remove_stopped_attempts(root)
         _write_sealed(made_by, root / RUN)
     try:
         cli = lightning_main({"subcommand": spec.command, spec.command: spec.to_config()})

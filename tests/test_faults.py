@@ -845,10 +845,92 @@ def test_pipeline_stage_stopped_by_ctrl_c_resumes_to_the_same_weights(root, tmp_
     saved = next((out / "world_model").glob("tb/version_0/checkpoints/last.ckpt"))
     assert torch.load(saved, weights_only=True)["global_step"] == 4
     got = _fit(cfg, out, "world_model", conf, 8, _wm_overrides())
+    tb = out / "world_model" / "tb"
+    assert sorted(p.name for p in tb.iterdir()) == ["version_0"]  # resumed in its own run
+    assert len(list((tb / "version_0").glob("events.out.tfevents.*"))) == 2  # before + after
     a, b = _weights(got.checkpoint), _weights(ref.checkpoint)
     assert a["step"] == b["step"] == 8 and a.keys() == b.keys()
     for k in b:
         assert torch.equal(torch.as_tensor(a[k]), torch.as_tensor(b[k])), k
+
+
+def _inject_signal(monkeypatch, **init_args):
+    """Every stage run gets a :class:`tests.fault_helpers.SignalAt` callback (the signal from
+    inside the run, not an input); returns the real ``StageSpec.to_config``."""
+    from lit_itpo.stages import StageSpec
+
+    to_config = StageSpec.to_config
+
+    def with_signal(spec):
+        cfg = to_config(spec)
+        inject = {"class_path": "tests.fault_helpers.SignalAt", "init_args": init_args}
+        cfg["trainer"]["callbacks"] = [*(cfg["trainer"].get("callbacks") or []), inject]
+        return cfg
+
+    monkeypatch.setattr(StageSpec, "to_config", with_signal)
+    return to_config
+
+
+def _only_version_0(tb: Path) -> Path:
+    """``tb/version_0``, the one run folder, holding one events file: the rerun's."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    assert sorted(p.name for p in tb.iterdir()) == ["version_0"]
+    events = list((tb / "version_0").glob("events.out.tfevents.*"))
+    assert len(events) == 1, events
+    acc = EventAccumulator(str(events[0]))
+    acc.Reload()
+    assert acc.Tags()["scalars"]
+    return tb / "version_0"
+
+
+def test_a_stage_stopped_before_its_first_checkpoint_reruns_in_its_own_version(
+    root, tmp_path, monkeypatch
+):
+    """A fit stage stopped before it saved anything (Ctrl-C twice, kill -9) left tb/version_0
+    with its logs, and the rerun (which starts over) logged into a new version_1 beside them:
+    it starts over in version_0, which then holds the rerun's events only."""
+    from lit_itpo.pipeline import PipelineConfig, _fit
+    from lit_itpo.stages import StageSpec
+
+    conf = "conf/embedded/world_model.yaml"
+    out = tmp_path / "pipe"
+    cfg = PipelineConfig(dataset_id=DID, data_dir=str(root), out_dir=str(out))
+    to_config = _inject_signal(monkeypatch, step=2, sig="INT", times=2)
+    with pytest.raises(KeyboardInterrupt):
+        _fit(cfg, out, "world_model", conf, 8, _wm_overrides())
+    tb = out / "world_model" / "tb"
+    assert sorted(p.name for p in tb.iterdir()) == ["version_0"]
+    assert not list(tb.rglob("*.ckpt"))  # nothing saved: the rerun starts over
+    monkeypatch.setattr(StageSpec, "to_config", to_config)
+    got = _fit(cfg, out, "world_model", conf, 8, _wm_overrides())
+    assert got.checkpoint.parent.parent == _only_version_0(tb).resolve()
+    assert _weights(got.checkpoint)["step"] == 8
+
+
+def test_an_itpo_evaluation_stopped_by_ctrl_c_reruns_in_its_own_version(
+    root, ckpts, tmp_path, monkeypatch
+):
+    """An ITPO evaluation stopped part-way (SIGTERM, Ctrl-C) is run again by the same command,
+    into its own tb/version_0 (not a version_1 beside the stopped one's logs)."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from lit_itpo.itpo import ITPOConfig
+    from lit_itpo.stages import EvalSpec, StageSpec, evaluate
+
+    out = tmp_path / "itpo"
+    spec = EvalSpec(
+        str(REPO / "conf/embedded/itpo.yaml"), str(out), DID, str(ckpts["bc"]),
+        {"diffusion": str(ckpts["wm"])}, ITPOConfig(horizon=2, particles=2),
+        data_dir=str(root), episodes=1, max_episode_steps=3, sample_steps=2,
+    )  # fmt: skip
+    to_config = _inject_signal(monkeypatch, validation=1, sig="INT")
+    with pytest.raises(SIGTERMException):
+        evaluate(spec)
+    assert sorted(p.name for p in (out / "tb").iterdir()) == ["version_0"]
+    monkeypatch.setattr(StageSpec, "to_config", to_config)
+    evaluate(spec)
+    assert (_only_version_0(out / "tb") / "itpo_episodes.json").is_file()
 
 
 def test_every_fit_saves_its_final_step(uninterrupted):
