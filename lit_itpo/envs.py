@@ -1,12 +1,15 @@
 """Environment factories from env ids or a dataset's stored env spec.
 
 Maze envs live in gymnasium-robotics, which registers them on import; everything that makes an
-env goes through here so that import is never forgotten.
+env goes through here so that import is never forgotten (and the maze envs' temp XML files are
+removed: :func:`register_env_packages`).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 
 import gymnasium as gym
 import mujoco
@@ -32,12 +35,51 @@ def is_maze(env_id: str) -> bool:
     return "Maze" in env_id
 
 
+MAZE_ENTRY_POINTS = "gymnasium_robotics.envs.maze."
+
+
+def drop_maze_xml(entry_point) -> None:
+    """gymnasium-robotics builds a maze env (PointMaze, AntMaze) from an XML it writes to
+    ``<temp folder>/ant_maze<time>.xml`` (``Maze.make_maze``) and never removes: one file per env
+    made, ~80 per test run, thousands per benchmark. MuJoCo reads it once, in the env's
+    ``__init__``; the env class of ``entry_point`` (a maze's, else nothing is done) gets an
+    ``__init__`` that removes the file as it returns, or fails."""
+    if not (isinstance(entry_point, str) and entry_point.startswith(MAZE_ENTRY_POINTS)):
+        return
+    cls = gym.envs.registration.load_env_creator(entry_point)
+    init = cls.__init__
+    if getattr(init, "_drops_maze_xml", False):
+        return
+
+    @functools.wraps(init)
+    def __init__(self, *args, **kwargs):
+        try:
+            init(self, *args, **kwargs)
+        finally:
+            xml = getattr(self, "tmp_xml_file_path", None)
+            if xml and os.path.basename(xml).startswith("ant_maze"):
+                try:
+                    os.remove(xml)
+                except OSError:
+                    pass
+
+    __init__._drops_maze_xml = True
+    cls.__init__ = __init__
+
+
 def register_env_packages(env_id: str) -> None:
-    """Import the package that registers ``env_id`` (gymnasium-robotics for mazes)."""
+    """Import the package that registers ``env_id`` (gymnasium-robotics for mazes; a maze's env
+    class then removes its temp XML, :func:`drop_maze_xml`)."""
     if is_maze(env_id) or "Adroit" in env_id or "Fetch" in env_id:
         import gymnasium_robotics
 
         gym.register_envs(gymnasium_robotics)
+    if is_maze(env_id):
+        try:
+            entry_point = gym.spec(env_id).entry_point
+        except gym.error.Error:
+            return  # not registered: gym.make says so
+        drop_maze_xml(entry_point)
 
 
 def gym_spec(env_id: str, **kwargs) -> gym.envs.registration.EnvSpec:
@@ -70,6 +112,7 @@ def make_gym_env(spec: gym.envs.registration.EnvSpec | str) -> gym.Env:
             register_env_packages(spec)
             return gym.make(spec)
     register_env_packages(spec.id)
+    drop_maze_xml(spec.entry_point)  # a stored spec may name its own entry point
     return gym.make(spec)
 
 
