@@ -767,6 +767,24 @@ def test_gain_suite_runs_its_protocol_and_refuses_another(tmp_path, monkeypatch)
         assert cell["itpo"][m]["alpha"] == res[f"itpo_{m}"]["alpha"]
     assert res["config"]["num_episodes"] == 2 and res["config"]["alpha_grid"] == [5e-5]
     assert "--pipeline.policy_batch_size 32" in cell["command"]
+    # every arm of the protocol, the reset arm on its own rule, the same base episodes
+    assert set(cell["itpo"]) == {"diffusion", "meanflow", "meanflow_reset"}
+    assert res["itpo_meanflow_reset"]["reset_every_step"] is True
+    assert res["itpo_meanflow"]["reset_every_step"] is False
+    assert set(cell["configs"]) >= {"conf/embedded/itpo.yaml"}
+
+    # stopped after its stages, before its results: the same command finishes it, the
+    # trained stages reused, the same result recorded
+    run = tmp_path / "runs" / "embedded-s0"
+    stamps = {k: Path(p).stat().st_mtime_ns for k, p in res["checkpoints"].items()}
+    for name in ("cell.json", "results.json"):
+        (run / name).unlink()
+    common.save("gain_suite", {k: v for k, v in payload.items() if k != "cells"} | {"cells": {}})
+    gain_suite.main(argv)
+    assert {k: Path(p).stat().st_mtime_ns for k, p in res["checkpoints"].items()} == stamps
+    again = common.load("gain_suite")["cells"]["embedded/s0"]
+    assert again["itpo"] == cell["itpo"] and again["base"] == cell["base"]
+    res = json.loads((run / "results.json").read_text())  # rewritten by the resumed run
 
     # the rules study on the recorded cell: the same trained stages, its own ITPO runs
     from benchmarks.studies import itpo_rules
