@@ -987,6 +987,8 @@ def test_interrupted_pipeline_resumes_to_the_same_results(sig, tiny_pipeline, tm
         assert f"stopped by {sig.name}" in line and line.endswith(shlex.join(["lit-itpo", *argv]))
     done = run_cli(argv)
     assert done.returncode == 0, done.stderr[-2000:]
+    for tb in out.rglob("tb"):  # every run, the stopped one too, in its own version
+        assert sorted(p.name for p in tb.iterdir()) == ["version_0"], tb
     got = json.loads((out / "results.json").read_text())
     ref = json.loads((ref_out / "results.json").read_text())
     for stage in ("world_model", "policy", "meanflow"):
