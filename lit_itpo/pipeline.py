@@ -338,6 +338,26 @@ def _evaluate(cfg: PipelineConfig, spec: EvalSpec) -> EvalResult:
         raise _stale(exc, "itpo") from None
 
 
+def trained_k(world_model_config: str) -> int | None:
+    """The diffusion steps K the stage-1 config trains (its ``model.init_args.diffusion_steps``,
+    else WorldModelModule's default), or None where the file does not say (another class, an
+    interpolation)."""
+    import inspect
+
+    import yaml
+
+    from lit_itpo.modules.world_model import WorldModelModule
+
+    try:
+        model = (yaml.safe_load(Path(world_model_config).read_text()) or {}).get("model") or {}
+        k = (model.get("init_args") or {}).get("diffusion_steps")
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None
+    if k is None and str(model.get("class_path", "")).endswith("WorldModelModule"):
+        k = inspect.signature(WorldModelModule).parameters["diffusion_steps"].default
+    return k if isinstance(k, int) and not isinstance(k, bool) else None
+
+
 def check_config(cfg: PipelineConfig) -> None:
     """Every argument checked before any stage trains (one :class:`ConfigError` each), and
     the dataset by the checks every stage's DataModule runs (:meth:`MinariDataModule.load`:
@@ -420,6 +440,14 @@ def check_config(cfg: PipelineConfig) -> None:
                 f"conf/embedded/{STAGE_CONFIGS[name]}, or auto."
             )
         check_config_files(["--config", path])
+    k = trained_k(cfg.world_model_config)
+    diffusion = any(arm_rule(a, False)[0] == "diffusion" for a in cfg.itpo_models)
+    if diffusion and k is not None and cfg.sample_steps is not None and cfg.sample_steps > k:
+        raise ConfigError(
+            f"--pipeline.sample_steps={cfg.sample_steps} is above the world model's trained K "
+            f"(diffusion_steps={k} in {cfg.world_model_config}); pass --pipeline.sample_steps "
+            f"{k} or fewer (or null: the checkpoint's), or raise diffusion_steps in that config."
+        )
     if not str(cfg.out_dir).strip():
         raise ConfigError(
             f"--pipeline.out_dir={cfg.out_dir!r} is empty and would put every stage in the "

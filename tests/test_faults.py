@@ -578,6 +578,36 @@ def test_pipeline_checks_the_dataset_before_any_stage(fault, named, bad_roots, t
     assert not out.exists()
 
 
+@pytest.fixture
+def no_stages(monkeypatch):
+    """No pipeline stage may run: a check meant to come before training must refuse first."""
+    import lit_itpo.pipeline as pipeline
+
+    def no_stage(*args, **kwargs):
+        raise AssertionError("a stage ran before the pipeline's checks refused the input")
+
+    monkeypatch.setattr(pipeline, "_fit", no_stage)
+    monkeypatch.setattr(pipeline, "_evaluate", no_stage)
+
+
+def test_pipeline_sample_steps_above_the_trained_k(root, tmp_path, no_stages, capsys):
+    """--pipeline.sample_steps above the world model's trained K (its config's diffusion_steps)
+    failed after three stages had trained: refused up front, naming both numbers and the file;
+    a config without diffusion_steps has WorldModelModule's default K."""
+    out = tmp_path / "pipe"
+    conf = "conf/embedded/world_model.yaml"  # diffusion_steps: 20
+    argv = pipeline_args(root, out, "--pipeline.world_model_config", conf,
+                         "--pipeline.sample_steps", "50")  # fmt: skip
+    expect_error(capsys, argv, "--pipeline.sample_steps=50", "diffusion_steps=20", conf, out=out)
+    bare = yaml.safe_load((REPO / conf).read_text())
+    del bare["model"]["init_args"]["diffusion_steps"], bare["model"]["init_args"]["sample_steps"]
+    own = tmp_path / "wm.yaml"
+    own.write_text(yaml.safe_dump(bare))
+    argv = pipeline_args(root, out, "--pipeline.world_model_config", str(own),
+                         "--pipeline.sample_steps", "11")  # fmt: skip
+    expect_error(capsys, argv, "--pipeline.sample_steps=11", "diffusion_steps=10", out=out)
+
+
 def test_pipeline_stage_config_with_yaml_error(root, ckpts, tmp_path, capsys):
     out = tmp_path / "pipe"
     argv = pipeline_args(root, out, "--pipeline.itpo_config", str(ckpts["bad_yaml"]))
