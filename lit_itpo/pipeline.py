@@ -383,6 +383,16 @@ def check_config(cfg: PipelineConfig) -> None:
     for name, val in counts.items():
         if val is not None and val < 1:
             raise ConfigError(f"--pipeline.{name}={val} must be >= 1; pass a positive count.")
+    # env seeds reach gymnasium only when an evaluation starts (after stage 1) and the seed
+    # Lightning's seed_everything, which swaps a value out of range for 0 with a warning
+    for name, top in (("eval_seed", None), ("alpha_seed", None), ("seed", 2**32 - 1)):
+        val = getattr(cfg, name)
+        if val < 0 or (top is not None and val > top):
+            span = f"between 0 and {top}" if top is not None else ">= 0"
+            raise ConfigError(
+                f"--pipeline.{name}={val} must be {span} (a seed); pass e.g. "
+                f"--pipeline.{name} {getattr(PipelineConfig, name)}."
+            )
     if not cfg.alpha_grid:
         raise ConfigError(
             "--pipeline.alpha_grid=[] is empty; give candidate step sizes, e.g. "

@@ -524,6 +524,18 @@ def pipeline_args(root, out, *extra):
     ]
 
 
+@pytest.fixture
+def no_stages(monkeypatch):
+    """No pipeline stage may run: a check meant to come before training must refuse first."""
+    import lit_itpo.pipeline as pipeline
+
+    def no_stage(*args, **kwargs):
+        raise AssertionError("a stage ran before the pipeline's checks refused the input")
+
+    monkeypatch.setattr(pipeline, "_fit", no_stage)
+    monkeypatch.setattr(pipeline, "_evaluate", no_stage)
+
+
 @pytest.mark.parametrize(
     "extra,named",
     [
@@ -549,9 +561,13 @@ def pipeline_args(root, out, *extra):
         (("--pipeline.dataset_id", "test/hopper/nope-v0"), "test/hopper/nope-v0"),
         (("--pipeline.particles", "many"), "many"),
         (("--pipeline.foo", "1"), "--pipeline.foo"),
+        (("--pipeline.max_episode_steps", "0"), "max_episode_steps=0"),
+        (("--pipeline.eval_seed", "-5"), "eval_seed=-5"),
+        (("--pipeline.alpha_seed", "-1"), "alpha_seed=-1"),
+        (("--pipeline.seed", "-1"), "seed=-1"),
     ],
 )
-def test_pipeline_arguments(extra, named, root, tmp_path, capsys):
+def test_pipeline_arguments(extra, named, root, tmp_path, no_stages, capsys):
     out = tmp_path / "pipe"
     expect_error(capsys, pipeline_args(root, out, *extra), named, out=out)
 
@@ -576,18 +592,6 @@ def test_pipeline_checks_the_dataset_before_any_stage(fault, named, bad_roots, t
         check_config(cfg)
     expect_error(capsys, pipeline_args(bad_roots[fault], out), DID, named, out=out)
     assert not out.exists()
-
-
-@pytest.fixture
-def no_stages(monkeypatch):
-    """No pipeline stage may run: a check meant to come before training must refuse first."""
-    import lit_itpo.pipeline as pipeline
-
-    def no_stage(*args, **kwargs):
-        raise AssertionError("a stage ran before the pipeline's checks refused the input")
-
-    monkeypatch.setattr(pipeline, "_fit", no_stage)
-    monkeypatch.setattr(pipeline, "_evaluate", no_stage)
 
 
 def test_pipeline_sample_steps_above_the_trained_k(root, tmp_path, no_stages, capsys):
