@@ -130,7 +130,8 @@ class PipelineConfig:
         sample_variance: diffusion reverse variance in ITPO, beta or beta_tilde (None: the
             checkpoint's).
         particles: ITPO's M, imagined noise sequences per real step (None: the ITPO config's
-            ``itpo.particles``, else 64).
+            ``itpo.particles``, else 64); refused up front where a lower bound of the imagined
+            rollout's memory (:func:`rollout_memory`) exceeds what the machine has.
         horizon: ITPO's H, imagined steps.
         inner_steps: ITPO's E, gradient steps per real step.
         itpo_precision: "32-true" (the paper) or "bf16-mixed": ITPO's imagined rollout and its
@@ -338,10 +339,9 @@ def _evaluate(cfg: PipelineConfig, spec: EvalSpec) -> EvalResult:
         raise _stale(exc, "itpo") from None
 
 
-def trained_k(world_model_config: str) -> int | None:
-    """The diffusion steps K the stage-1 config trains (its ``model.init_args.diffusion_steps``,
-    else WorldModelModule's default), or None where the file does not say (another class, an
-    interpolation)."""
+def world_model_args(world_model_config: str) -> dict | None:
+    """The stage-1 config's ``model.init_args`` over WorldModelModule's defaults, or None
+    where the file does not say (another class, unreadable: :func:`check_config` names it)."""
     import inspect
 
     import yaml
@@ -350,12 +350,69 @@ def trained_k(world_model_config: str) -> int | None:
 
     try:
         model = (yaml.safe_load(Path(world_model_config).read_text()) or {}).get("model") or {}
-        k = (model.get("init_args") or {}).get("diffusion_steps")
-    except (OSError, yaml.YAMLError, AttributeError):
+        given = dict(model.get("init_args") or {})
+    except (OSError, yaml.YAMLError, AttributeError, TypeError, ValueError):
         return None
-    if k is None and str(model.get("class_path", "")).endswith("WorldModelModule"):
-        k = inspect.signature(WorldModelModule).parameters["diffusion_steps"].default
+    if not str(model.get("class_path", "")).endswith("WorldModelModule"):
+        return None
+    params = inspect.signature(WorldModelModule).parameters.items()
+    return {k: p.default for k, p in params if p.default is not p.empty} | given
+
+
+def trained_k(world_model_config: str) -> int | None:
+    """The diffusion steps K the stage-1 config trains (its ``diffusion_steps``, else
+    WorldModelModule's default), or None where the file does not say (an interpolation)."""
+    k = (world_model_args(world_model_config) or {}).get("diffusion_steps")
     return k if isinstance(k, int) and not isinstance(k, bool) else None
+
+
+# What the backward pass through a frozen net keeps of each hidden unit: its activation's
+# input (SiLU) or output (ReLU), one float (the Linear layers keep nothing: their weights need
+# no gradient); bytes by ITPO's precision
+BYTES_PER_UNIT = {"32-true": 4, "bf16-mixed": 2}
+
+
+def rollout_memory(cfg: PipelineConfig) -> int | None:
+    """A lower bound on the bytes one ITPO run's imagined rollout keeps for its gradient:
+    particles x episodes in one batch (the alpha grid's x alpha_episodes, or num_episodes) x
+    horizon x the bytes per imagined sample: one float per hidden unit (``BYTES_PER_UNIT``)
+    of the diffusion denoiser's sample_steps passes and of the reward model (the policy, the
+    critic and MeanFlow's one pass not counted). None where the world-model config does not
+    say its widths."""
+    args = world_model_args(cfg.world_model_config)
+    try:
+        steps = int(cfg.sample_steps or args["sample_steps"] or args["diffusion_steps"])
+        units = steps * sum(args["hidden"]) + sum(args["reward_hidden"])
+    except (TypeError, KeyError, ValueError):
+        return None
+    episodes = max(len(cfg.alpha_grid) * cfg.alpha_episodes, cfg.num_episodes)
+    per_unit = BYTES_PER_UNIT.get(cfg.itpo_precision, 4)
+    return cfg.particles * episodes * cfg.horizon * units * per_unit
+
+
+def available_memory() -> tuple[int, str] | None:
+    """``(bytes, where)``: the free memory of the GPU the ITPO runs use where one is visible,
+    else the machine's available RAM (Linux's MemAvailable); None where unknown."""
+    import torch
+
+    if torch.cuda.is_available():
+        free, _ = torch.cuda.mem_get_info()
+        return free, f"free on {torch.cuda.get_device_name()}"
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024, "available RAM"
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.3g} {unit}" if unit != "B" else f"{n:.0f} B"
+        n /= 1000
+    return f"{n:.3g} PB"  # unreachable
 
 
 def check_config(cfg: PipelineConfig) -> None:
@@ -473,6 +530,17 @@ def check_config(cfg: PipelineConfig) -> None:
         raise ConfigError(
             f"--pipeline.restart={cfg.restart} names {unknown}; give one or a list of "
             f"{[*RESTARTABLE, 'all']}, e.g. [policy]."
+        )
+    need, have = rollout_memory(cfg), available_memory()
+    if need is not None and have is not None and need > have[0]:
+        episodes = max(len(cfg.alpha_grid) * cfg.alpha_episodes, cfg.num_episodes)
+        fit = max(1, int(cfg.particles * have[0] / need))
+        raise ConfigError(
+            f"--pipeline.particles={cfg.particles} needs ~{_size(need)} for ITPO's imagined "
+            f"rollout (particles x {episodes} episodes x horizon {cfg.horizon} x "
+            f"{_size(need / (cfg.particles * episodes * cfg.horizon))} per sample, a lower "
+            f"bound) but {_size(have[0])} is {have[1]}; pass --pipeline.particles well under "
+            f"{fit} (the most that estimate fits)."
         )
     # DatasetNotFound / DatasetFormat / EnvSpec errors, as stage 1 would raise them
     data = MinariDataModule(cfg.dataset_id, data_dir=cfg.data_dir)

@@ -612,6 +612,17 @@ def test_pipeline_sample_steps_above_the_trained_k(root, tmp_path, no_stages, ca
     expect_error(capsys, argv, "--pipeline.sample_steps=11", "diffusion_steps=10", out=out)
 
 
+def test_pipeline_particles_beyond_the_machines_memory(root, tmp_path, no_stages, capsys):
+    """--pipeline.particles 1000000 ran out of memory in the first ITPO run without naming the
+    option: refused up front with the estimate of the imagined rollout's memory and what the
+    machine has."""
+    out = tmp_path / "pipe"
+    argv = pipeline_args(root, out, "--pipeline.particles", "1000000")
+    line = expect_error(capsys, argv, "--pipeline.particles=1000000", "available", out=out)
+    assert re.search(r"~[\d.]+ [GTP]B", line), line
+    assert len(line) < 400, line
+
+
 def test_pipeline_stage_config_with_yaml_error(root, ckpts, tmp_path, capsys):
     out = tmp_path / "pipe"
     argv = pipeline_args(root, out, "--pipeline.itpo_config", str(ckpts["bad_yaml"]))
