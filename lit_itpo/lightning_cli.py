@@ -57,8 +57,73 @@ _STOPPED: dict = {}
 
 
 # --- argument errors -> one line -------------------------------------------------------------
-def _parse_error_line(prog: str, message: str) -> str:
+# A negative number as a value: argparse (before Python 3.13) takes "-1e-3", "-inf" or "-nan"
+# for an option (its matcher knows only "-1" and "-1.5") and says "expected one argument"
+NEGATIVE_NUMBER = re.compile(
+    r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-\.?(inf|infinity|nan)$", re.IGNORECASE
+)
+
+
+def _raw_value(option: str, args: Sequence[str]) -> str | None:
+    """What the command line gave ``option`` (its last occurrence), or None."""
+    args = [str(a) for a in args]
+    found = None
+    for i, a in enumerate(args):
+        if a == option and i + 1 < len(args):
+            found = args[i + 1]
+        elif a.startswith(option + "="):
+            found = a.split("=", 1)[1]
+    return found
+
+
+def _type_error_line(prog: str, message: str, args: Sequence[str]) -> str | None:
+    """A value of the wrong type (nan / inf for a number, 1e6 for an int, ...) as one short
+    line naming the option and the value; None where ``message`` is no such error."""
+    head = re.search(r'Parser key "([\w.]+)"', message)
+    if head is None:
+        return None
+    option, text = f"--{head.group(1)}", message
+    blocks = re.split(r"- Problem with given class_path '[\w.]+':", message)
+    if len(blocks) > 1:  # a class's argument (model, callbacks): the class that took the value
+        block = next((b for b in blocks[1:] if "Expected a <class" in b), None)
+        inner = re.search(r'Parser key "([\w.]+)"', block or "")
+        if block is None or inner is None:
+            return None
+        option, text = f"{option}.init_args.{inner.group(1)}", block
+        text = re.split(r"\n {0,4}(?:- |Given value)", text)[0]  # the outer union's lines off
+    types = [t for t in re.findall(r"Expected a <class '(\w+)'>", text) if t != "NoneType"]
+    if not types:
+        return None
+    got = re.search(r"Got value: (.+)", text)
+    got = got.group(1).strip() if got else None
+    given = re.findall(r"Given value: (?!NestedArg)(.+)", text)
+    nested = re.search(r"NestedArg\(key='[\w.]+', val='(.*)'\)", message)
+    raw = _raw_value(option, args) or (nested.group(1) if nested else None)
+    value = raw or (given[-1].strip() if given else got) or "?"
+    element = got or value
+    nullable = bool(re.search(r"Subtypes: \[.*NoneType", text))
+    kind = "a whole number" if "int" in types and "float" not in types else "a finite number"
+    if element.strip("'\" ").lower().lstrip("+-.") in ("nan", "inf", "infinity"):
+        what = "is" if element == value else f"has {element},"
+        return (
+            f"{option} {value} {what} not a finite number; pass {kind}"
+            f"{' (or null)' if nullable else ''}."
+        )
+    if "int" in types and got and re.fullmatch(r"-?\d+\.0", got):
+        return (
+            f"{option} {value} is read as the float {got}, not a whole number; pass it "
+            f"without an exponent or decimal point: {option} {got[:-2]}."
+        )
+    names = " or ".join(types) + (" or null" if nullable else "")
+    what = "is" if element == value else f"has {element},"
+    return f"{option} {value} {what} not of type {names}; pass such a value (`{prog} --help`)."
+
+
+def _parse_error_line(prog: str, message: str, args: Sequence[str] = ()) -> str:
     """jsonargparse's multi-line parse error as one sentence with the fix."""
+    typed = _type_error_line(prog, message, args)
+    if typed is not None:
+        return typed
     unknown = re.search(r"class_path '([\w.]+)':\s*Option '([^']+)' is not accepted", message)
     if unknown:
         cls, key = unknown.groups()
@@ -93,12 +158,14 @@ def _parse_or_one_line(parser, parse, args):
     old = [p.exit_on_error for p in parsers]
     for p in parsers:
         p.exit_on_error = False
+        p._negative_number_matcher = NEGATIVE_NUMBER  # no option here looks like a number
     try:
         return parse(args)
     except ArgumentError as exc:
+        argv = [] if isinstance(args, dict) else list(args or sys.argv[1:])
         sub = next((a for a in (args or sys.argv[1:]) if a in subs), None)
         prog = f"{parser.prog} {sub}" if sub else parser.prog
-        raise ConfigError(_parse_error_line(prog, str(exc))) from None
+        raise ConfigError(_parse_error_line(prog, str(exc), argv)) from None
     finally:
         for p, o in zip(parsers, old, strict=True):
             p.exit_on_error = o

@@ -405,6 +405,33 @@ def test_bad_eval_callback_value(root, tmp_path, capsys):
     expect_error(capsys, argv, "num_episodes=0", out=out)
 
 
+@pytest.mark.parametrize(
+    "config,extra,named",
+    [
+        ("bc", ("--model.init_args.lr", "-1e-3"), "lr=-0.001"),  # read as an option
+        ("bc", ("--model.init_args.lr", "nan"), "--model.init_args.lr nan"),
+        ("bc", ("--model.init_args.lr", "-inf"), "--model.init_args.lr -inf"),
+        ("bc", ("--trainer.gradient_clip_val", "inf"), "--trainer.gradient_clip_val inf"),
+        ("bc", ("--trainer.max_steps", "1e3"), "--trainer.max_steps 1e3"),
+        (  # named another class's 'not an argument' (the union's second member)
+            "rebrac",
+            ("--trainer.callbacks.init_args.num_episodes", "nan"),
+            "--trainer.callbacks.init_args.num_episodes nan",
+        ),
+        ("world_model", ("--model.init_args.sample_steps", "nan"), "sample_steps nan"),
+    ],
+)
+def test_number_values_the_parser_rejects(config, extra, named, root, tmp_path, capsys):
+    """A negative number in e-notation was read as an option ("argument --model: expected one
+    argument"), and nan / inf gave jsonargparse's multi-line union report on one line: one
+    short line naming the option and the value."""
+    out = tmp_path / "run"
+    argv = args_for("fit", f"conf/embedded/{config}.yaml", root, out, *extra)
+    line = expect_error(capsys, argv, named, out=out)
+    assert "Parser key" not in line and "Given value" not in line, line
+    assert len(line) < 200, line
+
+
 # --- datasets ----------------------------------------------------------------------------------
 def test_minari_root_that_does_not_exist(tmp_path, capsys):
     out, missing = tmp_path / "run", tmp_path / "no_such_root"
@@ -565,6 +592,12 @@ def no_stages(monkeypatch):
         (("--pipeline.eval_seed", "-5"), "eval_seed=-5"),
         (("--pipeline.alpha_seed", "-1"), "alpha_seed=-1"),
         (("--pipeline.seed", "-1"), "seed=-1"),
+        (("--pipeline.proximity", "-1e-3"), "proximity=-0.001"),  # was read as an option
+        (("--pipeline.proximity", "nan"), "--pipeline.proximity nan"),
+        (("--pipeline.proximity", "-inf"), "--pipeline.proximity -inf"),
+        (("--pipeline.alpha_grid", "[1e-3, inf]"), "--pipeline.alpha_grid [1e-3, inf] has inf"),
+        (("--pipeline.particles", "1e6"), "--pipeline.particles 1e6"),
+        (("--pipeline.max_episode_steps", "nan"), "--pipeline.max_episode_steps nan"),
     ],
 )
 def test_pipeline_arguments(extra, named, root, tmp_path, no_stages, capsys):
