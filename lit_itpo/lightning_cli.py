@@ -171,6 +171,16 @@ def _parse_or_one_line(parser, parse, args):
             p.exit_on_error = o
 
 
+def is_a_folder(named: str, path: str | Path, pattern: str, example: str) -> str:
+    """The message for a folder ``path`` given where a file is expected (``named``: the option
+    and value as the user wrote them): the files of ``pattern`` in it (up to 3), else
+    ``example``."""
+    found = sorted(str(p) for p in Path(path).glob(pattern))
+    some = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
+    hint = f"one of those in it: {some}" if found else f"e.g. {example}"
+    return f"{named} is a directory, not a file; pass a file ({hint})."
+
+
 def check_config_files(args: Sequence[str]) -> None:
     """Every ``--config FILE`` exists and is YAML (a syntax error names its file and line)."""
     args = list(args)
@@ -180,6 +190,10 @@ def check_config_files(args: Sequence[str]) -> None:
         if "\n" in f or (":" in f and not Path(f).exists()):
             continue  # an inline YAML string, not a file
         path = Path(f)
+        if path.is_dir():
+            raise ConfigError(
+                is_a_folder(f"--config {f}", f, "*.yaml", "conf/embedded/rebrac.yaml")
+            )
         if not path.is_file():
             raise ConfigError(
                 f"--config {f} does not exist; pass the path of a YAML file "
@@ -233,6 +247,10 @@ def check_trainer_values(cfg: dict, subcommand: str | None = "fit") -> None:
 # --- checkpoints -----------------------------------------------------------------------------
 def read_checkpoint(path: str | Path, what: str = "--ckpt_path") -> dict:
     """A stage checkpoint (``weights_only``), or :class:`CheckpointError` naming what is wrong."""
+    if Path(path).is_dir():
+        ckpts = "*.ckpt" if any(Path(path).glob("*.ckpt")) else "**/checkpoints/*.ckpt"
+        example = "<save_dir>/tb/version_N/checkpoints/last.ckpt"
+        raise CheckpointError(is_a_folder(f"{what} {path}", path, ckpts, example))
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from lit_itpo.errors import ConfigError
 from lit_itpo.itpo import ITPOConfig
-from lit_itpo.lightning_cli import check_config_files, parse_dataclass_command
+from lit_itpo.lightning_cli import check_config_files, is_a_folder, parse_dataclass_command
 from lit_itpo.stages import (
     BudgetError,
     EvalResult,
@@ -501,6 +501,10 @@ def check_config(cfg: PipelineConfig) -> None:
         )
     for name in ("world_model_config", "policy_config", "meanflow_config", "itpo_config"):
         path = getattr(cfg, name)
+        if Path(path).is_dir():
+            example = f"conf/embedded/{STAGE_CONFIGS[name]}"
+            own = STAGE_CONFIGS[name] if (Path(path) / STAGE_CONFIGS[name]).is_file() else "*.yaml"
+            raise ConfigError(is_a_folder(f"--pipeline.{name}={path}", path, own, example))
         if not Path(path).is_file():
             raise ConfigError(
                 f"--pipeline.{name}={path} does not exist; pass a stage config, e.g. "

@@ -357,6 +357,16 @@ def test_missing_config_file(root, tmp_path, capsys):
     expect_error(capsys, argv, "conf/nope.yaml", "does not exist", out=out)
 
 
+@pytest.mark.parametrize("option", ["--config", "--ckpt_path"])
+def test_a_folder_where_a_file_is_expected(option, root, tmp_path, capsys):
+    """A folder given for a file was reported as not existing: say it is a folder."""
+    out, folder = tmp_path / "run", tmp_path / "conf"
+    folder.mkdir()
+    argv = args_for("fit", "conf/embedded/bc.yaml", root, out, option, f"{folder}/")
+    line = expect_error(capsys, argv, f"{option} {folder}/", "is a directory", "file", out=out)
+    assert "does not exist" not in line
+
+
 def test_unknown_model_argument_is_one_line(root, tmp_path, capsys):
     out = tmp_path / "run"
     argv = args_for("fit", "conf/embedded/bc.yaml", root, out, "--model.init_args.lrr", "0.1")
@@ -585,6 +595,7 @@ def no_stages(monkeypatch):
         (("--pipeline.restart", "everything"), "names ['everything']"),
         (("--pipeline.alpha_seed", "1000000"), "alpha_seed=1000000"),
         (("--pipeline.policy_config", "conf/nope.yaml"), "conf/nope.yaml"),
+        (("--pipeline.policy_config", "conf/"), "--pipeline.policy_config=conf/ is a directory"),
         (("--pipeline.dataset_id", "test/hopper/nope-v0"), "test/hopper/nope-v0"),
         (("--pipeline.particles", "many"), "many"),
         (("--pipeline.foo", "1"), "--pipeline.foo"),
