@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from lit_itpo.errors import LitItpoError, StorageError
+from lit_itpo.errors import ConfigError, LitItpoError, StorageError
 from lit_itpo.lightning_cli import (  # noqa: F401  (the CLI's public names, re-exported)
     _STOPPED,
     LitItpoCLI,
@@ -85,6 +85,23 @@ USAGE = """usage: lit-itpo {fit,validate,test,collect,pipeline} [options]
 """
 
 
+COMMANDS = ("fit", "validate", "test", "collect", "pipeline")  # the project's subcommands
+
+
+def check_command(word: str) -> None:
+    """``word`` is a subcommand (LightningCLI's ``predict`` included: refused with its own
+    line); else a :class:`ConfigError` naming the project's commands and the nearest one."""
+    import difflib
+
+    if word.startswith("-") or word in (*COMMANDS, "predict"):
+        return
+    near = difflib.get_close_matches(word, COMMANDS, n=1, cutoff=0.5)
+    meant = f" (did you mean {near[0]}?)" if near else ""
+    raise ConfigError(
+        f"unknown command '{word}'{meant}; use one of {', '.join(COMMANDS)} (`lit-itpo --help`)."
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv in ([], ["-h"], ["--help"]):
@@ -93,6 +110,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     _STOPPED.clear()
     try:
+        if argv:
+            check_command(argv[0])
         if argv and argv[0] == "collect":
             collect_main(argv[1:])
         elif argv and argv[0] == "pipeline":

@@ -40,6 +40,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.trainer.connectors.signal_connector import _SignalConnector
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.model_helpers import is_overridden
 from lightning.pytorch.utilities.model_summary.model_summary import get_human_readable_count
 
 from lit_itpo.data.datamodule import MinariDataModule
@@ -689,6 +690,14 @@ class LitItpoCLI(LightningCLI):
         holds no checkpoint is removed). The dataset is read and checked first
         (:meth:`MinariDataModule.load`), before the logger makes a directory."""
         self._resolve_checkpoint()
+        if subcommand in ("test", "predict") and not is_overridden(
+            f"{subcommand}_step", self.model, pl.LightningModule
+        ):
+            raise ConfigError(
+                f"`lit-itpo {subcommand}`: no stage defines a {subcommand} loop "
+                f"({type(self.model).__name__} has no {subcommand}_step); use `lit-itpo validate` "
+                "with the same arguments (the stages evaluate in their validation loop)."
+            )
         if isinstance(self.datamodule, MinariDataModule):
             self.datamodule.load()
         logger = self.trainer.logger

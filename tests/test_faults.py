@@ -367,6 +367,26 @@ def test_a_folder_where_a_file_is_expected(option, root, tmp_path, capsys):
     assert "does not exist" not in line
 
 
+@pytest.mark.parametrize("word,meant", [("fitt", "fit"), ("pipelin", "pipeline"),
+                                        ("colect", "collect")])  # fmt: skip
+def test_unknown_command_suggests_the_projects_commands(word, meant, capsys):
+    """'fitt' was answered with LightningCLI's choices (fit, validate, test, predict): the
+    project's commands, with the nearest one, and not predict (no stage has a predict loop)."""
+    line = expect_error(capsys, [word, "--config", "conf/embedded/bc.yaml"], f"'{word}'",
+                        f"did you mean {meant}?", "pipeline", "collect")  # fmt: skip
+    assert "predict" not in line, line
+
+
+@pytest.mark.parametrize("sub", ["test", "predict"])
+def test_test_and_predict_say_to_use_validate(sub, root, tmp_path, capsys):
+    """No stage defines test_step (or predict_step): 'fix that value' named no value; say so
+    and name validate, before the dataset is read or a run folder made."""
+    out = tmp_path / "run"
+    line = expect_error(capsys, args_for(sub, "conf/embedded/bc.yaml", root, out),
+                        f"no stage defines a {sub} loop", "validate", out=out)  # fmt: skip
+    assert "fix that value" not in line and not out.exists()
+
+
 def test_unknown_model_argument_is_one_line(root, tmp_path, capsys):
     out = tmp_path / "run"
     argv = args_for("fit", "conf/embedded/bc.yaml", root, out, "--model.init_args.lrr", "0.1")
