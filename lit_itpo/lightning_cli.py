@@ -245,6 +245,24 @@ def check_trainer_values(cfg: dict, subcommand: str | None = "fit") -> None:
             )
 
 
+def check_accelerator(accelerator) -> None:
+    """A GPU accelerator asked where none is visible (Lightning: "No supported gpu backend
+    found!", naming no value)."""
+    name = str(accelerator).lower() if isinstance(accelerator, str) else None
+    mps = getattr(torch.backends, "mps", None)
+    visible = {
+        "cuda": torch.cuda.is_available(),
+        "mps": bool(mps and mps.is_available()),
+    }
+    visible["gpu"] = visible["cuda"] or visible["mps"]
+    if name in visible and not visible[name]:
+        raise ConfigError(
+            f"--trainer.accelerator={accelerator}: no GPU is visible to this process "
+            f"(torch sees no {'CUDA or MPS' if name == 'gpu' else name.upper()} device); use "
+            "--trainer.accelerator cpu, or auto (a GPU where one is visible, else the CPU)."
+        )
+
+
 # --- checkpoints -----------------------------------------------------------------------------
 def read_checkpoint(path: str | Path, what: str = "--ckpt_path") -> dict:
     """A stage checkpoint (``weights_only``), or :class:`CheckpointError` naming what is wrong."""
@@ -614,6 +632,7 @@ class LitItpoCLI(LightningCLI):
             callbacks.append(StageSummary())
         cfg["callbacks"] = callbacks
         check_trainer_values(cfg, self.subcommand)
+        check_accelerator(cfg.get("accelerator"))
         try:
             with warnings.catch_warnings():  # the substitution below is refused instead
                 warnings.filterwarnings("ignore", message=r"You passed `Trainer\(accelerator='cpu'")

@@ -335,6 +335,18 @@ def test_trainer_values_lightning_rejects(key, value, named, root, tmp_path, cap
     expect_error(capsys, argv, named, out=out)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible here")
+@pytest.mark.parametrize("accelerator", ["gpu", "cuda"])
+def test_gpu_accelerator_without_a_gpu(accelerator, root, tmp_path, capsys):
+    """'a trainer value is rejected by Lightning: No supported gpu backend found!' named no
+    value: name it, say no GPU is visible, and the values that run."""
+    out = tmp_path / "run"
+    argv = args_for("fit", "conf/embedded/bc.yaml", root, out, "--trainer.accelerator",
+                    accelerator)  # fmt: skip
+    expect_error(capsys, argv, f"--trainer.accelerator={accelerator}", "no GPU is visible",
+                 "cpu", "auto", out=out)  # fmt: skip
+
+
 @pytest.mark.parametrize("precision", ["16-mixed", "16"])
 def test_fp16_mixed_precision_on_cpu(precision, root, tmp_path, capsys):
     """Lightning trains 16-mixed on a CPU in bf16 while the saved config says 16-mixed."""
