@@ -422,6 +422,12 @@ def check_config(cfg: PipelineConfig) -> None:
     with the metadata, finite values)."""
     from lit_itpo.data.datamodule import MinariDataModule
 
+    if not cfg.dataset_id.strip():  # an unset shell variable
+        raise ConfigError(
+            f"--pipeline.dataset_id={cfg.dataset_id!r} is empty; pass a Minari id "
+            "<namespace>/<env>/<name>-vN, or leave it out for the embedded "
+            "lit_itpo/pendulum/medium-v0."
+        )
     counts = {
         "world_model_steps": cfg.world_model_steps,
         "policy_steps": cfg.policy_steps,

@@ -481,6 +481,15 @@ def test_minari_root_that_does_not_exist(tmp_path, capsys):
     expect_error(capsys, argv, "data_dir", str(missing), "does not exist", out=out)
 
 
+@pytest.mark.parametrize("empty", ["", " "])
+def test_empty_dataset_id(empty, root, tmp_path, capsys):
+    """An empty id (an unset shell variable) offered `minari download ` with nothing to get."""
+    out = tmp_path / "run"
+    argv = args_for("fit", "conf/embedded/bc.yaml", root, out, dataset=empty)
+    line = expect_error(capsys, argv, f"--data.dataset_id={empty!r} is empty", out=out)
+    assert "minari download" not in line, line
+
+
 def test_dataset_not_in_root(root, tmp_path, capsys):
     out = tmp_path / "run"
     argv = args_for("fit", "conf/embedded/bc.yaml", root, out, dataset="test/hopper/nope-v0")
@@ -629,6 +638,7 @@ def no_stages(monkeypatch):
         (("--pipeline.policy_config", "conf/nope.yaml"), "conf/nope.yaml"),
         (("--pipeline.policy_config", "conf/"), "--pipeline.policy_config=conf/ is a directory"),
         (("--pipeline.dataset_id", "test/hopper/nope-v0"), "test/hopper/nope-v0"),
+        (("--pipeline.dataset_id", ""), "--pipeline.dataset_id='' is empty"),
         (("--pipeline.particles", "many"), "many"),
         (("--pipeline.foo", "1"), "--pipeline.foo"),
         (("--pipeline.max_episode_steps", "0"), "max_episode_steps=0"),

@@ -162,6 +162,11 @@ class MinariDataModule(pl.LightningDataModule):
             )
         if not 0.0 <= val_fraction < 1.0:
             raise ConfigError(f"val_fraction={val_fraction} must be in [0, 1); 0.1 is typical.")
+        if not str(dataset_id).strip():  # an unset shell variable
+            raise ConfigError(
+                f"--data.dataset_id={dataset_id!r} is empty; pass a Minari id "
+                "<namespace>/<env>/<name>-vN, e.g. lit_itpo/pendulum/medium-v0."
+            )
         self.save_hyperparameters()
         self.dataset_id = dataset_id
         self.data_dir = data_dir

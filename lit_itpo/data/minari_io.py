@@ -67,6 +67,11 @@ def open_dataset(
     """
     import minari
 
+    if not str(dataset_id).strip():
+        raise DatasetNotFoundError(
+            f"the Minari dataset id {dataset_id!r} is empty; pass an id "
+            "<namespace>/<env>/<name>-vN, e.g. lit_itpo/pendulum/medium-v0."
+        )
     root = datasets_root(data_dir)
     path = root / dataset_id
     if data_dir is not None and not root.is_dir() and not download:
