@@ -583,7 +583,13 @@ class LitItpoCLI(LightningCLI):
         self._ckpt_blob = None
         sub = self.config.get("subcommand")
         ckpt_path = self.config[sub].get("ckpt_path") if sub else None
-        if ckpt_path is None or ckpt_path in ("last", "best"):
+        if ckpt_path == "best":  # Lightning's: the best of this process's own ModelCheckpoint
+            raise CheckpointError(
+                "--ckpt_path best: the stages' checkpoints monitor no metric, so none is 'best' "
+                "(and a new run has no best of its own yet); pass a checkpoint file, or last "
+                "(the newest of this run's logger folder)."
+            )
+        if ckpt_path is None or ckpt_path == "last":
             return
         self._ckpt_blob = read_checkpoint(ckpt_path)
         check_checkpoint_class(ckpt_path, self._ckpt_blob, self._model_class_path())

@@ -301,6 +301,14 @@ def test_a_full_disk_while_saving_leaves_no_partial_checkpoint(root, tmp_path, m
     assert sorted(p.name for p in (out / "tb").iterdir()) == ["version_0"]
 
 
+@pytest.mark.parametrize("sub", ["fit", "validate"])
+def test_ckpt_path_best(sub, root, tmp_path, capsys):
+    """'best' gave Lightning's ValueError traceback: the stages monitor no metric."""
+    out = tmp_path / "run"
+    argv = args_for(sub, "conf/embedded/bc.yaml", root, out, "--ckpt_path", "best")
+    expect_error(capsys, argv, "--ckpt_path best", "monitor", "last", out=out)
+
+
 def test_validate_last_without_a_run(root, tmp_path, capsys):
     out = tmp_path / "run"
     argv = args_for("validate", "conf/embedded/bc.yaml", root, out, "--ckpt_path", "last")
