@@ -263,6 +263,25 @@ def check_accelerator(accelerator) -> None:
         )
 
 
+def check_writable(folder: str | Path, named: str) -> None:
+    """``folder`` can be made and written (its nearest existing part is a writable folder);
+    else a :class:`ConfigError` naming ``named`` (the option) and the folder."""
+    import os
+
+    path = Path(folder).absolute()
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if probe.is_dir() and os.access(probe, os.W_OK | os.X_OK):
+        return
+    why = "not a folder" if not probe.is_dir() else "read-only for this process"
+    where = f"{probe} is {why}" if probe != path else why
+    raise ConfigError(
+        f"{named}={folder} is not writable ({where}); pass a folder you can write to, or make "
+        "that one writable."
+    )
+
+
 # --- checkpoints -----------------------------------------------------------------------------
 def read_checkpoint(path: str | Path, what: str = "--ckpt_path") -> dict:
     """A stage checkpoint (``weights_only``), or :class:`CheckpointError` naming what is wrong."""
@@ -714,6 +733,10 @@ class LitItpoCLI(LightningCLI):
         """Run it; a run that fails its checks leaves no run directory behind (one it made that
         holds no checkpoint is removed). The dataset is read and checked first
         (:meth:`MinariDataModule.load`), before the logger makes a directory."""
+        logger = self.trainer.logger
+        if logger is not None and getattr(logger, "save_dir", None):
+            check_writable(logger.save_dir, "--trainer.logger.init_args.save_dir")
+        check_writable(self.trainer.default_root_dir, "--trainer.default_root_dir")
         self._resolve_checkpoint()
         if subcommand in ("test", "predict") and not is_overridden(
             f"{subcommand}_step", self.model, pl.LightningModule

@@ -29,7 +29,12 @@ from pathlib import Path
 
 from lit_itpo.errors import ConfigError
 from lit_itpo.itpo import ITPOConfig
-from lit_itpo.lightning_cli import check_config_files, is_a_folder, parse_dataclass_command
+from lit_itpo.lightning_cli import (
+    check_config_files,
+    check_writable,
+    is_a_folder,
+    parse_dataclass_command,
+)
 from lit_itpo.stages import (
     BudgetError,
     EvalResult,
@@ -535,6 +540,7 @@ def check_config(cfg: PipelineConfig) -> None:
         raise ConfigError(
             f"--pipeline.out_dir={cfg.out_dir} is a file; pass a directory for the stages' logs."
         )
+    check_writable(cfg.out_dir, "--pipeline.out_dir")
     unknown = [s for s in _restart_names(cfg) if s not in (*RESTARTABLE, "all")]
     if unknown:
         raise ConfigError(

@@ -301,6 +301,40 @@ def test_a_full_disk_while_saving_leaves_no_partial_checkpoint(root, tmp_path, m
     assert sorted(p.name for p in (out / "tb").iterdir()) == ["version_0"]
 
 
+@pytest.fixture
+def read_only(tmp_path, monkeypatch):
+    """A read-only folder: chmod 555 (root writes there anyway, so as root the OS's answer for
+    it, os.access, says what a read-only filesystem says: EROFS)."""
+    folder = tmp_path / "read_only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    if os.geteuid() == 0:
+        real = os.access
+
+        def access(path, mode, *args, **kwargs):
+            inside = Path(path).absolute().is_relative_to(folder)
+            return False if inside and mode & os.W_OK else real(path, mode, *args, **kwargs)
+
+        monkeypatch.setattr(os, "access", access)
+    yield folder
+    folder.chmod(0o755)
+
+
+@pytest.mark.parametrize("sub", ["fit", "validate"])
+def test_read_only_output_folder(sub, root, read_only, tmp_path, capsys):
+    """A read-only output folder was a traceback from the logger's makedirs: one line naming
+    the folder, before anything runs."""
+    out = read_only / "run"
+    argv = args_for(sub, "conf/embedded/bc.yaml", root, out)
+    expect_error(capsys, argv, str(out), "not writable", out=out)
+
+
+def test_pipeline_read_only_out_dir(root, read_only, no_stages, capsys):
+    out = read_only / "pipe"
+    expect_error(capsys, pipeline_args(root, out), f"--pipeline.out_dir={out}", "not writable",
+                 out=out)  # fmt: skip
+
+
 @pytest.mark.parametrize("sub", ["fit", "validate"])
 def test_ckpt_path_best(sub, root, tmp_path, capsys):
     """'best' gave Lightning's ValueError traceback: the stages monitor no metric."""
