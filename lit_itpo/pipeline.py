@@ -66,6 +66,21 @@ STAGE_CONFIGS = {
 }
 
 
+# The stage configs' folder: conf/ of the working directory, else of the repository the package
+# is installed from (an editable install or a checkout: lit_itpo's parent)
+REPO_CONF = Path(__file__).resolve().parent.parent / "conf"
+
+
+def conf_root() -> Path:
+    """Where the "auto" stage configs come from: ``conf/`` here if it holds the generic ones,
+    else the package's repository's (``REPO_CONF``); ``conf`` (missing: check_config says so)
+    where neither does."""
+    here = Path("conf")
+    if (here / "embedded").is_dir() or not (REPO_CONF / "embedded").is_dir():
+        return here
+    return REPO_CONF
+
+
 DEFAULT_PARTICLES = 64  # the CPU default (METHOD.md); the paper's GPU reading is 4096
 PAPER_ALPHA_GRID = (5e-7, 5e-6, 5e-5, 5e-4)  # the paper's grid, set for D4RL's reward scales
 # Other tasks' grids, by env family. Pendulum: one decade above the paper's (its critic's |Q|
@@ -120,7 +135,8 @@ class PipelineConfig:
         world_model_config: stage-1 config; "auto": ``conf/<env>-<dataset>/world_model.yaml``
             (e.g. ``conf/hopper-medium/`` for ``*/hopper/medium-v0``, ``conf/pendulum-medium/``
             for the embedded pendulum) if present, else ``conf/embedded/world_model.yaml``
-            (the halfcheetah sample's; dims, bounds and env come from the dataset).
+            (the halfcheetah sample's; dims, bounds and env come from the dataset); conf/ of
+            the working directory, else of the repository the package is installed from.
         policy_config: stage-2 config (ReBRAC); "auto" as world_model_config (rebrac.yaml).
         meanflow_config: stage-3 config; "auto" as world_model_config (meanflow.yaml).
         itpo_config: the ITPO validate config; "auto" as world_model_config (itpo.yaml).
@@ -227,11 +243,14 @@ class PipelineConfig:
         if self.out_dir == AUTO:  # per seed: a seed sweep never meets another seed's runs
             self.out_dir = f"runs/pipeline/{self.dataset_id}/s{self.seed}"
             log.info("pipeline: out_dir = %s", self.out_dir)
+        conf = conf_root()
+        self._auto_configs = set()  # not a field: which configs were "auto" (check_config)
         for name, file in STAGE_CONFIGS.items():
             if getattr(self, name) == AUTO:
-                tuned = Path("conf") / folder / file
-                path = tuned if tuned.is_file() else Path("conf") / EMBEDDED / file
+                tuned = conf / folder / file
+                path = tuned if tuned.is_file() else conf / EMBEDDED / file
                 setattr(self, name, str(path))
+                self._auto_configs.add(name)
                 why = "" if path == tuned else f" (no {tuned}: the generic config)"
                 log.info("pipeline: %s = %s%s", name, path, why)
         itpo = _itpo_init_args(self.itpo_config)
@@ -516,6 +535,13 @@ def check_config(cfg: PipelineConfig) -> None:
             example = f"conf/embedded/{STAGE_CONFIGS[name]}"
             own = STAGE_CONFIGS[name] if (Path(path) / STAGE_CONFIGS[name]).is_file() else "*.yaml"
             raise ConfigError(is_a_folder(f"--pipeline.{name}={path}", path, own, example))
+        if not Path(path).is_file() and name in getattr(cfg, "_auto_configs", ()):
+            raise ConfigError(
+                f"the default stage config {path} (--pipeline.{name} auto) is not found from "
+                f"{Path.cwd()}, and the package's repository has no conf/ ({REPO_CONF}); run "
+                f"from the repository root, or pass --pipeline.{name} (and the other stage "
+                "configs) as paths."
+            )
         if not Path(path).is_file():
             raise ConfigError(
                 f"--pipeline.{name}={path} does not exist; pass a stage config, e.g. "

@@ -780,6 +780,28 @@ def test_pipeline_out_dir_empty(empty, root, tmp_path, monkeypatch, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_pipeline_from_another_working_directory(root, tmp_path, monkeypatch, capsys):
+    """Run from another folder, the default stage configs (conf/...) were not found and the
+    error blamed --pipeline.world_model_config, never passed: they come from the conf/ of the
+    repository the package is installed from; where there is none (an installed wheel) one
+    line says to run from the repository root or pass the config paths."""
+    import lit_itpo.pipeline as pipeline
+    from lit_itpo.pipeline import STAGE_CONFIGS, PipelineConfig, check_config
+
+    monkeypatch.chdir(tmp_path)
+    cfg = PipelineConfig(dataset_id=DID, data_dir=str(root), out_dir=str(tmp_path / "pipe"))
+    check_config(cfg)
+    for name, file in STAGE_CONFIGS.items():
+        assert getattr(cfg, name) == str(REPO / "conf" / "embedded" / file)
+    monkeypatch.setattr(pipeline, "REPO_CONF", tmp_path / "no_conf")
+    argv = ["pipeline", "--pipeline.dataset_id", DID, "--pipeline.data_dir", str(root),
+            "--pipeline.out_dir", str(tmp_path / "pipe")]  # fmt: skip
+    line = expect_error(capsys, argv, "conf/embedded/world_model.yaml", "repository root",
+                        "--pipeline.world_model_config")  # fmt: skip
+    assert "does not exist; pass a stage config" not in line, line
+    assert list(tmp_path.iterdir()) == [], list(tmp_path.iterdir())
+
+
 def _files(folder: Path) -> dict[str, tuple[int, int]]:
     return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
             for p in folder.rglob("*") if p.is_file()}  # fmt: skip
