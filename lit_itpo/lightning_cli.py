@@ -282,6 +282,17 @@ def check_writable(folder: str | Path, named: str) -> None:
     )
 
 
+def init_defaults(class_path: str) -> dict:
+    """The ``__init__`` defaults of the class a config's ``class_path`` names (e.g.
+    ``lit_itpo.modules.WorldModelModule``), for reading a config file as LightningCLI would."""
+    import importlib
+    import inspect
+
+    module, _, name = class_path.rpartition(".")
+    params = inspect.signature(getattr(importlib.import_module(module), name)).parameters
+    return {k: p.default for k, p in params.items() if p.default is not p.empty}
+
+
 # --- checkpoints -----------------------------------------------------------------------------
 def read_checkpoint(path: str | Path, what: str = "--ckpt_path") -> dict:
     """A stage checkpoint (``weights_only``), or :class:`CheckpointError` naming what is wrong."""

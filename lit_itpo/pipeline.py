@@ -32,6 +32,7 @@ from lit_itpo.itpo import ITPOConfig
 from lit_itpo.lightning_cli import (
     check_config_files,
     check_writable,
+    init_defaults,
     is_a_folder,
     parse_dataclass_command,
 )
@@ -366,21 +367,17 @@ def _evaluate(cfg: PipelineConfig, spec: EvalSpec) -> EvalResult:
 def world_model_args(world_model_config: str) -> dict | None:
     """The stage-1 config's ``model.init_args`` over WorldModelModule's defaults, or None
     where the file does not say (another class, unreadable: :func:`check_config` names it)."""
-    import inspect
-
     import yaml
-
-    from lit_itpo.modules.world_model import WorldModelModule
 
     try:
         model = (yaml.safe_load(Path(world_model_config).read_text()) or {}).get("model") or {}
         given = dict(model.get("init_args") or {})
-    except (OSError, yaml.YAMLError, AttributeError, TypeError, ValueError):
+        class_path = str(model.get("class_path", ""))
+        if not class_path.endswith("WorldModelModule"):
+            return None
+        return init_defaults(class_path) | given
+    except (OSError, yaml.YAMLError, AttributeError, TypeError, ValueError, ImportError):
         return None
-    if not str(model.get("class_path", "")).endswith("WorldModelModule"):
-        return None
-    params = inspect.signature(WorldModelModule).parameters.items()
-    return {k: p.default for k, p in params if p.default is not p.empty} | given
 
 
 def trained_k(world_model_config: str) -> int | None:
