@@ -42,7 +42,7 @@ from omegaconf import OmegaConf
 from benchmarks.cells import Cell, protocol_args, refuse_other_protocol, run_cells
 from benchmarks.common import DATASETS, REPO, load
 from lit_itpo.data.minari_io import datasets_root
-from lit_itpo.pipeline import arm_rule, conf_folder
+from lit_itpo.pipeline import arm_rule, auto_config
 from lit_itpo.stats import bootstrap_ci, iqm, stratified_bootstrap_ci
 
 NAME = "gain_suite"
@@ -144,8 +144,7 @@ def make_cell(ds: str, seed: int, proto: dict, runs: Path = RUNS, make_data: boo
         f"{p}seed", str(seed),
     ]  # fmt: skip
     needs = ((str(datasets_root() / DATASETS[ds]), collect_argv(ds, runs)),) if make_data else ()
-    itpo = Path("conf") / conf_folder(DATASETS[ds]) / "itpo.yaml"  # the pipeline's "auto"
-    itpo = itpo if (REPO / itpo).is_file() else Path("conf/embedded/itpo.yaml")
+    itpo, _ = auto_config(DATASETS[ds], "itpo.yaml")  # the pipeline's "auto" ITPO config
     info = {"dataset": ds, "seed": seed}
     return Cell(f"{ds}/s{seed}", tuple(argv), out, info, needs, reads=(str(itpo),))
 

@@ -113,6 +113,15 @@ def banner(text: str) -> None:
     log.info("==== pipeline: %s", text)
 
 
+def auto_config(dataset_id: str, file: str) -> tuple[Path, Path]:
+    """The stage config ``file`` (e.g. ``itpo.yaml``) that "auto" gives a dataset, and the
+    dataset's own one it looked for first: ``conf/<env>-<dataset>/file`` if present, else
+    ``conf/embedded/file`` (under :func:`conf_root`)."""
+    conf = conf_root()
+    tuned = conf / conf_folder(dataset_id) / file
+    return (tuned if tuned.is_file() else conf / "embedded" / file), tuned
+
+
 def conf_folder(dataset_id: str) -> str:
     """``<env>-<name>`` of a Minari id ``<namespace>/<env>/<name>-v<N>`` (the conf/ folder a
     dataset's tuned stage configs live in), e.g. ``hopper-medium``."""
@@ -237,19 +246,16 @@ class PipelineConfig:
         from lit_itpo.data.minari_io import EMBEDDED, EMBEDDED_ROOT
 
         embedded = (EMBEDDED_ROOT / self.dataset_id).is_dir()
-        folder = conf_folder(self.dataset_id)
         if self.data_dir == AUTO:
             self.data_dir = EMBEDDED if embedded else None
             log.info("pipeline: data_dir = %s", self.data_dir or "Minari's root")
         if self.out_dir == AUTO:  # per seed: a seed sweep never meets another seed's runs
             self.out_dir = f"runs/pipeline/{self.dataset_id}/s{self.seed}"
             log.info("pipeline: out_dir = %s", self.out_dir)
-        conf = conf_root()
         self._auto_configs = set()  # not a field: which configs were "auto" (check_config)
         for name, file in STAGE_CONFIGS.items():
             if getattr(self, name) == AUTO:
-                tuned = conf / folder / file
-                path = tuned if tuned.is_file() else conf / EMBEDDED / file
+                path, tuned = auto_config(self.dataset_id, file)
                 setattr(self, name, str(path))
                 self._auto_configs.add(name)
                 why = "" if path == tuned else f" (no {tuned}: the generic config)"
