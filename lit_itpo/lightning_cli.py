@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import re
-import shutil
 import signal
 import sys
 import warnings
@@ -45,7 +44,7 @@ from lightning.pytorch.utilities.model_summary.model_summary import get_human_re
 
 from lit_itpo.data.datamodule import MinariDataModule
 from lit_itpo.errors import CheckpointError, ConfigError, LitItpoError, StorageError
-from lit_itpo.utils import atomic_torch_save, remove_stale_temps, temp_prefix
+from lit_itpo.utils import atomic_torch_save, remove_dir, remove_stale_temps, temp_prefix
 
 log = logging.getLogger(__name__)
 
@@ -395,6 +394,38 @@ def find_last_checkpoint(trainer: pl.Trainer) -> Path | None:
             continue
         return path
     return None
+
+
+def remove_attempt(log_dir: Path, up_to: Path | None = None) -> bool:
+    """The one rule for a run's log folder (``<save_dir>/tb/version_N``) that holds no
+    checkpoint: nothing in it can be resumed (an attempt that failed, or was stopped or killed
+    before its first save), so it is removed (renamed aside first) instead of staying beside
+    the next attempt's ``version_N+1``; then its parents up to ``up_to`` (excluded) that are
+    left empty. A folder with a checkpoint is kept. Returns whether it was removed."""
+    log_dir = Path(log_dir)
+    if not log_dir.is_dir() or any(log_dir.rglob("*.ckpt")):
+        return False
+    remove_dir(log_dir)
+    parent = log_dir.parent
+    while up_to is not None and parent != up_to and parent.is_relative_to(up_to):
+        try:
+            parent.rmdir()  # only when empty
+        except OSError:
+            break
+        parent = parent.parent
+    return True
+
+
+def remove_stopped_attempts(log_root: Path) -> list[Path]:
+    """Before a run that starts over: every ``version_*`` folder under ``log_root`` (the
+    logger's ``<save_dir>/tb``) that holds no checkpoint, by :func:`remove_attempt`, so the run
+    logs into its own ``version_0``. Returns what was removed."""
+    removed = []
+    for folder in sorted(Path(log_root).glob("version_*")):
+        if remove_attempt(folder):
+            log.info("removed %s, the logs of an attempt that saved no checkpoint", folder)
+            removed.append(folder)
+    return removed
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -760,13 +791,16 @@ class LitItpoCLI(LightningCLI):
         if isinstance(self.datamodule, MinariDataModule):
             self.datamodule.load()
         logger = self.trainer.logger
-        log_dir = Path(logger.log_dir) if logger is not None and logger.log_dir else None
+        log_dir = Path(logger.log_dir).absolute() if logger is not None and logger.log_dir else None
         existed = log_dir is None or log_dir.exists()
+        kept = log_dir  # the nearest folder that exists before the run: it stays
+        while kept is not None and not kept.exists() and kept != kept.parent:
+            kept = kept.parent
         try:
             super()._run_subcommand(subcommand)
-        except (LitItpoError, MisconfigurationException):
-            if not existed and log_dir.is_dir() and not any(log_dir.rglob("*.ckpt")):
-                shutil.rmtree(log_dir, ignore_errors=True)
+        except Exception:  # an error (not a stop): this attempt's folder, if it saved nothing
+            if not existed:
+                remove_attempt(log_dir, up_to=kept)
             raise
         except SystemExit as exc:
             # Lightning's answer to a KeyboardInterrupt (a second Ctrl-C, or one before the

@@ -600,10 +600,12 @@ LOCK = ".lit-itpo.lock"  # in out_dir: held by the pipeline run that writes ther
 
 
 @contextmanager
-def hold_out_dir(out: Path) -> Iterator[None]:
+def hold_out_dir(out: Path, made: bool = False) -> Iterator[None]:
     """Hold ``out/.lit-itpo.lock`` (an OS file lock, :mod:`filelock`) for the whole run, so two
     pipelines never train into one folder at once; the OS releases it when the process ends,
-    however it ends (an error, SIGTERM, kill -9).
+    however it ends (an error, SIGTERM, kill -9). A run that leaves nothing else in ``out``
+    (its first stage failed, and the stage run removed its own folder) removes the lock file
+    while it still holds it, and ``out`` itself where it ``made`` the folder.
 
     Raises:
         ConfigError: another run holds it (nothing in the folder is touched).
@@ -622,7 +624,13 @@ def hold_out_dir(out: Path) -> Iterator[None]:
     try:
         yield
     finally:
-        lock.release()
+        try:
+            if [p.name for p in out.iterdir()] == [LOCK]:
+                (out / LOCK).unlink()
+                if made:
+                    out.rmdir()
+        finally:
+            lock.release()
 
 
 def run_pipeline(cfg: PipelineConfig) -> dict:
@@ -630,8 +638,9 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
     The run holds ``out_dir`` (:func:`hold_out_dir`): a second run on it at once is refused."""
     check_config(cfg)
     out = Path(cfg.out_dir)
+    made = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    with hold_out_dir(out):
+    with hold_out_dir(out, made):
         return _run_stages(cfg, out)
 
 

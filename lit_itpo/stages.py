@@ -49,7 +49,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,7 +57,7 @@ import yaml
 
 from lit_itpo.errors import ConfigError
 from lit_itpo.itpo import ITPOConfig
-from lit_itpo.utils import atomic_write_json, file_sha256, temp_prefix
+from lit_itpo.utils import atomic_write_json, file_sha256, remove_dir
 
 log = logging.getLogger(__name__)
 
@@ -370,26 +369,6 @@ def stage_state(spec: StageSpec, record: dict | None = None) -> tuple[str, Stage
     return "done", StageResult(root, ckpt, kept["step"], kept["metrics"])
 
 
-def _remove_run(root: Path) -> None:
-    """Delete a run directory: renamed aside first, so a kill midway leaves no half run."""
-    if not root.exists():
-        return
-    aside = root.with_name(f"{temp_prefix()}{root.name}")
-    os.replace(root, aside)
-    shutil.rmtree(aside, ignore_errors=True)
-
-
-def _remove_stopped_attempts(root: Path) -> None:
-    """Before a fresh run: the log folders (``tb/version_N``) of an attempt that saved no
-    checkpoint (a kill -9 or a second Ctrl-C before the first save, an evaluation stopped
-    part-way). Nothing in them can be resumed, and beside them the rerun logged into a new
-    version; a folder that holds a checkpoint is kept."""
-    for folder in sorted(root.glob("tb/version_*")):
-        if folder.is_dir() and not any(folder.rglob("*.ckpt")):
-            log.info("%s: removing %s, a stopped attempt's logs (no checkpoint)", root, folder)
-            _remove_run(folder)
-
-
 def run_stage(spec: StageSpec, restart: bool = False) -> StageResult:
     """Run (or resume, or reuse) one stage run by the rule of :func:`stage_state`.
 
@@ -399,7 +378,12 @@ def run_stage(spec: StageSpec, restart: bool = False) -> StageResult:
             the run started over, instead of the error; a run of the same inputs is still
             reused or resumed.
     """
-    from lit_itpo.lightning_cli import find_last_checkpoint, lightning_main, read_checkpoint
+    from lit_itpo.lightning_cli import (
+        find_last_checkpoint,
+        lightning_main,
+        read_checkpoint,
+        remove_stopped_attempts,
+    )
 
     root = Path(spec.root)
     made_by = _record(spec)  # before the run: what it read, as it was
@@ -409,13 +393,13 @@ def run_stage(spec: StageSpec, restart: bool = False) -> StageResult:
         if not restart:
             raise
         log.warning("%s %s: deleting it to start over", root, exc.what)
-        _remove_run(root)
+        remove_dir(root)
         state, result = "fresh", None
     if state == "done":
         log.info("%s: done before (%s), reusing it", spec.root, root / METRICS)
         return result
     if state == "fresh":  # the record first, so a stopped run is resumed only by these inputs
-        _remove_stopped_attempts(root)
+        remove_stopped_attempts(root / "tb")
         _write_sealed(made_by, root / RUN)
     try:
         cli = lightning_main({"subcommand": spec.command, spec.command: spec.to_config()})

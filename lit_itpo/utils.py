@@ -95,6 +95,18 @@ def replace_dir(src: str | Path, dst: str | Path) -> None:
         os.replace(src, dst)
 
 
+def remove_dir(path: str | Path) -> None:
+    """Delete a directory: renamed aside first (``.tmp-<pid>-<name>``, beside it), so a kill
+    midway leaves no half of it under its own name (:func:`remove_stale_temps` clears the
+    rest)."""
+    path = Path(path)
+    if not path.exists():
+        return
+    aside = path.with_name(f"{temp_prefix()}{path.name}")
+    os.replace(path, aside)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -48,3 +48,22 @@ class SignalAt(Callback):
         self._vals += 1
         if self._vals == self.validation:
             self._fire()
+
+
+class RaiseAt(Callback):
+    """Raise ``error`` (a builtin exception's name, e.g. ``OSError``) as the ``validation``-th
+    validation starts (sanity checks not counted): an error inside a run, before the
+    checkpoint that validation would have saved."""
+
+    def __init__(self, validation: int = 1, error: str = "RuntimeError"):
+        self.validation, self.error = validation, error
+        self._vals = 0
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking:
+            return
+        self._vals += 1
+        if self._vals == self.validation:
+            import builtins
+
+            raise getattr(builtins, self.error)(f"injected {self.error} in validation")

@@ -301,6 +301,58 @@ def test_a_full_disk_while_saving_leaves_no_partial_checkpoint(root, tmp_path, m
     assert sorted(p.name for p in (out / "tb").iterdir()) == ["version_0"]
 
 
+# --- errors during a run: nothing left behind ------------------------------------------------
+def _huge_rewards(f, meta):
+    for ep in f:
+        f[ep]["rewards"][...] = 1e30
+
+
+def test_a_divergence_during_a_fit_leaves_no_run_folder(root, tmp_path, capsys):
+    """Rewards of 1e30 pass the dataset's checks (finite) and make ReBRAC's critic loss inf at
+    its first update: the divergence guard's one line, and nothing left (an empty tb/ stayed
+    behind; an error not of lit_itpo's own left the whole tb/version_0)."""
+    big = _edited_copy(root, tmp_path / "big", _huge_rewards)
+    out = tmp_path / "run"
+    argv = args_for("fit", "conf/embedded/rebrac.yaml", big, out, *EVAL)
+    expect_error(capsys, argv, "critic loss became inf", "critic_lr", out=out)
+    assert not out.exists(), list(out.rglob("*"))
+
+
+@pytest.mark.parametrize("sub", ["fit", "validate"])
+def test_an_error_inside_a_run_leaves_no_run_folder(sub, root, ckpts, tmp_path):
+    """An exception raised inside the run (here an OSError as the first validation starts,
+    before the checkpoint it would save) left tb/version_0 with its logs: the attempt's folder
+    is removed on the error path (the error itself, not lit_itpo's, goes on as it is)."""
+    out = tmp_path / "run"
+    extra = ("--ckpt_path", str(ckpts["bc"])) if sub == "validate" else ()
+    argv = args_for(sub, "conf/embedded/bc.yaml", root, out, *extra,
+                    "--trainer.callbacks+=tests.fault_helpers.RaiseAt",
+                    "--trainer.callbacks.init_args.error", "OSError")  # fmt: skip
+    with pytest.raises(OSError, match="injected OSError"):
+        main(argv)
+    assert not out.exists(), list(out.rglob("*"))
+
+
+def test_a_pipeline_that_fails_in_its_first_stage_leaves_no_out_dir(
+    root, tmp_path, monkeypatch, capsys
+):
+    """A pipeline whose first stage fails during its run (its own folder removed by the stage
+    run) left out_dir holding only its lock file: the folder the run made is removed; one that
+    existed before stays, without the lock file."""
+    import lit_itpo.pipeline as pipeline
+
+    def failing_stage(*args, **kwargs):
+        raise ConfigError("stage 1 failed; fix it")
+
+    monkeypatch.setattr(pipeline, "_fit", failing_stage)
+    out = tmp_path / "pipe"
+    expect_error(capsys, pipeline_args(root, out), "stage 1 failed")
+    assert not out.exists(), list(out.iterdir())
+    out.mkdir()
+    expect_error(capsys, pipeline_args(root, out), "stage 1 failed")
+    assert list(out.iterdir()) == []
+
+
 @pytest.fixture
 def read_only(tmp_path, monkeypatch):
     """A read-only folder: chmod 555 (root writes there anyway, so as root the OS's answer for
