@@ -42,12 +42,12 @@ from pathlib import Path
 
 from benchmarks.common import (
     REPO,
-    config_changes,
-    config_digest,
-    config_snapshot,
+    add_out_arg,
+    configs_today,
     load,
     machine,
     record,
+    recorded_line,
 )
 from lit_itpo.utils import atomic_write_text
 
@@ -185,7 +185,7 @@ def protocol_args(
     ``--out``, ``--runs``, ``--report``, where the cells run, and the suite's own (``extra``)."""
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--protocol", type=Path, default=protocol, help="the committed protocol")
-    p.add_argument("--out", default=name, help="results name (benchmarks/results/<out>.json)")
+    add_out_arg(p, name)
     p.add_argument("--runs", type=Path, default=runs, help="the suite cells' run directories")
     p.add_argument("--report", action="store_true", help="print the tables and exit")
     add_executor_args(p)
@@ -249,20 +249,6 @@ def launch(
         yield by_job[id(job)], (job.exception() or job.result())
 
 
-def config_drift(payload: dict, cells: Sequence[Cell], snap: dict[str, dict]) -> list[str]:
-    """The recorded cells whose configs have changed since: ``cell: file: key: old -> new``
-    (a cell records each config's digest, the results file each digest's values)."""
-    stored, out = payload.get("configs", {}), []
-    for cell in cells:
-        used = payload["cells"].get(cell.key, {}).get("configs") or {}
-        for path, digest in used.items():
-            if path in snap and digest != config_digest(snap[path]):
-                old = stored.get(digest)
-                what = ", ".join(config_changes(old, snap[path])) if old else "its content"
-                out.append(f"{cell.key}: {path}: {what}")
-    return out
-
-
 def run_cells(
     name: str,
     cells: Sequence[Cell],
@@ -280,22 +266,11 @@ def run_cells(
     summary) after the others are recorded."""
     payload = load(name)
     recorded = payload["cells"]
-    snap = config_snapshot({p for c in cells for p in c.configs})
-    drift = config_drift(payload, cells, snap)
-    if drift:
-        msg = f"{name}: recorded cells ran with other configs than today's: " + "; ".join(drift)
-        if strict:
-            raise SystemExit(msg + ". A changed config is a new suite: pass --out <new name>.")
-        print(msg + " (cells run now read today's).", flush=True)
-    digests = {p: config_digest(v) for p, v in snap.items()}
-    meta = meta | {"configs": payload.get("configs", {}) | {digests[p]: v for p, v in snap.items()}}
+    paths = {p for c in cells for p in c.configs}
+    digests, stored = configs_today(name, payload, [c.key for c in cells], paths, strict)
+    meta = meta | {"configs": stored}
     todo = [c for c in cells if c.key not in recorded]
-    print(
-        f"{name}: {len(cells) - len(todo)} of {len(cells)} cells recorded, {len(todo)} to run"
-        + (" (another --out runs them again beside the recorded ones)" if len(todo) < len(cells)
-           else ""),
-        flush=True,
-    )  # fmt: skip
+    print(recorded_line(name, len(cells) - len(todo), len(cells)), flush=True)
     ready = [(c, finished(c)) for c in todo]
     to_run = [] if args.collect else [c for c, done in ready if done is None]
     ended = [(c, done) for c, done in ready if done is not None]

@@ -1,6 +1,15 @@
 """What the benchmarks share: the machine description, results files (one JSON per benchmark under
 ``benchmarks/results/``), logged scalars, ``mean ± std``, timing, the matmul peak and FLOP counting.
 
+Results files: a run never measures again what its results file holds. Cells already recorded
+are said so (``N of M cells recorded, K to run``, :func:`recorded_line`) and skipped; a whole-run
+benchmark (one measurement per file) whose file exists runs nothing (:func:`run_once`).
+``--out NAME`` (:func:`add_out_arg`, every benchmark and study) writes
+``benchmarks/results/<NAME>.json`` instead, so the recorded cells run again here into a file beside
+the committed one (the renderers read the committed names only). The inputs a run reads
+(datasets, checkpoints, run folders) are named with the command that makes them when missing
+(:func:`require`); the config files it reads are recorded by content (:func:`configs_today`).
+
 FLOPs are counted one way everywhere: 2 per multiply-add in a forward pass; a backward pass
 through a trainable layer costs 2x its forward (input and weight gradients), through a frozen
 layer 1x (input gradients only). Elementwise ops, norms and activations are not counted.
@@ -15,6 +24,7 @@ import platform
 import re
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -132,6 +142,53 @@ def flops(module: nn.Module, samples: float, trainable: bool, backward: bool = T
     return fwd * (3 if trainable else 2)
 
 
+def add_out_arg(ap, default: str | None, computed: str = "") -> None:
+    """``--out NAME``: the results file a run writes, ``benchmarks/results/<NAME>.json`` (a
+    study's: a bare NAME goes under ``studies/``). The default is the committed file, whose
+    recorded cells are not run again; another name runs them again here into a file beside it.
+    ``computed``: the default's form where ``default`` is None (decided at run time, e.g. per
+    device)."""
+    studies = (default or computed).startswith("studies/")
+
+    def name(text: str) -> str:
+        text = text.removesuffix(".json")
+        return f"studies/{text}" if studies and "/" not in text else text
+
+    ap.add_argument(
+        "--out",
+        type=name,
+        default=default,
+        metavar="NAME",
+        help=f"results name: benchmarks/results/<NAME>.json (default {default or computed}, the "
+        "committed file: what it records is not run again; another NAME runs it again here "
+        "into a file beside it)",
+    )
+
+
+def shown_path(path: Path | str) -> str:
+    """``path`` relative to the repository where it is inside it (how a printout names it)."""
+    path = Path(path)
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
+def recorded_line(name: str, recorded: int, total: int) -> str:
+    """What a run finds in ``results/<name>.json``: ``N of M cells recorded, K to run``, and
+    where N > 0 the option that runs them again beside it."""
+    return f"{name}: {recorded} of {total} cells recorded, {total - recorded} to run" + (
+        f" (benchmarks/results/{name}.json holds them; --out NAME runs them again here into "
+        "benchmarks/results/NAME.json)"
+        if recorded
+        else ""
+    )
+
+
+def require(who: str, what: str, path: Path | str | None, command: str) -> None:
+    """Stop (``SystemExit``, one line) where the input ``path`` is missing, naming it (``what``:
+    e.g. ``--policy``) and the command that makes it; None: not asked for."""
+    if path is not None and not Path(REPO / path).exists():
+        raise SystemExit(f"{who}: {what} {path} is missing; make it with: {command}")
+
+
 def save(name: str, payload: dict) -> Path:
     """Write ``results/<name>.json`` atomically (a stopped run leaves the previous file); a
     study's name is ``studies/<name>``."""
@@ -154,6 +211,9 @@ def record(name: str, key: str, result: dict, meta: dict) -> dict:
     each other's cells."""
     path = RESULTS / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
+    for d in (result, meta):  # recorded commands name no path of this machine
+        if isinstance(d.get("command"), str):
+            d["command"] = shown_command(d["command"])
     with open(path.with_name(f".{path.stem}.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         payload = load(name)
@@ -163,25 +223,57 @@ def record(name: str, key: str, result: dict, meta: dict) -> dict:
     return payload
 
 
-def run_in_process(name: str, cells: Iterable[tuple[str, Callable[[], dict]]], meta: dict) -> dict:
+def run_once(
+    name: str, measure: Callable[[], dict], configs: Iterable[str] = (), committed: str = ""
+) -> dict | None:
+    """A benchmark whose results file is one whole run: ``measure()`` and write it to
+    ``results/<name>.json``, unless that file exists (then nothing runs: ``1 of 1 cells
+    recorded``, and ``--out`` names another file). ``configs``: the config files it reads,
+    recorded by content (``configs``) and compared with those of ``results/<committed>.json``
+    (default: ``name``), naming the values that changed. Returns the payload written, or None."""
+    recorded = (RESULTS / f"{name}.json").is_file()
+    print(recorded_line(name, int(recorded), 1), flush=True)
+    if recorded:
+        return None
+    snap = config_snapshot(configs)
+    was = load(committed or name).get("configs") or {}
+    changed = [f"{p}: {c}" for p in snap if p in was for c in config_changes(was[p], snap[p])]
+    if changed:
+        print(f"{name}: {committed or name} ran with other configs than today's: "
+              + "; ".join(changed), flush=True)  # fmt: skip
+    payload = measure() | ({"configs": snap} if snap else {})
+    if isinstance(payload.get("command"), str):
+        payload["command"] = shown_command(payload["command"])
+    print(f"{name}: wrote {shown_path(save(name, payload))}", flush=True)
+    return payload
+
+
+def run_in_process(
+    name: str,
+    cells: Iterable[tuple[str, Callable[[], dict]]],
+    meta: dict,
+    configs: Iterable[str] = (),
+) -> dict:
     """Measure the cells not yet in ``results/<name>.json`` one after another in this process
-    (timings that must not share the machine), recording each as it finishes; rerun to go on."""
-    done = load(name)["cells"]
+    (timings that must not share the machine), recording each as it finishes; rerun to go on.
+    ``configs``: the config files (relative to the repository) every cell reads, recorded by
+    content; recorded cells that ran with other values are named with the values changed."""
+    payload = load(name)
+    done = payload["cells"]
     cells = list(cells)
-    recorded = sum(key in done for key, _ in cells)
-    print(
-        f"{name}: {recorded} of {len(cells)} cells recorded, {len(cells) - recorded} to run"
-        + (" (results/<name>.json holds them: another --out runs them again beside it)"
-           if recorded else ""),
-        flush=True,
-    )  # fmt: skip
+    digests, stored = configs_today(name, payload, [k for k, _ in cells], configs)
+    meta = meta | ({"configs": stored} if digests else {})
+    print(recorded_line(name, sum(key in done for key, _ in cells), len(cells)), flush=True)
     for key, measure in cells:
         if key in done:
             continue
         print(f"[{time.strftime('%H:%M:%S')}] {name}: {key}", flush=True)
         result = measure() | {"machine": machine()}
+        if digests:
+            result["configs"] = digests
         done = record(name, key, result, meta)["cells"]
         print(f"[{time.strftime('%H:%M:%S')}] {name}: {key} -> {result.get('summary')}", flush=True)
+    print(f"{name}: results in {shown_path(RESULTS / f'{name}.json')}", flush=True)
     return load(name)
 
 
@@ -221,6 +313,38 @@ def config_changes(old: dict, new: dict) -> list[str]:
     ]
 
 
+def config_drift(payload: dict, keys: Iterable[str], snap: dict[str, dict]) -> list[str]:
+    """The recorded cells among ``keys`` whose configs have changed since: ``cell: file: key:
+    old -> new`` (a cell records each config's digest, the results file each digest's values)."""
+    stored, out = payload.get("configs", {}), []
+    for key in keys:
+        used = payload["cells"].get(key, {}).get("configs") or {}
+        for path, digest in used.items():
+            if path in snap and digest != config_digest(snap[path]):
+                old = stored.get(digest)
+                what = ", ".join(config_changes(old, snap[path])) if old else "its content"
+                out.append(f"{key}: {path}: {what}")
+    return out
+
+
+def configs_today(
+    name: str, payload: dict, keys: Iterable[str], paths: Iterable[str], strict: bool = False
+) -> tuple[dict[str, str], dict[str, dict]]:
+    """Today's content of the config files ``paths``: ``(digest by path, the results file's
+    values by digest with today's added)``. Recorded cells among ``keys`` whose configs changed
+    since are named with the values that changed (``strict``: refused, ``SystemExit``)."""
+    snap = config_snapshot(paths)
+    drift = config_drift(payload, keys, snap)
+    if drift:
+        msg = f"{name}: recorded cells ran with other configs than today's: " + "; ".join(drift)
+        if strict:
+            raise SystemExit(msg + ". A changed config is a new suite: pass --out <new name>.")
+        print(msg + " (cells run now read today's; --out NAME runs the recorded ones again "
+              "with them).", flush=True)  # fmt: skip
+    digests = {p: config_digest(v) for p, v in snap.items()}
+    return digests, payload.get("configs", {}) | {digests[p]: v for p, v in snap.items()}
+
+
 def mean_std(xs, digits: int = 1) -> str:
     """``mean ± std`` (population std) of the values that are not None, or ``n/a``."""
     xs = [x for x in xs if x is not None]
@@ -239,7 +363,7 @@ def shown_command(command: str) -> str:
     package name their script by path (``python benchmarks/x.py``), now ``python -m
     benchmarks.x`` (same flags); a module since moved to ``benchmarks/studies/`` is named
     there, and so is a results name (``--out``) whose file moved to ``results/studies/``; paths
-    under this checkout are shown relative to it."""
+    under this checkout are shown relative to it, those under the home folder from ``~/``."""
     command = re.sub(r"python benchmarks/(\w+)\.py", r"python -m benchmarks.\1", command)
     command = re.sub(
         r"python -m benchmarks\.(\w+)",
@@ -259,7 +383,7 @@ def shown_command(command: str) -> str:
         ),
         command,
     )
-    return command.replace(f"{REPO}/", "")
+    return command.replace(f"{REPO}/", "").replace(f"{Path.home()}/", "~/")
 
 
 def read_scalars(run_dir: Path, tags: Iterable[str]) -> dict[str, list[tuple[int, float]]]:
@@ -298,9 +422,81 @@ def scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
     return read_scalars(run_dir, [tag])[tag]
 
 
+# The ``lit-itpo pipeline`` runs that make the stage checkpoints the studies on trained stages
+# read (--policy / --world-model / --meanflow, a --run folder), per dataset, at the budgets their
+# recorded cells used: halfcheetah- and walker2d-medium world model 5k, ReBRAC 10k x 256, MeanFlow
+# 5k (the recorded cells read runs/ascent{,_walker}/{wm,pol,mf}, fits at those budgets);
+# hopper-medium the pipeline's defaults (the recorded runs/pipeline/hopper-medium-s0 is this run);
+# the embedded halfcheetah sample the defaults (runs/pipeline/embedded). Another dataset: the
+# defaults into runs/pipeline/<env>-<dataset>-s0.
+_ASCENT_BUDGET = (
+    "--pipeline.world_model_steps", "5000", "--pipeline.policy_steps", "10000",
+    "--pipeline.policy_batch_size", "256", "--pipeline.meanflow_steps", "5000",
+)  # fmt: skip
+CHECKPOINT_RUNS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "lit_itpo/halfcheetah/medium-v0": ("runs/ascent/halfcheetah-medium", _ASCENT_BUDGET),
+    "lit_itpo/walker2d/medium-v0": ("runs/ascent/walker2d-medium", _ASCENT_BUDGET),
+    "lit_itpo/hopper/medium-v0": (
+        "runs/pipeline/hopper-medium-s0",
+        ("--pipeline.max_episode_steps", "null"),
+    ),  # fmt: skip
+    "lit_itpo/halfcheetah/medium-small-v0": ("runs/pipeline/embedded", ()),
+}
+
+
+def checkpoint_run(dataset_id: str) -> tuple[str, str]:
+    """``(out_dir, command)``: the ``lit-itpo pipeline`` run of :data:`CHECKPOINT_RUNS` that
+    makes ``dataset_id``'s stage checkpoints (:func:`stage_checkpoint`) and ``results.json``."""
+    from lit_itpo.pipeline import conf_folder
+
+    out, extra = CHECKPOINT_RUNS.get(
+        dataset_id, (f"runs/pipeline/{conf_folder(dataset_id)}-s0", ())
+    )
+    argv = ["--pipeline.dataset_id", dataset_id, *extra, "--pipeline.out_dir", out]
+    return out, "lit-itpo pipeline " + " ".join(argv)
+
+
+def stage_checkpoint(out_dir: str, stage: str) -> str:
+    """The checkpoint ``lit-itpo pipeline --pipeline.out_dir out_dir`` leaves of ``stage``
+    (world_model, policy, meanflow)."""
+    return f"{out_dir}/{stage}/tb/version_0/checkpoints/last.ckpt"
+
+
+def require_checkpoints(who: str, dataset_id: str, given: dict[str, str | None]) -> None:
+    """Stop, one line, at the first of ``given`` (``{flag: path}``, a flag naming its stage:
+    ``--policy``, ``--world-model``, ``--meanflow``, ...) that is missing, naming the pipeline
+    run that makes it and where that run leaves it."""
+    out, command = checkpoint_run(dataset_id)
+    for flag, path in given.items():
+        stage = next(s for s in ("world_model", "meanflow", "policy") if s[:5] in flag)
+        require(who, flag, path, f"{command} (then pass {flag} {stage_checkpoint(out, stage)})")
+
+
+def collect_command(dataset_id: str) -> str:
+    """The ``lit-itpo collect`` command that makes a local dataset (its env's committed collect
+    config, that recipe alone; the gain suite's rule)."""
+    from benchmarks.gain_suite import collect_argv  # (imports this module: here, not on top)
+
+    short = next((k for k, v in DATASETS.items() if v == dataset_id), None)
+    if short is None:
+        return "lit-itpo collect --config conf/collect/<env>.yaml"
+    return "lit-itpo " + " ".join(collect_argv(short, Path("runs")))
+
+
+def require_dataset(who: str, dataset_id: str, data_dir: str | None = None) -> None:
+    """Stop, one line, where the Minari dataset is not there, naming the command that makes it
+    (the embedded ones are always there)."""
+    from lit_itpo.data.minari_io import EMBEDDED, EMBEDDED_ROOT, datasets_root
+
+    root = EMBEDDED_ROOT if data_dir == EMBEDDED else datasets_root(data_dir)
+    if not (EMBEDDED_ROOT / dataset_id).is_dir():
+        require(who, "dataset", root / dataset_id, collect_command(dataset_id))
+
+
 def add_checkpoint_args(ap, states: int) -> None:
     """The arguments of a benchmark on a policy and its world models' checkpoints, measured on
-    ``--states`` held-out real states (:func:`load_checkpoints`)."""
+    ``--states`` held-out real states (:func:`load_checkpoints`); the ``lit-itpo pipeline`` runs
+    that make them (:data:`CHECKPOINT_RUNS`) are listed in the help."""
     ap.add_argument("--policy", required=True)
     ap.add_argument("--world-model", default=None, help="stage 1 checkpoint (diffusion)")
     ap.add_argument("--meanflow", default=None, help="stage 3 checkpoint (MeanFlow)")
@@ -310,6 +506,12 @@ def add_checkpoint_args(ap, states: int) -> None:
     ap.add_argument("--particles", type=int, default=64)
     ap.add_argument("--sample-steps", type=int, default=5, help="diffusion reverse steps")
     ap.add_argument("--seed", type=int, default=0)
+    runs = (checkpoint_run(d) for d in CHECKPOINT_RUNS)
+    ap.epilog = (ap.epilog or "") + (
+        "\nThe checkpoints of the recorded cells' budgets are made by (each run leaves "
+        "<out_dir>/{world_model,policy,meanflow}/tb/version_0/checkpoints/last.ckpt):\n"
+        + "\n".join(f"  {command}" for _, command in runs)
+    )
 
 
 def load_checkpoints(args) -> tuple:
@@ -320,6 +522,10 @@ def load_checkpoints(args) -> tuple:
     from lit_itpo.data.datamodule import MinariDataModule
     from lit_itpo.modules import load_meanflow, load_policy, load_world_model
 
+    who = Path(sys.argv[0]).stem
+    require_dataset(who, args.dataset_id, args.data_dir)
+    flags = {"--policy": args.policy, "--world-model": args.world_model}
+    require_checkpoints(who, args.dataset_id, flags | {"--meanflow": args.meanflow})
     dm = MinariDataModule(args.dataset_id, data_dir=args.data_dir)
     dm.setup()
     policy = load_policy(args.policy, dataset_id=args.dataset_id)

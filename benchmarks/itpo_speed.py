@@ -7,10 +7,11 @@ the one-step (and two-step) MeanFlow model, all at the paper's sizes (HalfCheeta
 action 6; transition and reward 3 x 512, policy and twin critic 3 x 256). Untrained weights:
 cost does not depend on them.
 
-    python -m benchmarks.itpo_speed [--device cpu] [--quick]
+    python -m benchmarks.itpo_speed [--device cpu] [--quick] [--out NAME]
 
 Also MeanFlow training updates/s (the JVP target) beside the diffusion model's.
-Writes benchmarks/results/itpo_speed_<device>.json.
+Writes benchmarks/results/itpo_speed_<device>.json (``--quick``: itpo_speed_<device>_quick), once:
+where that file exists nothing runs, and ``--out NAME`` runs it again into results/NAME.json.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import argparse
 
 import torch
 
-from benchmarks.common import flops, machine, matmul_peak, save, timeit
+from benchmarks.common import add_out_arg, flops, machine, matmul_peak, run_once, timeit
 from lit_itpo.itpo import ITPOConfig, ITPOEngine
 from lit_itpo.nets import TanhActor, TwinCritic
 from lit_itpo.world_models import (
@@ -91,11 +92,18 @@ def train_rate(kind: str, device: str, min_time: float) -> float:
     return 1 / timeit(update, min_time=min_time)
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--quick", action="store_true")
-    args = ap.parse_args()
+    add_out_arg(ap, None, "itpo_speed_<device>[_quick]")
+    args = ap.parse_args(argv)
+    name = args.out or f"itpo_speed_{args.device}" + ("_quick" if args.quick else "")
+    run_once(name, lambda: measure(args))
+
+
+def measure(args) -> dict:
+    """Every row of the table, the cost ratios and the training rates (the results file)."""
     dev, t = args.device, 0.5 if args.quick else 2.0
     torch.manual_seed(0)
     peak = matmul_peak(device=dev)
@@ -143,19 +151,15 @@ def main() -> None:
             )
     training = {k: train_rate(k, dev, t) for k in ("diffusion_k5", "meanflow_k1")}
     print("diffusion / meanflow cost ratio", ratio, "training updates/s", training)
-    out = save(
-        f"itpo_speed_{dev}",
-        {
-            "machine": machine(),
-            "matmul_peak_gflop_per_s": peak / 1e9,
-            "rows": rows,
-            "diffusion_k5_over_meanflow_k1": ratio,
-            "training_updates_per_s_batch256": training,
-            "command": f"python -m benchmarks.itpo_speed --device {dev}"
-            + (" --quick" if args.quick else ""),
-        },
-    )
-    print("wrote", out)
+    return {
+        "machine": machine(),
+        "matmul_peak_gflop_per_s": peak / 1e9,
+        "rows": rows,
+        "diffusion_k5_over_meanflow_k1": ratio,
+        "training_updates_per_s_batch256": training,
+        "command": f"python -m benchmarks.itpo_speed --device {dev}"
+        + (" --quick" if args.quick else ""),
+    }
 
 
 if __name__ == "__main__":

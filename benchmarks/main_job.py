@@ -2,14 +2,17 @@
 README's first command, defaults: Pendulum-v1 medium, ITPO with the exact dynamics beside the
 diffusion and MeanFlow world models), in a fresh output directory, one fresh process.
 
-    python -m benchmarks.main_job [--out-dir runs/main_job] [-- <extra pipeline arguments>]
+    python -m benchmarks.main_job [--out-dir runs/main_job] [--out NAME] [-- <extra pipeline
+        arguments>]
     python -m benchmarks.main_job --report
 
-Records in benchmarks/results/main_job.json, per machine and precision: the wall time of the
-whole job and of each run in it (from the runs' ``metrics.json`` write times), and its results
-table (base vs ITPO with each world model on the same episodes: paired gain with its 95%
-interval, ascent rate, ms per env step). Time it on a quiet machine: ``load_avg_1min`` is
-recorded beside it.
+Records in benchmarks/results/main_job.json, per dataset, machine and ITPO rule (one cell): the
+wall time of the whole job and of each run in it (from the runs' ``metrics.json`` write times),
+and its results table (base vs ITPO with each world model on the same episodes: paired gain with
+its 95% interval, ascent rate, ms per env step), with the stage configs it read by content. A
+cell recorded there is not run again (``--out NAME`` times it again into results/NAME.json, and
+names the config values changed since). Its input, the embedded dataset, ships with the package.
+Time it on a quiet machine: ``load_avg_1min`` is recorded beside it.
 """
 
 from __future__ import annotations
@@ -23,21 +26,31 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmarks.common import REPO, load, machine, record
-from lit_itpo.pipeline import PipelineConfig
+from benchmarks.common import REPO, add_out_arg, load, machine, run_in_process, shown_path
+from lit_itpo.lightning_cli import parse_dataclass_command
+from lit_itpo.pipeline import STAGE_CONFIGS, PipelineConfig
 
 NAME = "main_job"
 ARMS = ("exact", "diffusion", "meanflow")
 LABELS = {"exact": "exact dynamics", "diffusion": "diffusion WM", "meanflow": "MeanFlow WM"}
 
 
-def run(out_dir: Path, extra: Sequence[str]) -> dict:
-    shutil.rmtree(out_dir, ignore_errors=True)
-    cmd = [sys.executable, "-m", "lit_itpo", "pipeline", "--pipeline.out_dir", str(out_dir), *extra]
+def run(out_dir: str, extra: Sequence[str]) -> dict:
+    """The job in a fresh ``out_dir`` (relative to the repository, as the pipeline records it)."""
+    shutil.rmtree(REPO / out_dir, ignore_errors=True)
+    cmd = [sys.executable, "-m", "lit_itpo", "pipeline", "--pipeline.out_dir", out_dir, *extra]
     before = machine()  # the load before the job: what the timing shared the machine with
     t0 = time.time()
     subprocess.run(cmd, cwd=REPO, check=True)
-    return summarise(out_dir, t0, time.time() - t0, before["load_avg_1min"])
+    return summarise(REPO / out_dir, t0, time.time() - t0, before["load_avg_1min"])
+
+
+def job_config(out_dir: str, extra: Sequence[str]) -> PipelineConfig:
+    """The pipeline's configuration of the job (its "auto" values decided), before it runs."""
+    cfg, _ = parse_dataclass_command(
+        "pipeline", PipelineConfig, "", ["--pipeline.out_dir", out_dir, *extra]
+    )
+    return cfg
 
 
 def summarise(out_dir: Path, t0: float, wall: float, load_before: float) -> dict:
@@ -120,22 +133,24 @@ def report(payload: dict) -> str:
 def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--out-dir", default="runs/main_job")
+    add_out_arg(p, NAME)
     p.add_argument("--report", action="store_true")
     p.add_argument("extra", nargs="*", help="more `lit-itpo pipeline` arguments (after --)")
     args = p.parse_args(argv)
     if not args.report:
-        m = machine()
-        dataset = next((a.split("=", 1)[1] for a in args.extra if "dataset_id=" in a), None)
-        dataset = dataset or PipelineConfig.dataset_id
-        key = f"{dataset}: {m['cpu']}, {m['cores']} cores, torch threads {m['torch_threads']}"
+        m, cfg = machine(), job_config(args.out_dir, args.extra)
+        key = (
+            f"{cfg.dataset_id}: {m['cpu']}, {m['cores']} cores, torch threads {m['torch_threads']}"
+        )
+        if cfg.reset_every_step:  # another rule: its own record
+            key += ", psi reset every step"
         cmd = " ".join(
             ["python -m benchmarks.main_job", *(["--", *args.extra] if args.extra else [])]
         )
-        job = run(REPO / args.out_dir, args.extra) | {"machine": m}
-        if job["results"]["config"].get("reset_every_step"):  # another rule: its own record
-            key += ", psi reset every step"
-        record(NAME, key, job, {"command": cmd})
-    print(report(load(NAME)))
+        configs = [shown_path(getattr(cfg, f)) for f in STAGE_CONFIGS]
+        job = [(key, lambda: run(args.out_dir, args.extra))]
+        run_in_process(args.out, job, {"command": cmd}, configs)
+    print(report(load(args.out)))
 
 
 if __name__ == "__main__":

@@ -9,8 +9,14 @@ finished cell goes to benchmarks/results/meanflow_quality.json.
 
     OMP_NUM_THREADS=1 python -m benchmarks.meanflow_quality \\
         --world-model-ckpt <WorldModelModule ckpt> --policy-ckpt <ReBRAC ckpt> \\
-        [--dataset halfcheetah-medium] [--steps 4000] [--batch 256]
+        [--dataset halfcheetah-medium] [--steps 4000] [--batch 256] [--out NAME]
     python -m benchmarks.meanflow_quality --report
+
+The two checkpoints: ``lit-itpo pipeline --pipeline.dataset_id <id> --pipeline.out_dir <dir>``
+(``benchmarks.common.checkpoint_run``: the command a missing one's error names) leaves them at
+``<dir>/world_model/tb/version_0/checkpoints/last.ckpt`` and ``<dir>/policy/...``; the recorded
+cells read a 20k-update world model and a 20k x 256 ReBRAC (halfcheetah-medium) or a score-suite
+cell's (the others). The dataset: ``lit-itpo collect --config conf/collect/<env>.yaml``.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import argparse
 from collections.abc import Sequence
 
 from benchmarks.cells import Cell, add_executor_args, run_cells
-from benchmarks.common import REPO, load, side_by_side
+from benchmarks.common import DATASETS, REPO, add_out_arg, load, require_checkpoints, side_by_side
 
 NAME = "meanflow_quality"
 TAGS = (
@@ -139,16 +145,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0, help="training seed (seed_everything)")
     p.add_argument("--variants", nargs="+", default=["eta0", "tilted"], choices=list(VARIANTS))
     p.add_argument("--report", action="store_true")
+    add_out_arg(p, NAME)
     add_executor_args(p)
     args = p.parse_args(argv)
     if args.report:
-        print(report(load(NAME)))
+        print(report(load(args.out)))
         return
     if not (args.world_model_ckpt and args.policy_ckpt):
         p.error("--world-model-ckpt and --policy-ckpt are required (or --report)")
     cells = [make_cell(v, args) for v in args.variants]
+    if any(c.key not in load(args.out)["cells"] for c in cells):  # a cell to run reads them
+        given = {"--world-model-ckpt": args.world_model_ckpt, "--policy-ckpt": args.policy_ckpt}
+        require_checkpoints(NAME, DATASETS.get(args.dataset, args.dataset), given)
     meta = {"command": "python -m benchmarks.meanflow_quality " + f"--steps {args.steps}"}
-    print(report(run_cells(NAME, cells, lambda c, d: summarise(c, d, args), meta, args)))
+    print(report(run_cells(args.out, cells, lambda c, d: summarise(c, d, args), meta, args)))
 
 
 if __name__ == "__main__":

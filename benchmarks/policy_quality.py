@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from benchmarks.cells import Cell, add_executor_args, run_cells
-from benchmarks.common import LOCOMOTION, REPO, load, scalars
+from benchmarks.common import LOCOMOTION, REPO, add_out_arg, load, scalars
 from benchmarks.common import mean_std as ms
 from lit_itpo.data.minari_io import datasets_root
 
@@ -225,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="a model init argument for every cell (repeatable), e.g. --model-arg beta_actor 0.1;"
         " it joins the cell's key and run folder",
     )
-    p.add_argument("--out", default=NAME, help="results name (benchmarks/results/<out>.json)")
+    add_out_arg(p, NAME)
     p.add_argument("--report", action="store_true", help="print the table and exit")
     add_executor_args(p)
     args = p.parse_args(argv)

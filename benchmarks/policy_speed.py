@@ -2,7 +2,7 @@
 math, in float32 and in bfloat16 autocast) against CORL's single-file updates measured in the
 same process, and evaluation throughput (10 episodes batched vs one at a time).
 
-    python -m benchmarks.policy_speed [--steps 600] [--repeats 3] [--quick]
+    python -m benchmarks.policy_speed [--steps 600] [--repeats 3] [--quick] [--out NAME]
     python -m benchmarks.policy_speed --count-flops   # only add FLOPs per update to the JSON
 
 Uses the embedded halfcheetah-medium sample with device-resident sampling. Sizes: CORL's
@@ -15,7 +15,9 @@ Each rate is the best of ``--repeats`` timed runs, measured in turn: this VM's s
 by up to ~25% between runs a few minutes apart, which a single run per row mixes into the ratios.
 Every row also gets its matmul FLOPs per update (``torch.utils.flop_counter``), and the run
 measures the fp32 matmul peak, so the report shows each update's share of the machine's peak.
-Writes benchmarks/results/policy_speed.json.
+Writes benchmarks/results/policy_speed.json (``--quick``: policy_speed_quick), once: where that
+file exists nothing runs, and ``--out NAME`` runs it again into results/NAME.json
+(``--count-flops`` adds the FLOP counts to that file in place).
 """
 
 from __future__ import annotations
@@ -29,7 +31,17 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks.common import RESULTS, GlobalOnly, machine, matmul_peak, save, shown_command
+from benchmarks.common import (
+    RESULTS,
+    GlobalOnly,
+    add_out_arg,
+    machine,
+    matmul_peak,
+    run_once,
+    save,
+    shown_command,
+    shown_path,
+)
 from benchmarks.corl_reference import corl_iql, corl_td3bc
 from lit_itpo.data.datamodule import MinariDataModule, TransitionSampler
 from lit_itpo.evaluation import run_episodes
@@ -270,19 +282,19 @@ def row_flops(name: str, batch: int, corl: bool = False) -> float:
     return update_flops(plain_update(cls, kw, dm, 16))
 
 
-def annotate_flops() -> None:
-    """Add ``flops_per_update`` to every row of the committed policy_speed.json."""
-    path = RESULTS / "policy_speed.json"
-    payload = json.loads(path.read_text())
+def annotate_flops(name: str = "policy_speed") -> None:
+    """Add ``flops_per_update`` to every row of ``results/<name>.json`` (the committed
+    policy_speed.json by default)."""
+    payload = json.loads((RESULTS / f"{name}.json").read_text())
     for r in payload["training"]:
         r["flops_per_update"] = row_flops(r["algorithm"], r["batch"])
     for p in payload["corl_reference"]:
         p["flops_per_update"] = row_flops(p["algorithm"], p["batch"], corl=True)
     payload["flops_command"] = "python -m benchmarks.policy_speed --count-flops"
-    print("wrote", save("policy_speed", payload))
+    print(f"{name}: wrote {shown_path(save(name, payload))}")
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--repeats", type=int, default=3, help="best of this many timed runs")
@@ -293,9 +305,16 @@ def main() -> None:
         help="only count the FLOPs per update of every row of the committed results (no "
         "timing; FLOP counts do not depend on the machine or its load)",
     )
-    args = ap.parse_args()
+    add_out_arg(ap, None, "policy_speed[_quick]")
+    args = ap.parse_args(argv)
+    name = args.out or "policy_speed" + ("_quick" if args.quick else "")
     if args.count_flops:
-        return annotate_flops()
+        return annotate_flops(name)
+    run_once(name, lambda: measure(args))
+
+
+def measure(args) -> dict:
+    """The CORL peers, the training rows and the evaluation rates (the results file)."""
     steps = 120 if args.quick else args.steps
     reps = 1 if args.quick else args.repeats
     settings = SETTINGS[:1] if args.quick else SETTINGS
@@ -344,22 +363,17 @@ def main() -> None:
     dm = MinariDataModule(DID, data_dir="embedded")
     ev = eval_rates(dm, max_steps=200 if args.quick else 1000)
     print(ev)
-    peak = matmul_peak()
-    out = save(
-        "policy_speed" + ("_quick" if args.quick else ""),
-        {
-            "machine": machine(),
-            "dataset_id": DID,
-            "training": rows,
-            "corl_reference": peers,
-            "evaluation": ev,
-            "matmul_peak_flops": peak,
-            "repeats": reps,
-            "command": "python -m benchmarks.policy_speed"
-            + (" --quick" if args.quick else f" --steps {steps} --repeats {reps}"),
-        },
-    )
-    print("wrote", out)
+    return {
+        "machine": machine(),
+        "dataset_id": DID,
+        "training": rows,
+        "corl_reference": peers,
+        "evaluation": ev,
+        "matmul_peak_flops": matmul_peak(),
+        "repeats": reps,
+        "command": "python -m benchmarks.policy_speed"
+        + (" --quick" if args.quick else f" --steps {steps} --repeats {reps}"),
+    }
 
 
 if __name__ == "__main__":

@@ -191,6 +191,8 @@ def render() -> str:
     for path in sorted(RESULTS.glob("stage_speed_*.json")):
         payload = json.loads(path.read_text())
         m = payload["machine"]
+        if path.stem != stage_speed.results_name(m):  # a rerun beside it (--out)
+            continue
         parts += [
             "",
             f"## Training speed of every stage: {m['cpu']}, {m['torch_threads']} thread(s)",

@@ -3,7 +3,7 @@
 updates of the same algorithm and, optionally, another checkout of the project (today's main).
 
     OMP_NUM_THREADS=1 python -m benchmarks.stage_speed [--threads 1] [--steps 400] \\
-        [--baseline-src /tmp/main-base --baseline-label "main 0289f5f"] [--compile]
+        [--baseline-src /tmp/main-base --baseline-label "main 0289f5f"] [--compile] [--out NAME]
 
 Each cell is a fresh process (``python -m lit_itpo.cli fit ...`` with ``--data.batch_size``,
 ``--trainer.precision`` and ``--trainer.max_steps`` overridden, validation off), timed from
@@ -19,7 +19,10 @@ eager cell's (the counter does not see inside compiled kernels). ``--baseline-sr
 checkout of an earlier commit (``git worktree add /tmp/main-base <commit>``); it runs with that
 tree first on PYTHONPATH (and this one after it, for the ``benchmarks.stage_speed.StepTimer``
 callback).
-Writes benchmarks/results/stage_speed_<machine>.json (one file per CPU model and thread count).
+Writes benchmarks/results/stage_speed_<machine>.json (one file per CPU model and thread count:
+:func:`results_name`), with the stage configs it ran (``configs``), once: where that file exists
+nothing runs, and ``--out NAME`` runs it again into results/NAME.json (naming the config values
+that changed since the machine's file); the results page renders the machines' own files only.
 """
 
 from __future__ import annotations
@@ -38,7 +41,16 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks.common import REPO, GlobalOnly, cpu_flags, machine, matmul_peak, save, shown_command
+from benchmarks.common import (
+    REPO,
+    GlobalOnly,
+    add_out_arg,
+    cpu_flags,
+    machine,
+    matmul_peak,
+    run_once,
+    shown_command,
+)
 
 POLICIES = ("rebrac", "td3bc", "iql")
 WORLD_MODELS = ("world_model", "meanflow")
@@ -190,7 +202,13 @@ def stage_inputs(work: Path, threads: int) -> list[str]:
     return made
 
 
-def main() -> None:
+def results_name(m: dict) -> str:
+    """A machine's own results name: ``stage_speed_<cpu model>_t<threads>``."""
+    slug = re.sub(r"[^a-z0-9]+", "-", m["cpu"].lower()).strip("-")[:40]
+    return f"stage_speed_{slug}_t{m['torch_threads']}"
+
+
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", 1)))
     ap.add_argument("--steps", type=int, default=400)
@@ -203,9 +221,19 @@ def main() -> None:
     ap.add_argument("--corl", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--batch", type=int, default=256, help=argparse.SUPPRESS)
     ap.add_argument("--precision", default="32-true", help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    add_out_arg(ap, None, "stage_speed_<cpu model>_t<threads>")
+    args = ap.parse_args(argv)
     if args.corl:
         return corl_main(args.corl, args.batch, args.precision, args.steps)
+    own = results_name(machine() | {"torch_threads": args.threads})
+    stages = args.stages.split(",")
+    inputs = ("world_model", "rebrac") if "meanflow" in stages else ()
+    configs = [f"conf/embedded/{s}.yaml" for s in sorted({*stages, *inputs})]
+    run_once(args.out or own, lambda: measure(args), configs, committed=own)
+
+
+def measure(args) -> dict:
+    """Every row (each cell a fresh process), the matmul peaks and the machine."""
     torch.set_num_threads(args.threads)
     peaks = {  # string keys: as the JSON file reads back
         p: {str(n): matmul_peak(n, dtype=dt) for n in (256, 1024)}
@@ -238,11 +266,8 @@ def main() -> None:
                                                 args.threads, work)  # fmt: skip
                     rows.append(row)
                     print(json.dumps(row), flush=True)
-    m = machine() | {"torch_threads": args.threads, "cpu_flags": cpu_flags()}
-    slug = re.sub(r"[^a-z0-9]+", "-", m["cpu"].lower()).strip("-")[:40]
-    name = f"stage_speed_{slug}_t{args.threads}"
-    payload = {
-        "machine": m,
+    return {
+        "machine": machine() | {"torch_threads": args.threads, "cpu_flags": cpu_flags()},
         "matmul_peak_flops": peaks,
         "steps": args.steps,
         "trees": [label for label, _ in trees],
@@ -253,7 +278,6 @@ def main() -> None:
         + (f" --baseline-src <checkout of {args.baseline_label}>" if args.baseline_src else "")
         + (" --compile" if args.compile else ""),
     }
-    print("wrote", save(name, payload))
 
 
 def report(payload: dict) -> str:

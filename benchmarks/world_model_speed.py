@@ -2,10 +2,12 @@
 a naive per-particle loop for reference, training updates/s, and FLOP/s as a share of the
 machine's measured fp32 matmul throughput.
 
-    python -m benchmarks.world_model_speed [--device cpu] [--quick]
+    python -m benchmarks.world_model_speed [--device cpu] [--quick] [--out NAME]
 
 Sizes are the paper's (HalfCheetah: obs 17, action 6; denoiser and reward 3 x 512; policy
-3 x 256). Writes benchmarks/results/world_model_speed_<device>.json.
+3 x 256). Writes benchmarks/results/world_model_speed_<device>.json (``--quick``:
+world_model_speed_<device>_quick), once: where that file exists nothing runs, and ``--out NAME``
+runs it again into results/NAME.json.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from functools import partial
 
 import torch
 
-from benchmarks.common import flops, machine, matmul_peak, save, timeit
+from benchmarks.common import add_out_arg, flops, machine, matmul_peak, run_once, timeit
 from lit_itpo.nets import TanhActor
 from lit_itpo.world_models import DiffusionTransition, DiffusionWorldModel, RewardModel
 
@@ -61,11 +63,18 @@ def update(wm, opt, s, a, s2, r) -> None:
     opt.step()
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--quick", action="store_true", help="fewer settings (smoke test)")
-    args = ap.parse_args()
+    add_out_arg(ap, None, "world_model_speed_<device>[_quick]")
+    args = ap.parse_args(argv)
+    name = args.out or f"world_model_speed_{args.device}" + ("_quick" if args.quick else "")
+    run_once(name, lambda: measure(args))
+
+
+def measure(args) -> dict:
+    """The rollout and training rows (the results file)."""
     dev = args.device
     peak = matmul_peak(device=dev)
     Ks = [1, 2] if args.quick else [1, 2, 5, 10, 20]
@@ -129,17 +138,15 @@ def main() -> None:
             }
         )
         print(train[-1], flush=True)
-    out = save(
-        f"world_model_speed_{dev}",
-        {
-            "machine": machine(),
-            "matmul_peak_gflop_per_s": peak / 1e9,
-            "rollout": rows,
-            "training": train,
-            "command": "python -m benchmarks.world_model_speed --device " + dev,
-        },
-    )
-    print("wrote", out)
+    return {
+        "machine": machine(),
+        "matmul_peak_gflop_per_s": peak / 1e9,
+        "rollout": rows,
+        "training": train,
+        "command": "python -m benchmarks.world_model_speed --device "
+        + dev
+        + (" --quick" if args.quick else ""),
+    }
 
 
 if __name__ == "__main__":

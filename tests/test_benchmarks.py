@@ -338,6 +338,73 @@ def test_recorded_cells_name_the_config_values_that_changed_since(tmp_path, monk
     assert "d" not in common.load("q")["cells"]
 
 
+def test_a_whole_run_benchmark_runs_once_and_out_runs_it_again_beside_it(
+    tmp_path, monkeypatch, capsys
+):
+    """A benchmark whose file is one whole run (the speed tables): where its results file
+    exists nothing is measured and the run says so; ``--out NAME`` measures again into
+    ``NAME.json`` beside it, naming the config values changed since the committed file; the
+    recorded command names no path of this machine."""
+    import argparse
+
+    from benchmarks import common
+
+    monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(common, "REPO", tmp_path)
+    (tmp_path / "conf").mkdir()
+    conf = tmp_path / "conf" / "rebrac.yaml"
+    conf.write_text("model:\n  init_args: {beta_actor: 0.001}\n")
+    calls = []
+
+    def measure():
+        calls.append(1)
+        command = f"python -m benchmarks.x --data {Path.home()}/d {tmp_path}/y"
+        return {"rate": 1.0, "command": command}
+
+    first = common.run_once("speed", measure, ["conf/rebrac.yaml"])
+    assert calls == [1] and first["command"] == "python -m benchmarks.x --data ~/d y"
+    assert first["configs"]["conf/rebrac.yaml"]["model.init_args.beta_actor"] == 0.001
+    assert "speed: 0 of 1 cells recorded, 1 to run" in capsys.readouterr().out
+    assert common.run_once("speed", measure, ["conf/rebrac.yaml"]) is None  # recorded: no run
+    out = capsys.readouterr().out
+    assert calls == [1] and "speed: 1 of 1 cells recorded, 0 to run" in out and "--out" in out
+
+    conf.write_text("model:\n  init_args: {beta_actor: 0.01}\n")
+    ap = argparse.ArgumentParser()
+    common.add_out_arg(ap, "speed")
+    name = ap.parse_args(["--out", "speed_rerun.json"]).out
+    assert name == "speed_rerun"
+    common.run_once(name, measure, ["conf/rebrac.yaml"], committed="speed")
+    out = capsys.readouterr().out
+    assert calls == [1, 1] and (tmp_path / "results" / "speed.json").is_file()
+    assert "conf/rebrac.yaml: model.init_args.beta_actor: 0.001 -> 0.01" in out
+    rerun = common.load("speed_rerun")["configs"]["conf/rebrac.yaml"]
+    assert rerun["model.init_args.beta_actor"] == 0.01
+    assert common.load("speed")["rate"] == 1.0  # the committed file untouched
+
+
+def test_a_missing_input_names_the_command_that_makes_it(tmp_path, monkeypatch):
+    """A benchmark on trained checkpoints (or a local dataset) that is missing stops with one
+    line naming the flag, the path and the ``lit-itpo`` command that makes it."""
+    from benchmarks import common
+
+    monkeypatch.setattr(common, "REPO", tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        common.require_checkpoints(
+            "ascent_rate", "lit_itpo/hopper/medium-v0", {"--policy": "nowhere/last.ckpt"}
+        )
+    line = str(exc.value)
+    assert line.startswith("ascent_rate: --policy nowhere/last.ckpt is missing; make it with: ")
+    assert "lit-itpo pipeline --pipeline.dataset_id lit_itpo/hopper/medium-v0" in line
+    assert "runs/pipeline/hopper-medium-s0/policy/tb/version_0/checkpoints/last.ckpt" in line
+    (tmp_path / "nowhere").mkdir()
+    (tmp_path / "nowhere" / "last.ckpt").write_bytes(b"")
+    common.require_checkpoints("x", "lit_itpo/hopper/medium-v0", {"--policy": "nowhere/last.ckpt"})
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    with pytest.raises(SystemExit, match="make it with: lit-itpo collect --config conf/collect/"):
+        common.require_dataset("x", "lit_itpo/hopper/medium-v0")
+
+
 # A score-suite cell at a budget of a few updates on the embedded sample (found, like the
 # suite's datasets, under $MINARI_DATASETS_PATH), one short episode, one alpha.
 TINY_SUITE = [
