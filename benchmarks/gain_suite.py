@@ -149,6 +149,16 @@ def make_cell(ds: str, seed: int, proto: dict, runs: Path = RUNS, make_data: boo
     return Cell(f"{ds}/s{seed}", tuple(argv), out, info, needs, reads=(str(itpo),))
 
 
+def invocations(log: Path) -> int:
+    """How many times the cell's pipeline command was started (``$ ... pipeline ...`` lines in
+    its ``log.txt``): a cell stopped with its session and resumed by a later one spans several,
+    and its ``wall_s`` is the last one's alone."""
+    if not log.is_file():
+        return 1
+    lines = log.read_text(errors="replace").splitlines()
+    return max(1, sum(ln.startswith("$ ") and " pipeline " in ln for ln in lines))
+
+
 def summarise(cell: Cell, done: dict, proto: dict) -> dict:
     """A finished cell in the suite's schema: base and each world model's ITPO (normalised
     scores), the paired gain with its episode-level 95% CI, the chosen alpha and its cost."""
@@ -170,6 +180,7 @@ def summarise(cell: Cell, done: dict, proto: dict) -> dict:
             "length_mean": r["length_mean"],
         }
     base = res["base"]
+    runs = invocations(out / "log.txt")
     return {
         "dataset": ds,
         "seed": cell.info["seed"],
@@ -184,9 +195,11 @@ def summarise(cell: Cell, done: dict, proto: dict) -> dict:
         "itpo": itpo,
         "data": data_record(ds),
         "wall_s": done["wall_s"],
+        "invocations": runs,
         "summary": f"base {base['normalized_score']:.1f}, gain "
         + ", ".join(f"{m} {itpo[m]['gain']:+.2f}" for m in itpo)
-        + f" ({done['wall_s'] / 60:.0f} min)",
+        + f" ({done['wall_s'] / 60:.0f} min"
+        + (f" in the last of {runs} runs, the others resumed from)" if runs > 1 else ")"),
         "command": cell.command,
     }
 
@@ -275,18 +288,28 @@ def report(payload: dict) -> str:
     ]
     agg = {m: aggregate(cells, m) for m in names}
 
-    def gain(v: dict) -> str:
-        ci = "" if v["ci"] is None else f" [{v['ci'][0]:+.2f}, {v['ci'][1]:+.2f}]"
+    def gain(v: dict, episodes: list | None = None) -> str:
+        if v["ci"] is not None:
+            ci = f" [{v['ci'][0]:+.2f}, {v['ci'][1]:+.2f}]"
+        elif episodes and None not in episodes:  # one seed: its episodes' interval, marked
+            ci = f" [{episodes[0]:+.2f}, {episodes[1]:+.2f}]<sup>ep</sup>"
+        else:
+            ci = ""
         return f"{v['mean']:+.2f}{ci}; {v['iqm']:+.2f}"
 
+    one_seed = False
     for ds in proto["datasets"]:
         cs = [c for c in cells if c["dataset"] == ds]
         if not cs:
             lines.append(f"| {ds} | 0 | not run yet | " + "| " * len(names) + "|")
             continue
+        one_seed |= len(cs) == 1
         base = statistics.mean(c["base"]["score"] for c in cs)
         falls = " / ".join(str(sum(c["itpo"][m]["fell_back"] for c in cs)) for m in names)
-        gains = " | ".join(gain(agg[m][ds]) for m in names)
+        gains = " | ".join(
+            gain(agg[m][ds], cs[0]["itpo"][m].get("gain_ci") if len(cs) == 1 else None)
+            for m in names
+        )
         lines.append(
             f"| {ds} | {len(cs)} | {base:.1f} ({PUBLISHED_BASE.get(ds, 'n/a')}) | {gains} | "
             f"{falls} |"
@@ -294,6 +317,12 @@ def report(payload: dict) -> str:
     falls = " / ".join(str(agg[m]["all"]["fallbacks"]) for m in names)
     gains = " | ".join(gain(agg[m]["all"]) for m in names)
     lines.append(f"| all (stratified) | {len(cells)} | | {gains} | {falls} |")
+    if one_seed:
+        lines += [
+            "",
+            f"<sup>ep</sup> one seed so far: the 95% interval over that cell's {ev['episodes']} "
+            "paired episodes (same checkpoints, same starts), not over training seeds.",
+        ]
     lines += ["", "| target | measured | met |", "| --- | --- | --- |"]
     for what, measured, met in verdicts(cells, proto["targets"]):
         verdict = "n/a" if met is None else "yes" if met else "no"

@@ -794,6 +794,25 @@ def test_gain_suite_aggregates_paired_gains_per_dataset_and_checks_the_targets()
     text = gain_suite.report({"protocol": proto, "cells": {str(i): c for i, c in enumerate(cells)}})
     assert "| hopper-medium | 3 | 50.0 (102.0) | +5.00 [" in text
     assert "| halfcheetah-medium | 0 | not run yet |" in text
+    assert "<sup>ep</sup>" not in text  # every dataset run has several seeds
+    one = _gain_cell("halfcheetah-medium", 0, 1.5, 0.5)
+    one["itpo"]["diffusion"]["gain_ci"] = [0.25, 2.75]
+    one["itpo"]["meanflow"]["gain_ci"] = [None, None]  # too few episodes for one
+    text = gain_suite.report({"protocol": proto, "cells": {"a": one}})
+    row = next(ln for ln in text.splitlines() if ln.startswith("| halfcheetah-medium |"))
+    assert "+1.50 [+0.25, +2.75]<sup>ep</sup>; +1.50 | +0.50; +0.50 |" in row
+    assert "over that cell's 20 paired episodes" in text
+
+
+def test_gain_suite_cell_counts_the_runs_it_took(tmp_path):
+    """A cell resumed by later runs says so: its wall time is the last run's alone."""
+    from benchmarks import gain_suite
+
+    log = tmp_path / "log.txt"
+    assert gain_suite.invocations(log) == 1  # no log: the one run that recorded it
+    log.write_text("\n$ python -m lit_itpo collect --config c.yaml\n"
+                   + "\n$ python -m lit_itpo pipeline --a 1\nstep 3\n" * 3)  # fmt: skip
+    assert gain_suite.invocations(log) == 3
 
 
 def test_gain_suite_runs_its_protocol_and_refuses_another(tmp_path, monkeypatch):
