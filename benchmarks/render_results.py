@@ -170,9 +170,12 @@ def render() -> str:
         "# Results",
         "",
         "Rendered by `python -m benchmarks.render_results` from `benchmarks/results/*.json`; do "
-        "not edit by hand. Each table names the command that made it (rerun it to reproduce; "
-        "the queues resume where they stopped), the machine and the dates. The studies that "
-        "explained past results (one page each, with an index): [studies/](studies/README.md).",
+        "not edit by hand. Each table names the command that made it, the machine and the "
+        "dates. A command runs only what its results file does not record yet (it says `N of M "
+        "cells recorded`; the queues resume where they stopped); `--out NAME` runs the recorded "
+        "ones again here into `benchmarks/results/NAME.json` beside the committed file, naming "
+        "the config values changed since. The studies that explained past results (one page "
+        "each, with an index): [studies/](studies/README.md).",
     ]
     for title, name, fn, note in SECTIONS:
         parts += ["", f"## {title}", ""]
