@@ -35,3 +35,13 @@ class CheckpointError(LitItpoError, ValueError):
 class StorageError(LitItpoError, OSError):
     """A file could not be written (a full disk, a quota, no permission); what was there before
     is kept and nothing partial is left."""
+
+    @classmethod
+    def writing(cls, path, exc: OSError, kept: str = "") -> StorageError:
+        """The error for a failed write of ``path``: the file, the OS's reason (``No space left
+        on device``) and the fix; ``kept`` says what else stayed as it was. The CLI adds the
+        command that resumes (nothing partial is left, so the same command goes on)."""
+        return cls(
+            f"writing {path} failed ({exc.strerror or exc}); nothing partial is left{kept}: free "
+            "space there or make its folder writable"
+        )

@@ -445,10 +445,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             remove_stale_temps(path.parent)
             atomic_torch_save(checkpoint, path, prefix=f"{temp_prefix()}{path.name}.", fsync=True)
         except OSError as exc:
-            raise StorageError(
-                f"writing the checkpoint {path} failed ({exc.strerror or exc}); nothing partial "
-                "is left and the earlier checkpoints are as they were: free space there (or "
-                "write elsewhere)"
+            raise StorageError.writing(
+                path, exc, kept=" and the earlier checkpoints are as they were"
             ) from None
 
 

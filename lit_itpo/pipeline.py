@@ -47,7 +47,7 @@ from lit_itpo.stages import (
     fit_stage,
 )
 from lit_itpo.stats import MIN_PAIRED_EPISODES
-from lit_itpo.utils import atomic_write_json
+from lit_itpo.utils import write_record
 
 log = logging.getLogger(__name__)
 
@@ -774,7 +774,7 @@ def _run_stages(cfg: PipelineConfig, out: Path) -> dict:
         if model != "exact" and exact is not None:
             d = results[f"itpo_{arm}"]
             d["share_of_exact_gain"] = d["gain"] / exact["gain"] if exact["gain"] > 0 else None
-    atomic_write_json(results, results_path(cfg))
+    write_record(results, results_path(cfg))
     return results
 
 

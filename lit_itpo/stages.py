@@ -57,7 +57,7 @@ import yaml
 
 from lit_itpo.errors import ConfigError
 from lit_itpo.itpo import ITPOConfig
-from lit_itpo.utils import atomic_write_json, file_sha256, remove_dir
+from lit_itpo.utils import file_sha256, remove_dir, write_record
 
 log = logging.getLogger(__name__)
 
@@ -310,7 +310,7 @@ class StageResult:
 
 
 def _write_sealed(obj: dict, path: Path) -> None:
-    atomic_write_json({**obj, "sha256": _digest_json(obj)}, path)
+    write_record({**obj, "sha256": _digest_json(obj)}, path)
 
 
 def _read_sealed(path: Path, root: Path) -> dict | None:

@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from lit_itpo.errors import StorageError
+
 
 def atomic_torch_save(
     obj: Any, path: str | Path, prefix: str | None = None, fsync: bool = False
@@ -48,10 +50,10 @@ def atomic_write_text(text: str, path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.chmod(tmp, 0o644)
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -60,6 +62,17 @@ def atomic_write_text(text: str, path: str | Path) -> None:
 
 def atomic_write_json(obj: Any, path: str | Path) -> None:
     atomic_write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n", path)
+
+
+def write_record(obj: Any, path: str | Path) -> None:
+    """:func:`atomic_write_json` for a file a rerun reads back (a run's ``metrics.json``, the
+    pipeline's ``results.json``): a failed write (a full disk, a read-only folder) is a
+    :class:`StorageError` naming the file and the OS's reason, printed as one line, and leaves
+    no partial or temp file, so the same command, rerun, resumes and writes it."""
+    try:
+        atomic_write_json(obj, path)
+    except OSError as exc:
+        raise StorageError.writing(path, exc) from None
 
 
 _DIGESTS: dict[tuple, str] = {}

@@ -354,6 +354,63 @@ def test_a_pipeline_that_fails_in_its_first_stage_leaves_no_out_dir(
 
 
 @pytest.fixture
+def world_model_stage_only(monkeypatch):
+    """A pipeline whose world model stage trains for real (tiny nets) and whose other stages and
+    ITPO runs are stand-ins returning at once: every record a pipeline writes, in seconds."""
+    import lit_itpo.pipeline as pipeline
+    from lit_itpo.stages import EvalResult, ITPOScore, Score, StageResult
+
+    real_fit = pipeline._fit
+
+    def fit(cfg, out, stage, config, steps, overrides, val_every=1000):
+        if stage == "world_model":
+            return real_fit(cfg, out, stage, config, steps, overrides | _wm_overrides())
+        return StageResult(out / stage, out / stage / "last.ckpt", steps, {})
+
+    def evaluate(cfg, spec):
+        base = Score(0.0, 1.0)
+        if spec.alpha_grid is not None:
+            grid = {a: base for a in spec.alpha_grid}
+            return EvalResult(base, grid={m: grid for m in spec.world_models},
+                              alpha={m: 0.0 for m in spec.world_models})  # fmt: skip
+        nan = float("nan")
+        score = ITPOScore(spec.itpo.lr, base, 0.0, (nan, nan), 0.0, 0.0, 0.0)
+        return EvalResult(base, itpo={m: score for m in spec.world_models})
+
+    monkeypatch.setattr(pipeline, "_fit", fit)
+    monkeypatch.setattr(pipeline, "_evaluate", evaluate)
+
+
+@pytest.mark.parametrize("name", ["world_model/metrics.json", "results.json"])
+def test_a_full_disk_while_writing_a_record(name, root, tmp_path, world_model_stage_only,
+                                            monkeypatch, capsys):  # fmt: skip
+    """A stage's metrics.json or the pipeline's results.json that could not be written (a full
+    disk) gave a traceback: one line naming the file, the OS's reason and the fix, no partial
+    or temp file, and the same command, rerun, resumes and writes it."""
+    import errno
+
+    out = tmp_path / "pipe"
+    argv = pipeline_args(root, out, "--pipeline.world_model_steps", "5")
+    record = out / name
+    real_replace = os.replace
+
+    def disk_full_at_the_record(src, dst, *args, **kwargs):
+        if Path(dst) == record:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", disk_full_at_the_record)
+    line = expect_error(capsys, argv, str(record), os.strerror(errno.ENOSPC), "free space")
+    assert line.endswith(f"then resume with: {shlex.join(['lit-itpo', *argv])}"), line
+    assert not record.exists()
+    assert not [p for p in out.rglob("*.tmp")], list(out.rglob("*"))
+    monkeypatch.setattr(os, "replace", real_replace)
+    main(argv)
+    assert record.is_file()
+    assert sorted(p.name for p in (out / "world_model" / "tb").iterdir()) == ["version_0"]
+
+
+@pytest.fixture
 def read_only(tmp_path, monkeypatch):
     """A read-only folder: chmod 555 (root writes there anyway, so as root the OS's answer for
     it, os.access, says what a read-only filesystem says: EROFS)."""
