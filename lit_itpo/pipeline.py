@@ -448,6 +448,7 @@ def check_config(cfg: PipelineConfig) -> None:
     a continuous 1-D Box action space with finite bounds, actions inside it, shapes that agree
     with the metadata, finite values)."""
     from lit_itpo.data.datamodule import MinariDataModule
+    from lit_itpo.world_models.diffusion import check_sample_steps
 
     if not cfg.dataset_id.strip():  # an unset shell variable
         raise ConfigError(
@@ -551,14 +552,11 @@ def check_config(cfg: PipelineConfig) -> None:
                 f"conf/embedded/{STAGE_CONFIGS[name]}, or auto."
             )
         check_config_files(["--config", path])
-    k = trained_k(cfg.world_model_config)
-    diffusion = any(arm_rule(a, False)[0] == "diffusion" for a in cfg.itpo_models)
-    if diffusion and k is not None and cfg.sample_steps is not None and cfg.sample_steps > k:
-        raise ConfigError(
-            f"--pipeline.sample_steps={cfg.sample_steps} is above the world model's trained K "
-            f"(diffusion_steps={k} in {cfg.world_model_config}); pass --pipeline.sample_steps "
-            f"{k} or fewer (or null: the checkpoint's), or raise diffusion_steps in that config."
-        )
+    if any(arm_rule(a, False)[0] == "diffusion" for a in cfg.itpo_models):
+        check_sample_steps(
+            cfg.sample_steps, trained_k(cfg.world_model_config), "--pipeline.sample_steps",
+            cfg.world_model_config, "raise diffusion_steps in that config",
+        )  # fmt: skip
     if not str(cfg.out_dir).strip():
         raise ConfigError(
             f"--pipeline.out_dir={cfg.out_dir!r} is empty and would put every stage in the "

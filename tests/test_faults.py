@@ -229,6 +229,26 @@ def test_world_model_config_refuses_policy(root, ckpts, tmp_path, capsys):
     expect_error(capsys, argv, "BCModule", "WorldModelModule", out=out)
 
 
+def test_itpo_sample_steps_above_the_world_models_trained_k(root, ckpts, tmp_path, monkeypatch,
+                                                            capsys):  # fmt: skip
+    """ITPOCallback's sample_steps above its diffusion checkpoint's trained K (here 2) was a
+    ValueError traceback at the end of the validation: the pipeline's one line
+    (test_pipeline_sample_steps_above_the_trained_k) naming both numbers and the checkpoint,
+    before any episode runs."""
+    from lit_itpo.callbacks.evaluation import EpisodeEvalCallback
+
+    def no_episodes(*args, **kwargs):
+        raise AssertionError("an episode ran before sample_steps was refused")
+
+    monkeypatch.setattr(EpisodeEvalCallback, "evaluate", no_episodes)
+    out = tmp_path / "run"
+    argv = args_for("validate", "conf/embedded/itpo.yaml", root, out, *EVAL,
+                    "--model", "lit_itpo.modules.BCModule", "--ckpt_path", str(ckpts["bc"]),
+                    "--trainer.callbacks.init_args.world_model_ckpt", str(ckpts["wm"]),
+                    "--trainer.callbacks.init_args.sample_steps", "3")  # fmt: skip
+    expect_error(capsys, argv, "sample_steps=3", "diffusion_steps=2", str(ckpts["wm"]), out=out)
+
+
 @pytest.mark.parametrize("sub", ["fit", "validate"])
 def test_checkpoint_of_another_dataset(sub, root, ckpts, tmp_path, capsys):
     out = tmp_path / "run"

@@ -147,6 +147,19 @@ class ITPOCallback(EpisodeEvalCallback):
         self.figure_every, self.plot_dims = figure_every, list(plot_dims)
         self.world_models: dict = {}
 
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Refuse a ``sample_steps`` above the diffusion checkpoint's trained K before the run
+        starts, with the pipeline's line (it was a traceback once the episodes were due)."""
+        from lit_itpo.modules.checkpoints import read_hparams
+        from lit_itpo.world_models.diffusion import check_sample_steps
+
+        path = self.ckpts.get("diffusion")
+        if path is not None and self.sample_steps is not None:
+            check_sample_steps(
+                self.sample_steps, read_hparams(path).get("diffusion_steps"),
+                "ITPOCallback sample_steps", path, "train a world model with more diffusion_steps",
+            )  # fmt: skip
+
     def _load(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         from lit_itpo.modules.meanflow import load_meanflow
         from lit_itpo.modules.world_model import load_world_model

@@ -26,6 +26,7 @@ from collections.abc import Sequence
 
 import torch
 
+from lit_itpo.errors import ConfigError
 from lit_itpo.nets.diffusion import Denoiser
 from lit_itpo.world_models.parts import Conditioning
 
@@ -38,6 +39,29 @@ def cosine_betas(K: int, s: float = 0.008, max_beta: float = 0.999) -> torch.Ten
     abar = torch.cos((t + s) / (1 + s) * math.pi / 2) ** 2
     betas = 1 - abar[1:] / abar[:-1]
     return betas.clamp(max=max_beta)
+
+
+def check_sample_steps(
+    sample_steps: int | None, trained_k: int | None, option: str, source: str, fix: str
+) -> None:
+    """Refuse sampling with more reverse steps than the model was trained with (K): the
+    respaced chain picks its steps among the K trained ones. Called before anything runs (the
+    pipeline before its first stage, ITPOCallback before its first episode), so the one line
+    comes before the work instead of a traceback after it; None (not given, or K unknown)
+    passes.
+
+    Args:
+        option: how the user gave ``sample_steps`` (``--pipeline.sample_steps``).
+        source: where K comes from (the stage-1 config, the checkpoint).
+        fix: the other way out (``raise diffusion_steps in that config``).
+    """
+    if sample_steps is None or trained_k is None or sample_steps <= trained_k:
+        return
+    raise ConfigError(
+        f"{option}={sample_steps} is above the world model's trained K (diffusion_steps="
+        f"{trained_k} in {source}); pass {option} {trained_k} or fewer (or null: the "
+        f"checkpoint's), or {fix}."
+    )
 
 
 class DiffusionTransition(Conditioning):
