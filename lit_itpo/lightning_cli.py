@@ -733,7 +733,9 @@ class LitItpoCLI(LightningCLI):
 
     def _resolve_checkpoint(self) -> None:
         """``--ckpt_path last`` -> the newest checkpoint of this logger directory (fit also logs
-        into that run's version again); every checkpoint checked against the config and data."""
+        into that run's version again; with none, fit starts over, after the logs of attempts
+        stopped before their first checkpoint are removed by :func:`remove_stopped_attempts`);
+        every checkpoint checked against the config and data."""
         sub = self.subcommand
         ckpt_path = self.config_init[sub].get("ckpt_path")
         if ckpt_path == "last":
@@ -745,6 +747,11 @@ class LitItpoCLI(LightningCLI):
                         "`lit-itpo fit` with this config first or pass a checkpoint file."
                     )
                 log.info("no checkpoint under %s yet: starting at step 0", self._ckpt_root())
+                logger = self.trainer.logger
+                if logger is not None and getattr(logger, "root_dir", None):
+                    # a killed attempt's logs hold nothing to resume: the run starts over in its
+                    # own version_0, not in a version_1 beside them
+                    remove_stopped_attempts(Path(logger.root_dir))
                 self.config_init[sub]["ckpt_path"] = None
                 return
             self._ckpt_blob = read_checkpoint(found)

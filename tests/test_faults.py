@@ -1232,6 +1232,21 @@ def test_a_stage_stopped_before_its_first_checkpoint_reruns_in_its_own_version(
     assert _weights(got.checkpoint)["step"] == 8
 
 
+def test_a_fit_killed_before_its_first_checkpoint_resumes_in_its_own_version(root, tmp_path):
+    """`lit-itpo fit ... --ckpt_path last` after a kill -9 before the first checkpoint (step 4)
+    found nothing to resume and started over in a new tb/version_1 beside the killed attempt's
+    logs: it starts over in version_0, which then holds the rerun's events and checkpoint."""
+    out = tmp_path / "run"
+    argv = args_for("fit", "conf/embedded/bc.yaml", root, out)
+    killed = run_cli([*argv, INJECT, f"{AT}step", "2", f"{AT}sig", "KILL"])
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert sorted(p.name for p in (out / "tb").iterdir()) == ["version_0"]
+    assert not list(out.rglob("*.ckpt"))
+    main([*argv, "--ckpt_path", "last"])
+    _only_version_0(out / "tb")
+    assert _weights(_ckpt(out))["step"] == 5
+
+
 def test_an_itpo_evaluation_stopped_by_ctrl_c_reruns_in_its_own_version(
     root, ckpts, tmp_path, monkeypatch
 ):
