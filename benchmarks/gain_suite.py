@@ -215,14 +215,15 @@ def aggregate(cells: Sequence[dict], model: str, seed: int = 0) -> dict:
         out[ds] = {"n": len(g), "mean": float(np.mean(g)), "iqm": iqm(g)}
         out[ds]["ci"] = list(bootstrap_ci(g, seed=seed)) if len(g) > 1 else None
     every = [x for g in strata.values() for x in g]
+    # resampling within each dataset: one with a single cell adds no spread, so the interval
+    # needs two cells in every dataset (with one each it would be a point, never "crossing 0")
+    spread = bool(strata) and min(len(g) for g in strata.values()) > 1
     out["all"] = {
         "n": len(every),
         "mean": float(np.mean(every)) if every else float("nan"),
         "iqm": iqm(every),
-        "ci": list(stratified_bootstrap_ci(strata, seed=seed)) if len(every) > 1 else None,
-        "iqm_ci": list(stratified_bootstrap_ci(strata, stat=iqm, seed=seed))
-        if len(every) > 1
-        else None,
+        "ci": list(stratified_bootstrap_ci(strata, seed=seed)) if spread else None,
+        "iqm_ci": list(stratified_bootstrap_ci(strata, stat=iqm, seed=seed)) if spread else None,
         "fallbacks": sum(c["itpo"][model]["fell_back"] for c in cells),
         "ms_per_step": statistics.mean(c["itpo"][model]["ms_per_step"] for c in cells)
         if cells
@@ -240,11 +241,11 @@ def verdicts(cells: Sequence[dict], targets: dict) -> list[tuple[str, str, bool 
     rows = []
     best = max(names, key=lambda m: agg[m]["all"]["mean"])
     a, need = agg[best]["all"], targets["mean_gain_min"]
-    ci = a["ci"] or [float("nan")] * 2
+    ci = "" if a["ci"] is None else f" [{a['ci'][0]:+.2f}, {a['ci'][1]:+.2f}]"
     rows.append((
         f"mean gain >= {need:+g} with its CI above 0 (the best arm)",
-        f"{best}: {a['mean']:+.2f} [{ci[0]:+.2f}, {ci[1]:+.2f}]",
-        None if a["ci"] is None else a["mean"] >= need and ci[0] > 0,
+        f"{best}: {a['mean']:+.2f}{ci or ' (no interval: a dataset has one cell)'}",
+        None if a["ci"] is None else a["mean"] >= need and a["ci"][0] > 0,
     ))  # fmt: skip
     floor = targets["dataset_mean_gain_floor"]
     worst = {m: min((v["mean"], ds) for ds, v in agg[m].items() if ds != "all") for m in names}
@@ -323,9 +324,12 @@ def report(payload: dict) -> str:
             f"<sup>ep</sup> one seed so far: the 95% interval over that cell's {ev['episodes']} "
             "paired episodes (same checkpoints, same starts), not over training seeds.",
         ]
+    total = len(proto["datasets"]) * len(proto["seeds"])
     lines += ["", "| target | measured | met |", "| --- | --- | --- |"]
     for what, measured, met in verdicts(cells, proto["targets"]):
         verdict = "n/a" if met is None else "yes" if met else "no"
+        if len(cells) < total:  # the targets are over the whole suite
+            verdict = f"pending ({len(cells)} of {total} cells; so far: {verdict})"
         lines.append(f"| {what} | {measured} | {verdict} |")
     return "\n".join(lines)
 

@@ -802,6 +802,13 @@ def test_gain_suite_aggregates_paired_gains_per_dataset_and_checks_the_targets()
     row = next(ln for ln in text.splitlines() if ln.startswith("| halfcheetah-medium |"))
     assert "+1.50 [+0.25, +2.75]<sup>ep</sup>; +1.50 | +0.50; +0.50 |" in row
     assert "over that cell's 20 paired episodes" in text
+    # one cell per dataset: no interval over the suite (a point would never cross 0), and the
+    # targets wait for the whole suite
+    two = {"a": one, "b": _gain_cell("walker2d-medium", 0, 9.0, 8.0)}
+    assert gain_suite.aggregate(list(two.values()), "diffusion")["all"]["ci"] is None
+    assert gain_suite.verdicts(list(two.values()), proto["targets"])[0][2] is None
+    text = gain_suite.report({"protocol": proto, "cells": two})
+    assert "(no interval: a dataset has one cell) | pending (2 of 12 cells; so far: n/a) |" in text
 
 
 def test_gain_suite_cell_counts_the_runs_it_took(tmp_path):
