@@ -143,7 +143,8 @@ def run(cell: Cell, threads: int = 1) -> dict:
         "command": cell.command,
         "wall_s": time.perf_counter() - t0 - setup_s,
         "setup_s": setup_s,  # making what the cell needs (e.g. its dataset), not the cell
-        "machine": machine(),
+        # the threads the cell ran with (its OMP_NUM_THREADS), not this driver's
+        "machine": machine() | {"torch_threads": int(env["OMP_NUM_THREADS"])},
     }
     atomic_write_text(json.dumps(done, indent=2) + "\n", cell.done_file)
     return done

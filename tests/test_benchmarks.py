@@ -5,6 +5,7 @@ local executor and submitit's, is recorded, and is not run again."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -865,6 +866,9 @@ def test_gain_suite_runs_its_protocol_and_refuses_another(tmp_path, monkeypatch)
     assert res["itpo_meanflow_reset"]["reset_every_step"] is True
     assert res["itpo_meanflow"]["reset_every_step"] is False
     assert set(cell["configs"]) >= {"conf/embedded/itpo.yaml"}
+    # the threads the cell ran with (not the driver's), in one run
+    assert cell["machine"]["torch_threads"] == int(os.environ.get("OMP_NUM_THREADS", 1))
+    assert cell["invocations"] == 1
 
     # stopped after its stages, before its results: the same command finishes it, the
     # trained stages reused, the same result recorded
