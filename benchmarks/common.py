@@ -174,9 +174,10 @@ def shown_path(path: Path | str) -> str:
 def recorded_line(name: str, recorded: int, total: int) -> str:
     """What a run finds in ``results/<name>.json``: ``N of M cells recorded, K to run``, and
     where N > 0 the option that runs them again beside it."""
+    where = "studies/" if name.startswith("studies/") else ""  # a study's bare NAME goes there
     return f"{name}: {recorded} of {total} cells recorded, {total - recorded} to run" + (
         f" (benchmarks/results/{name}.json holds them; --out NAME runs them again here into "
-        "benchmarks/results/NAME.json)"
+        f"benchmarks/results/{where}NAME.json)"
         if recorded
         else ""
     )
@@ -253,17 +254,23 @@ def run_in_process(
     cells: Iterable[tuple[str, Callable[[], dict]]],
     meta: dict,
     configs: Iterable[str] = (),
+    check: Callable[[list[str]], None] | None = None,
 ) -> dict:
     """Measure the cells not yet in ``results/<name>.json`` one after another in this process
     (timings that must not share the machine), recording each as it finishes; rerun to go on.
     ``configs``: the config files (relative to the repository) every cell reads, recorded by
-    content; recorded cells that ran with other values are named with the values changed."""
+    content; recorded cells that ran with other values are named with the values changed.
+    ``check(keys)``: where any cell is to run, called with their keys before the first runs,
+    to stop on a missing input (:func:`require`); recorded cells need none."""
     payload = load(name)
     done = payload["cells"]
     cells = list(cells)
     digests, stored = configs_today(name, payload, [k for k, _ in cells], configs)
     meta = meta | ({"configs": stored} if digests else {})
     print(recorded_line(name, sum(key in done for key, _ in cells), len(cells)), flush=True)
+    todo = [key for key, _ in cells if key not in done]
+    if todo and check is not None:
+        check(todo)
     for key, measure in cells:
         if key in done:
             continue
@@ -514,6 +521,14 @@ def add_checkpoint_args(ap, states: int) -> None:
     )
 
 
+def require_checkpoint_args(who: str, args) -> None:
+    """Stop, one line, where the dataset or a checkpoint that the arguments of
+    :func:`add_checkpoint_args` name is missing, naming the command that makes it."""
+    require_dataset(who, args.dataset_id, args.data_dir)
+    flags = {"--policy": args.policy, "--world-model": args.world_model}
+    require_checkpoints(who, args.dataset_id, flags | {"--meanflow": args.meanflow})
+
+
 def load_checkpoints(args) -> tuple:
     """``(datamodule, policy module, {"diffusion"|"meanflow": world model}, states)`` from the
     arguments of :func:`add_checkpoint_args`: the diffusion model samples with
@@ -522,10 +537,7 @@ def load_checkpoints(args) -> tuple:
     from lit_itpo.data.datamodule import MinariDataModule
     from lit_itpo.modules import load_meanflow, load_policy, load_world_model
 
-    who = Path(sys.argv[0]).stem
-    require_dataset(who, args.dataset_id, args.data_dir)
-    flags = {"--policy": args.policy, "--world-model": args.world_model}
-    require_checkpoints(who, args.dataset_id, flags | {"--meanflow": args.meanflow})
+    require_checkpoint_args(Path(sys.argv[0]).stem, args)
     dm = MinariDataModule(args.dataset_id, data_dir=args.data_dir)
     dm.setup()
     policy = load_policy(args.policy, dataset_id=args.dataset_id)

@@ -20,19 +20,31 @@ action; the table gives medians over states and the share of states with a posit
 cosine. The world models share stage 1's reward model (MeanFlow takes it from there).
 
     OMP_NUM_THREADS=1 python -m benchmarks.studies.action_jacobian --policy <policy.ckpt> \\
-        --world-model <world_model.ckpt> [--meanflow <meanflow.ckpt>] --dataset_id <id>
+        --world-model <world_model.ckpt> [--meanflow <meanflow.ckpt>] --dataset_id <id> \\
+        [--out NAME]
+
+One cell per dataset, checkpoints and K in benchmarks/results/studies/action_jacobian.json; a
+recorded cell is not measured again (``--out NAME`` measures it again into
+results/studies/NAME.json). A missing dataset or checkpoint stops the run before it starts,
+naming the ``lit-itpo`` command that makes it.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 
-from benchmarks.common import add_checkpoint_args, load_checkpoints, machine, record
+from benchmarks.common import (
+    add_checkpoint_args,
+    add_out_arg,
+    load_checkpoints,
+    require_checkpoint_args,
+    run_in_process,
+)
 from lit_itpo.ascent import TrueObjective
 from lit_itpo.world_models.metrics import step_noise
 
@@ -178,18 +190,12 @@ def report(payload: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    add_checkpoint_args(ap, states=200)
-    ap.add_argument("--samples", type=int, default=16, help="noise samples of the mean")
-    ap.add_argument("--h", type=float, default=1e-4, help="the simulator's action step")
-    ap.add_argument("--no-mlp", dest="mlp", action="store_false", help="skip the MLP peer")
-    args = ap.parse_args()
+def cell(args) -> dict:
+    """One run's record: every predictor's medians, the checkpoints and their updates."""
     t0 = time.perf_counter()
     result = measure(args)
     ck = torch.load(args.world_model, map_location="cpu", weights_only=True)
-    result |= {
-        "machine": machine(),
+    return result | {
         "dataset_id": args.dataset_id,
         "checkpoints": {
             "policy": args.policy,
@@ -200,13 +206,28 @@ def main() -> None:
         "settings": vars(args),
         "wall_s": time.perf_counter() - t0,
     }
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    add_checkpoint_args(ap, states=200)
+    ap.add_argument("--samples", type=int, default=16, help="noise samples of the mean")
+    ap.add_argument("--h", type=float, default=1e-4, help="the simulator's action step")
+    ap.add_argument("--no-mlp", dest="mlp", action="store_false", help="skip the MLP peer")
+    add_out_arg(ap, NAME)
+    args = ap.parse_args(argv)
     key = f"{args.dataset_id}|{args.policy}|{args.world_model}|{args.meanflow}|K{args.sample_steps}"
     command = (
         "python -m benchmarks.studies.action_jacobian --policy <policy.ckpt> --world-model "
         "<world_model.ckpt> [--meanflow <meanflow.ckpt>] --dataset_id <id>"
     )
-    record(NAME, key, result, {"command": command})
-    for name, r in result["rows"].items():
+    payload = run_in_process(
+        args.out,
+        [(key, lambda: cell(args))],
+        {"command": command},
+        check=lambda _: require_checkpoint_args("action_jacobian", args),
+    )
+    for name, r in payload["cells"][key]["rows"].items():
         print(name, r, flush=True)
 
 

@@ -2,7 +2,7 @@
 
     python -m benchmarks.studies.ascent_rate --policy P.ckpt --world-model WM.ckpt \\
         [--meanflow MF.ckpt] \\
-        --dataset_id lit_itpo/halfcheetah/medium-v0 [--states 200] [--particles 64]
+        --dataset_id lit_itpo/halfcheetah/medium-v0 [--states 200] [--particles 64] [--out NAME]
 
 ITPO climbs J_wm(psi), the imagined H-step objective; what matters is J_true(psi), the same
 objective with the MuJoCo simulator set to the real state (``lit_itpo.ascent.TrueObjective``,
@@ -22,7 +22,10 @@ Any policy stage with a critic works (ITPO's view of it, ``policy_parts()``: IQL
 Tanh-Gaussian's mode).
 
 The ascent rate is the share of states where ITPO's step raises J_true (chance: 50%). Appends
-one record per run to benchmarks/results/ascent_rate.json.
+one record per run (dataset, checkpoints, K, M, h, H) to
+benchmarks/results/studies/ascent_rate.json; a recorded one is not measured again (``--out
+NAME`` measures it again into results/studies/NAME.json). A missing dataset or checkpoint stops
+the run before it starts, naming the ``lit-itpo`` command that makes it.
 """
 
 from __future__ import annotations
@@ -30,12 +33,19 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch.func import functional_call, grad, jvp
 
-from benchmarks.common import add_checkpoint_args, load_checkpoints, machine, record
+from benchmarks.common import (
+    add_checkpoint_args,
+    add_out_arg,
+    load_checkpoints,
+    require_checkpoint_args,
+    run_in_process,
+)
 from lit_itpo.ascent import TrueObjective
 from lit_itpo.itpo import ITPOConfig, imagined_returns, objective
 from lit_itpo.modules.checkpoints import read_hparams
@@ -116,13 +126,9 @@ def _updates(ckpt: str) -> int:
     return torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    add_checkpoint_args(ap, states=200)
-    ap.add_argument("--directions", type=int, default=2, help="random directions per state")
-    ap.add_argument("--h", type=float, default=1e-3, help="finite-difference step")
-    ap.add_argument("--horizon", type=int, default=ITPOConfig.horizon, help="H imagined steps")
-    args = ap.parse_args()
+def cell(args) -> dict:
+    """One run's record: per world model the ascent rate and its companions, with the
+    checkpoints' updates and settings."""
     t0 = time.perf_counter()
     dm, policy, models, val = load_checkpoints(args)
     parts = policy.policy_parts()
@@ -140,22 +146,12 @@ def main() -> None:
         measured = measure(wm, parts, true_j, no_value, states, cfg, args)
         rows[name] = measured | {"obs_set_error": lossy}
         print(name, json.dumps(rows[name]), flush=True)
-    key = (
-        f"{args.dataset_id}|{args.policy}|{args.world_model}|{args.meanflow}|K{args.sample_steps}"
-        f"|M{args.particles}|h{args.h}"
-    ) + (f"|H{args.horizon}" if args.horizon != ITPOConfig.horizon else "")
-    command = (
-        "python -m benchmarks.studies.ascent_rate --policy <policy.ckpt> "
-        "--world-model <world_model.ckpt> "
-        "[--meanflow <meanflow.ckpt>] --dataset_id <id>"
-    )
     wm_hparams = {
         name: read_hparams(path)
         for name, path in (("diffusion", args.world_model), ("meanflow", args.meanflow))
         if path
     }
-    result = {
-        "machine": machine(),
+    return {
         "dataset_id": args.dataset_id,
         "policy": args.policy,
         "checkpoints": {"world_model": args.world_model, "meanflow": args.meanflow},
@@ -173,8 +169,31 @@ def main() -> None:
         "wall_s": time.perf_counter() - t0,
         "rows": rows,
     }
-    record(NAME, key, result, {"command": command})
-    print(f"recorded {key} in benchmarks/results/{NAME}.json")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser()
+    add_checkpoint_args(ap, states=200)
+    ap.add_argument("--directions", type=int, default=2, help="random directions per state")
+    ap.add_argument("--h", type=float, default=1e-3, help="finite-difference step")
+    ap.add_argument("--horizon", type=int, default=ITPOConfig.horizon, help="H imagined steps")
+    add_out_arg(ap, NAME)
+    args = ap.parse_args(argv)
+    key = (
+        f"{args.dataset_id}|{args.policy}|{args.world_model}|{args.meanflow}|K{args.sample_steps}"
+        f"|M{args.particles}|h{args.h}"
+    ) + (f"|H{args.horizon}" if args.horizon != ITPOConfig.horizon else "")
+    command = (
+        "python -m benchmarks.studies.ascent_rate --policy <policy.ckpt> "
+        "--world-model <world_model.ckpt> "
+        "[--meanflow <meanflow.ckpt>] --dataset_id <id>"
+    )
+    run_in_process(
+        args.out,
+        [(key, lambda: cell(args))],
+        {"command": command},
+        check=lambda _: require_checkpoint_args("ascent_rate", args),
+    )
 
 
 def report(payload: dict) -> str:

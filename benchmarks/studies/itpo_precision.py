@@ -3,7 +3,7 @@ trained checkpoints and real states: the cost of an env step and whether the act
 float32's does.
 
     python -m benchmarks.studies.itpo_precision --policy P.ckpt --world-model WM.ckpt \\
-        [--meanflow MF.ckpt] --dataset_id lit_itpo/hopper/medium-v0 [--states 40]
+        [--meanflow MF.ckpt] --dataset_id lit_itpo/hopper/medium-v0 [--states 40] [--out NAME]
 
 For each world model, on ``--states`` held-out real states batched as episodes (M particles,
 H 5, E 1):
@@ -16,17 +16,28 @@ H 5, E 1):
   >= 0.98, and the distance under half the Monte-Carlo error or within 10% of the move;
   reported as the share of states within it.
 
-Appends one record per run to benchmarks/results/itpo_precision.json.
+Appends one record per run (dataset, checkpoints, M) to
+benchmarks/results/studies/itpo_precision.json; a recorded one is not measured again (``--out
+NAME`` measures it again into results/studies/NAME.json). A missing dataset or checkpoint stops
+the run before it starts, naming the ``lit-itpo`` command that makes it.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Sequence
 
 import torch
 
-from benchmarks.common import add_checkpoint_args, load_checkpoints, machine, record, timeit
+from benchmarks.common import (
+    add_checkpoint_args,
+    add_out_arg,
+    load_checkpoints,
+    require_checkpoint_args,
+    run_in_process,
+    timeit,
+)
 from lit_itpo.itpo import ITPOConfig, ITPOEngine
 
 NAME = "studies/itpo_precision"
@@ -79,10 +90,8 @@ def step_ms(policy, wm, obs: torch.Tensor, cfg: ITPOConfig, precision: str) -> f
     return 1e3 * timeit(lambda: engine.step(obs, generator=gen), min_time=3.0)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    add_checkpoint_args(ap, states=40)
-    args = ap.parse_args()
+def cell(args) -> dict:
+    """One run's record: per world model the step cost in each precision and the agreement."""
     t0 = time.perf_counter()
     _, policy, models, obs = load_checkpoints(args)
     policy = policy.policy_parts()
@@ -93,13 +102,7 @@ def main() -> None:
         ms = {p: step_ms(policy, wm, obs[:10], cfg, p) for p in PRECISIONS}
         rows[name] = {"ms_per_step": ms} | {"alphas": agreement(policy, wm, obs, cfg, args.seed)}
         print(name, rows[name], flush=True)
-    key = f"{args.dataset_id}|{args.policy}|{args.world_model}|{args.meanflow}|M{args.particles}"
-    command = (
-        "python -m benchmarks.studies.itpo_precision --policy <policy.ckpt> --world-model "
-        "<world_model.ckpt> --meanflow <meanflow.ckpt> --dataset_id <id>"
-    )
-    result = {
-        "machine": machine() | {"torch_threads": torch.get_num_threads()},
+    return {
         "dataset_id": args.dataset_id,
         "checkpoints": {"policy": args.policy, "world_model": args.world_model}
         | {"meanflow": args.meanflow},
@@ -107,8 +110,24 @@ def main() -> None:
         "wall_s": time.perf_counter() - t0,
         "rows": rows,
     }
-    record(NAME, key, result, {"command": command})
-    print(f"recorded {key} in benchmarks/results/{NAME}.json")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser()
+    add_checkpoint_args(ap, states=40)
+    add_out_arg(ap, NAME)
+    args = ap.parse_args(argv)
+    key = f"{args.dataset_id}|{args.policy}|{args.world_model}|{args.meanflow}|M{args.particles}"
+    command = (
+        "python -m benchmarks.studies.itpo_precision --policy <policy.ckpt> --world-model "
+        "<world_model.ckpt> --meanflow <meanflow.ckpt> --dataset_id <id>"
+    )
+    run_in_process(
+        args.out,
+        [(key, lambda: cell(args))],
+        {"command": command},
+        check=lambda _: require_checkpoint_args("itpo_precision", args),
+    )
 
 
 def report(payload: dict) -> str:
