@@ -14,8 +14,12 @@ complement, as the stage made it):
 - ``action_mse``: ||pi(s) - a||^2 per action dimension.
 
     python -m benchmarks.studies.critic_check --name NAME --policy P.ckpt \\
-        --dataset-id lit_itpo/hopper/medium-v0
+        --dataset-id lit_itpo/hopper/medium-v0 [--out NAME]
     python -m benchmarks.studies.critic_check --report
+
+One cell per ``--name`` in benchmarks/results/studies/critic_check.json; a recorded one is not
+measured again (``--out NAME`` measures it again into results/studies/NAME.json). A missing
+dataset or checkpoint stops the run before it starts, naming the command that makes it.
 """
 
 from __future__ import annotations
@@ -26,7 +30,13 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from benchmarks.common import load, machine, record
+from benchmarks.common import (
+    add_out_arg,
+    load,
+    require_checkpoints,
+    require_dataset,
+    run_in_process,
+)
 from lit_itpo.data.datamodule import MinariDataModule
 from lit_itpo.modules import load_policy
 
@@ -104,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--dataset-id")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--transitions", type=int, default=50_000)
-    p.add_argument("--out", default=NAME)
+    add_out_arg(p, NAME)
     p.add_argument("--report", action="store_true")
     args = p.parse_args(argv)
     if args.report:
@@ -116,10 +126,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"python -m benchmarks.studies.critic_check --name {args.name} --policy {args.policy} "
         f"--dataset-id {args.dataset_id}"
     )
-    res = check(args.policy, args.dataset_id, args.data_dir, args.transitions)
-    res |= {"policy": args.policy, "command": cmd, "machine": machine()}
-    record(args.out, args.name, res, {"command": "python -m benchmarks.studies.critic_check"})
-    print(args.name, res)
+
+    def measure() -> dict:
+        res = check(args.policy, args.dataset_id, args.data_dir, args.transitions)
+        print(args.name, res, flush=True)
+        return res | {"policy": args.policy, "command": cmd}
+
+    def inputs(_) -> None:
+        require_dataset("critic_check", args.dataset_id, args.data_dir)
+        require_checkpoints("critic_check", args.dataset_id, {"--policy": args.policy})
+
+    meta = {"command": "python -m benchmarks.studies.critic_check"}
+    run_in_process(args.out, [(args.name, measure)], meta, check=inputs)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,10 @@ each in raw env units (RMSE over all state dimensions) and per-dimension standar
         --dataset-id lit_itpo/halfcheetah/medium-v0 --world-model runs/.../last.ckpt \
         --meanflow runs/.../last.ckpt
     python -m benchmarks.studies.world_model_vs_mlp --report
+
+One cell per ``--name`` in benchmarks/results/studies/world_model_vs_mlp.json; a recorded one is
+not measured again (``--out NAME`` measures it again into results/studies/NAME.json). A missing
+dataset or checkpoint stops the run before it starts, naming the command that makes it.
 """
 
 from __future__ import annotations
@@ -30,7 +34,13 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from benchmarks.common import load, machine, record
+from benchmarks.common import (
+    add_out_arg,
+    load,
+    require_checkpoints,
+    require_dataset,
+    run_in_process,
+)
 from lit_itpo.data.datamodule import MinariDataModule
 from lit_itpo.modules.meanflow import load_meanflow
 from lit_itpo.modules.world_model import load_world_model
@@ -195,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--transitions", type=int, default=20_000, help="held-out transitions")
     p.add_argument("--samples", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=NAME)
+    add_out_arg(p, NAME)
     p.add_argument("--report", action="store_true")
     args = p.parse_args(argv)
     if args.report:
@@ -203,13 +213,22 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     if not (args.name and args.dataset_id and args.world_model):
         p.error("--name, --dataset-id and --world-model are required to measure")
-    result = measure(args) | {"machine": machine()}
     cmd = "python -m benchmarks.studies.world_model_vs_mlp " + " ".join(
         f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
         if v is not None and k not in ("report", "out") and v is not False
     )  # fmt: skip
-    record(args.out, args.name, result | {"command": cmd}, {"command": cmd})
-    print(result["summary"])
+
+    def cell() -> dict:
+        result = measure(args)
+        print(result["summary"], flush=True)
+        return result | {"command": cmd}
+
+    def inputs(_) -> None:
+        require_dataset("world_model_vs_mlp", args.dataset_id, args.data_dir)
+        given = {"--world-model": args.world_model, "--meanflow": args.meanflow}
+        require_checkpoints("world_model_vs_mlp", args.dataset_id, given)
+
+    run_in_process(args.out, [(args.name, cell)], {"command": cmd}, check=inputs)
 
 
 if __name__ == "__main__":
