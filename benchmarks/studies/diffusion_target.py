@@ -1,6 +1,7 @@
 """The diffusion world model's denoiser target, eps vs v: accuracy and the noisiest reverse step.
 
-    python -m benchmarks.studies.diffusion_target --dataset halfcheetah-medium [--steps 5000]
+    python -m benchmarks.studies.diffusion_target --dataset halfcheetah-medium [--steps 5000] \\
+        [--out NAME]
 
 For each target, stage 1 is trained as its shipped config (``conf/<dataset>/world_model.yaml``,
 through LightningCLI, same seed, data and budget ``--steps``), then scored on the held-out
@@ -8,7 +9,10 @@ transitions at K = 1, 2 and 5 respaced sampling steps: one-step state RMSE in ra
 per-dimension normalised units (the stage's own metric code), reward RMSE, and the share of the
 noisiest step's x0 estimate that the +-clip_x0 clip cuts (an eps model divides by
 sqrt(alpha_bar) ~ 0.0025 there; clipped entries carry no signal and no gradient).
-Adds one cell per dataset to benchmarks/results/diffusion_target.json.
+Adds one cell per dataset to benchmarks/results/studies/diffusion_target.json, with the config
+it trained on by content; a recorded cell is not run again (``--out NAME`` runs it again into
+results/studies/NAME.json, naming the config values changed since). A missing dataset stops the
+run before it trains, naming the ``lit-itpo collect`` command that makes it.
 """
 
 from __future__ import annotations
@@ -16,10 +20,12 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from collections.abc import Sequence
 
 import torch
+import yaml
 
-from benchmarks.common import REPO, machine, record
+from benchmarks.common import REPO, add_out_arg, require_dataset, run_in_process
 from lit_itpo.lightning_cli import lightning_main
 from lit_itpo.world_models.metrics import one_step_errors
 
@@ -42,7 +48,7 @@ def first_step_clip_fraction(tr, data, seed: int = 0) -> float:
 def train(dataset: str, prediction: str, steps: int):
     args = [  # run=False: LightningCLI takes no subcommand, only the config
         "--config",
-        str(REPO / "conf" / dataset / "world_model.yaml"),
+        str(REPO / config(dataset)),
         "--model.init_args.prediction",
         prediction,
         "--trainer.max_steps",
@@ -62,12 +68,8 @@ def train(dataset: str, prediction: str, steps: int):
     return cli.model.world_model.eval(), cli.datamodule, time.perf_counter() - t0
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--dataset", required=True, help="a conf/<dataset>/ folder name")
-    ap.add_argument("--steps", type=int, default=5000)
-    ap.add_argument("--ks", default="1,2,5")
-    args = ap.parse_args()
+def measure(args) -> dict:
+    """One dataset's cell: each target trained, then scored at every K."""
     rows = []
     for prediction in ("eps", "v"):
         wm, dm, wall = train(args.dataset, prediction, args.steps)
@@ -87,20 +89,47 @@ def main() -> None:
             }
             rows.append(row)
             print(row, flush=True)
-    command = (
-        "python -m benchmarks.studies.diffusion_target --dataset <conf/ folder> "
-        f"--steps {args.steps}"
-    )
-    result = {
-        "machine": machine(),
+    return {
         "dataset_id": dm.hparams.dataset_id,
         "steps": args.steps,
         "val_transitions": int(val.shape[0]),
         "threads": int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())),
         "rows": rows,
     }
-    record(NAME, args.dataset, result, {"command": command})
-    print(f"recorded {args.dataset} in benchmarks/results/{NAME}.json")
+
+
+def config(dataset: str) -> str:
+    """The stage-1 config the study trains on (relative to the repository)."""
+    return f"conf/{dataset}/world_model.yaml"
+
+
+def require_data(dataset: str) -> None:
+    """Stop, one line, where the dataset the config trains on is missing, naming the command
+    that makes it."""
+    data = yaml.safe_load((REPO / config(dataset)).read_text()).get("data", {})
+    data = data.get("init_args", data)
+    require_dataset("diffusion_target", data["dataset_id"], data.get("data_dir"))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    folders = sorted(p.parent.name for p in (REPO / "conf").glob("*/world_model.yaml"))
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--dataset", required=True, choices=folders, help="a conf/<dataset>/ folder")
+    ap.add_argument("--steps", type=int, default=5000)
+    ap.add_argument("--ks", default="1,2,5")
+    add_out_arg(ap, NAME)
+    args = ap.parse_args(argv)
+    command = (
+        "python -m benchmarks.studies.diffusion_target --dataset <conf/ folder> "
+        f"--steps {args.steps}"
+    )
+    run_in_process(
+        args.out,
+        [(args.dataset, lambda: measure(args))],
+        {"command": command},
+        configs=[config(args.dataset)],
+        check=lambda _: require_data(args.dataset),
+    )
 
 
 def report(payload: dict) -> str:
