@@ -4,33 +4,33 @@ from the algorithm's own behaviour at a given budget. Same data pipeline, normal
 evaluation episodes as the module.
 
     OMP_NUM_THREADS=1 python -m benchmarks.studies.td3bc_reference \\
-        [--dataset_id lit_itpo/halfcheetah/medium-v0] [--steps 20000] [--eval-every 5000]
+        [--dataset_id lit_itpo/halfcheetah/medium-v0] [--steps 20000] [--eval-every 5000] \\
+        [--out NAME]
 
-Writes benchmarks/results/td3bc_reference.json.
+Writes benchmarks/results/studies/td3bc_reference.json, once: where that file exists nothing
+runs, and ``--out NAME`` runs it again into results/studies/NAME.json. A missing dataset stops
+the run before it trains, naming the ``lit-itpo collect`` command that makes it.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Sequence
 
 import torch
 
-from benchmarks.common import load, machine, save
+from benchmarks.common import add_out_arg, load, machine, require_dataset, run_once
 from benchmarks.corl_reference import corl_td3bc
 from lit_itpo.data.datamodule import MinariDataModule
 from lit_itpo.evaluation import run_episodes
 
+NAME = "studies/td3bc_reference"
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--dataset_id", default="lit_itpo/halfcheetah/medium-v0")
-    ap.add_argument("--data_dir", default=None, help="Minari root (default: the usual ones)")
-    ap.add_argument("--steps", type=int, default=20_000)
-    ap.add_argument("--eval-every", type=int, default=5_000)
-    ap.add_argument("--episodes", type=int, default=10)
-    ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
+
+def measure(args) -> dict:
+    """The reference trained for ``--steps`` updates, its score every ``--eval-every``."""
+    require_dataset("td3bc_reference", args.dataset_id, args.data_dir)
     torch.manual_seed(args.seed)
     dm = MinariDataModule(args.dataset_id, data_dir=args.data_dir, batch_size=256, val_fraction=0.1)
     dm.setup("fit")
@@ -49,20 +49,29 @@ def main() -> None:
             score = sum(dm.normalized_score(float(x)) for x in res["return"]) / args.episodes
             curve.append((step, score))
             print(f"step {step}: normalised {score:.1f} ({time.perf_counter() - t0:.0f} s)")
-    out = save(
-        "studies/td3bc_reference",
-        {
-            "machine": machine(),
-            "dataset_id": args.dataset_id,
-            "updates": args.steps,
-            "batch": 256,
-            "curve": curve,
-            "command": "python -m benchmarks.studies.td3bc_reference "
-            f"--dataset_id {args.dataset_id} "
-            f"--steps {args.steps}",
-        },
-    )
-    print("wrote", out)
+    return {
+        "machine": machine(),
+        "dataset_id": args.dataset_id,
+        "updates": args.steps,
+        "batch": 256,
+        "curve": curve,
+        "command": "python -m benchmarks.studies.td3bc_reference "
+        f"--dataset_id {args.dataset_id} "
+        f"--steps {args.steps}",
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--dataset_id", default="lit_itpo/halfcheetah/medium-v0")
+    ap.add_argument("--data_dir", default=None, help="Minari root (default: the usual ones)")
+    ap.add_argument("--steps", type=int, default=20_000)
+    ap.add_argument("--eval-every", type=int, default=5_000)
+    ap.add_argument("--episodes", type=int, default=10)
+    ap.add_argument("--seed", type=int, default=0)
+    add_out_arg(ap, NAME)
+    args = ap.parse_args(argv)
+    run_once(args.out, lambda: measure(args))
 
 
 if __name__ == "__main__":
@@ -72,7 +81,7 @@ if __name__ == "__main__":
 def budget_report(payload: dict) -> str:
     """Markdown: the module's TD3+BC curve (``policy_quality --out td3bc_budget``) beside this
     reference's (CORL's math on the same data), score by updates."""
-    ref = dict(load("studies/td3bc_reference").get("curve", []))
+    ref = dict(load(NAME).get("curve", []))
     lines = ["| updates | TD3BCModule (lit-itpo fit) | CORL's TD3+BC math (td3bc_reference) |",
              "| --- | --- | --- |"]  # fmt: skip
     for c in payload["cells"].values():

@@ -5,35 +5,46 @@ respaced sampling), on a dataset's held-out episodes.
 
     lit-itpo fit --config conf/halfcheetah-medium/world_model.yaml      # trains with K = 20
     python -m benchmarks.studies.world_model_k --ckpt <that checkpoint> \
-        --dataset_id lit_itpo/halfcheetah/medium-v0 [--data_dir DIR]
+        --dataset_id lit_itpo/halfcheetah/medium-v0 [--data_dir DIR] [--out NAME]
 
 For each reverse variance (DDPM's "beta" and "beta_tilde") and K: one-step state RMSE and
 reward RMSE (raw units) on the held-out transitions, the H = 5 open-loop RMSE with the real
 actions (both from ``lit_itpo.world_models.metrics``, as the training modules log them), and
 ms per ITPO-sized rollout (M = 64, H = 5, forward + backward to a 3 x 256 policy).
-Writes benchmarks/results/world_model_k.json.
+Writes benchmarks/results/studies/world_model_k.json, once: where that file exists nothing runs,
+and ``--out NAME`` runs it again into results/studies/NAME.json. A missing dataset or checkpoint
+(``--ckpt``, also ``--world-model``) stops the run before it starts, naming the command that
+makes it.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from functools import partial
 
-from benchmarks.common import machine, save, timeit
+from benchmarks.common import (
+    add_out_arg,
+    machine,
+    require_checkpoints,
+    require_dataset,
+    run_once,
+    shown_path,
+    timeit,
+)
 from benchmarks.world_model_speed import rollout_step
 from lit_itpo.data.datamodule import MinariDataModule
 from lit_itpo.modules.world_model import load_world_model
 from lit_itpo.nets import TanhActor
 from lit_itpo.world_models.metrics import one_step_errors, open_loop_rmse, open_loop_windows
 
+NAME = "studies/world_model_k"
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--ckpt", required=True)
-    ap.add_argument("--dataset_id", required=True)
-    ap.add_argument("--data_dir", default=None)
-    ap.add_argument("--ks", default="1,2,5,10,20")
-    args = ap.parse_args()
+
+def measure(args) -> dict:
+    """Every (variance, K) row of the checkpoint on the held-out transitions."""
+    require_dataset("world_model_k", args.dataset_id, args.data_dir)
+    require_checkpoints("world_model_k", args.dataset_id, {"--world-model": args.ckpt})
     dm = MinariDataModule(args.dataset_id, data_dir=args.data_dir)
     dm.setup()
     wm = load_world_model(
@@ -63,19 +74,26 @@ def main() -> None:
         }
         rows.append(row)
         print(row, flush=True)
-    out = save(
-        "studies/world_model_k",
-        {
-            "machine": machine(),
-            "dataset_id": args.dataset_id,
-            "ckpt": str(args.ckpt),
-            "val_transitions": int(dm.val_data.shape[0]),
-            "rows": rows,
-            "command": f"python -m benchmarks.studies.world_model_k --ckpt {args.ckpt} "
-            f"--dataset_id {args.dataset_id}",
-        },
-    )
-    print("wrote", out)
+    return {
+        "machine": machine(),
+        "dataset_id": args.dataset_id,
+        "ckpt": shown_path(args.ckpt),
+        "val_transitions": int(dm.val_data.shape[0]),
+        "rows": rows,
+        "command": f"python -m benchmarks.studies.world_model_k --ckpt {args.ckpt} "
+        f"--dataset_id {args.dataset_id}",
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--ckpt", "--world-model", dest="ckpt", required=True)
+    ap.add_argument("--dataset_id", required=True)
+    ap.add_argument("--data_dir", default=None)
+    ap.add_argument("--ks", default="1,2,5,10,20")
+    add_out_arg(ap, NAME)
+    args = ap.parse_args(argv)
+    run_once(args.out, lambda: measure(args))
 
 
 if __name__ == "__main__":
