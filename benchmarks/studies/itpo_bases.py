@@ -19,8 +19,14 @@ The TD3+BC bases of seeds 1 and 2 are trained by
         --batch 256 --eval-every 10000 --datasets halfcheetah-medium --algos td3bc --seeds 1 2 \
         --precision 32-true
 
-    OMP_NUM_THREADS=1 MINARI_DATASETS_PATH=<root> python -m benchmarks.studies.itpo_bases
+    OMP_NUM_THREADS=1 MINARI_DATASETS_PATH=<root> python -m benchmarks.studies.itpo_bases \\
+        [--out NAME]
     python -m benchmarks.studies.itpo_bases --report
+
+A cell recorded in benchmarks/results/studies/itpo_bases.json is not run again; ``--out NAME``
+runs them again into results/studies/NAME.json (its ITPO runs under runs/studies/NAME/). A
+missing dataset, world model or base checkpoint stops the run before any cell starts, naming
+the command that makes it.
 """
 
 from __future__ import annotations
@@ -28,11 +34,20 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from benchmarks.common import REPO, load, run_in_process
+from benchmarks.common import (
+    REPO,
+    add_out_arg,
+    checkpoint_run,
+    load,
+    require,
+    require_dataset,
+    run_in_process,
+    stage_checkpoint,
+)
 from lit_itpo.itpo import ITPOConfig
 from lit_itpo.stages import EvalSpec, evaluate
 from lit_itpo.stats import bootstrap_ci
@@ -44,6 +59,18 @@ BASES = {  # base -> its run directory for a training seed
     "ReBRAC (20k x 256)": "runs/precision_study/halfcheetah-medium-rebrac-s{seed}",
     "IQL (20k x 256)": "runs/precision_study/halfcheetah-medium-iql-s{seed}",
     "TD3+BC (60k x 256)": "runs/td3bc_budget/halfcheetah-medium-td3bc-s{seed}",
+}
+# base -> the command that trains its run directory for a training seed
+MADE_BY = {
+    "ReBRAC (20k x 256)": "python -m benchmarks.policy_quality --out precision_study --steps 20000 "
+    "--batch 256 --eval-every 5000 --datasets halfcheetah-medium --algos rebrac --seeds {seed} "
+    "--precision 32-true",
+    "IQL (20k x 256)": "python -m benchmarks.policy_quality --out precision_study --steps 20000 "
+    "--batch 256 --eval-every 5000 --datasets halfcheetah-medium --algos iql --seeds {seed} "
+    "--precision 32-true",
+    "TD3+BC (60k x 256)": "python -m benchmarks.policy_quality --out td3bc_budget --steps 60000 "
+    "--batch 256 --eval-every 10000 --datasets halfcheetah-medium --algos td3bc --seeds {seed} "
+    "--precision 32-true",
 }
 SEEDS = (0, 1, 2)
 WORLD_MODEL = "runs/ascent/mf"
@@ -133,27 +160,50 @@ def report(payload: dict) -> str:
     return "\n".join(lines)
 
 
-def run_or_report(argv, name: str, doc: str, cells, report_fn) -> None:
-    """The shared command line of the paired-ITPO studies: run the missing cells (``cells()``
-    gives ``(key, thunk)`` pairs; finished ones are kept), then print the report."""
+def require_inputs(who: str, bases: Iterable[tuple[str, int]]) -> None:
+    """Stop, one line, where the dataset, the world model or the checkpoint of one of ``bases``
+    (``(base, training seed)`` pairs) is missing, naming the command that makes it."""
+    require_dataset(who, DATASET)
+    out, command = checkpoint_run(DATASET)
+    made = stage_checkpoint(out, "meanflow")
+    require(who, "the world model", f"{WORLD_MODEL}/{CKPT}", f"{command} (then copy {made} there)")
+    for base, seed in bases:
+        run = BASES[base].format(seed=seed)
+        require(who, f"the base {base} s{seed}", f"{run}/{CKPT}", MADE_BY[base].format(seed=seed))
+
+
+def run_or_report(argv, name: str, doc: str, cells, report_fn, bases) -> None:
+    """The shared command line of the paired-ITPO studies: run the missing cells (``cells(out)``
+    gives ``(key, thunk)`` pairs, the runs under ``runs/<out>/``; recorded ones are kept and
+    said so, ``--out`` runs them again beside them), then print the report. ``bases``: each
+    cell's ``(base, training seed)``, whose inputs are checked before any cell runs."""
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--report", action="store_true", help="print the table, run nothing")
-    if not p.parse_args(argv).report:
-        run_in_process(name, cells(), {"command": f"python -m benchmarks.{name}"})
-    print(report_fn(load(name)))
+    add_out_arg(p, name)
+    args = p.parse_args(argv)
+    if not args.report:
+        command = "python -m benchmarks." + name.replace("/", ".")
+        command += f" --out {args.out}" if args.out != name else ""
+
+        def check(keys: list[str]) -> None:
+            require_inputs(name.split("/")[-1], (bases[k] for k in keys))
+
+        run_in_process(args.out, cells(args.out), {"command": command}, check=check)
+    print(report_fn(load(args.out)))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    bases = {key(b, seed): (b, seed) for seed in SEEDS for b in BASES}
     run_or_report(
         argv,
         NAME,
         __doc__,
-        lambda: [
-            (key(b, seed), lambda b=b, r=r, seed=seed: measure(b, r.format(seed=seed), seed))
-            for seed in SEEDS
-            for b, r in BASES.items()
+        lambda out: [
+            (k, lambda b=b, seed=seed: measure(b, BASES[b].format(seed=seed), seed, name=out))
+            for k, (b, seed) in bases.items()
         ],
         report,
+        bases,
     )
 
 

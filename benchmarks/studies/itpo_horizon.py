@@ -17,8 +17,13 @@ that shows in the score. Protocol fixed before the runs:
 - rule: H = 2 becomes halfcheetah's horizon (the gain suite's per-dataset ITPO setting) only
   if that interval lies above 0; otherwise the paper's H = 5 stays. Each cell runs once.
 
-    OMP_NUM_THREADS=1 MINARI_DATASETS_PATH=<root> python -m benchmarks.studies.itpo_horizon
+    OMP_NUM_THREADS=1 MINARI_DATASETS_PATH=<root> python -m benchmarks.studies.itpo_horizon \\
+        [--out NAME]
     python -m benchmarks.studies.itpo_horizon --report
+
+A recorded cell is not run again; ``--out NAME`` runs them again into results/studies/NAME.json
+(the H = 5 arm stays itpo_bases' committed cells). Missing inputs stop the run before any cell
+starts, naming the command that makes them (as in ``benchmarks.itpo_bases``).
 """
 
 from __future__ import annotations
@@ -96,20 +101,22 @@ def report(payload: dict, paper: dict | None = None) -> str:
 
 def main(argv: Sequence[str] | None = None) -> None:
     run = itpo_bases.BASES[BASE]
+    bases = {f"{itpo_bases.key(BASE, seed)} H{HORIZON}": (BASE, seed) for seed in itpo_bases.SEEDS}
     itpo_bases.run_or_report(
         argv,
         NAME,
         __doc__,
-        lambda: [
+        lambda out: [
             (
-                f"{itpo_bases.key(BASE, seed)} H{HORIZON}",
+                k,
                 lambda seed=seed: itpo_bases.measure(
-                    BASE, run.format(seed=seed), seed, horizon=HORIZON, name=NAME
+                    BASE, run.format(seed=seed), seed, horizon=HORIZON, name=out
                 ),
             )
-            for seed in itpo_bases.SEEDS
+            for k, (_, seed) in bases.items()
         ],
         report,
+        bases,
     )
 
 
