@@ -3,25 +3,28 @@ time sampling, width and budget bring one-step samples within the target toleran
 within 0.1, spreads within 20%, weights within 0.1).
 
     OMP_NUM_THREADS=1 python -m benchmarks.studies.meanflow_mixture [--steps 10000]
-        [--variants authors wide ...]
+        [--variants authors wide ...] [--out NAME]
 
 Each variant trains with the test's recipe (``fit_mixture``, as tests/test_meanflow.py's
 ``_fit_mixture``: seed 0, Adam 3e-3 with cosine decay, batch 1024, plain MSE) and reports the EM
 fit of 4000 one-step samples at c = -0.5, 0, 0.5.
-Writes benchmarks/results/meanflow_mixture.json (one entry per variant and budget, kept across
-runs).
+Writes benchmarks/results/studies/meanflow_mixture.json (one row per variant and budget, kept
+across runs); a recorded row is not trained again (``--out NAME`` trains it again into
+results/studies/NAME.json). Its only input is the mixture itself.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import time
+from collections.abc import Sequence
 
 import torch
 
-from benchmarks.common import RESULTS, machine, save
+from benchmarks.common import add_out_arg, load, machine, recorded_line, save
 from lit_itpo.world_models import MeanFlowTransition
+
+NAME = "studies/meanflow_mixture"
 
 VARIANTS = {
     # the MeanFlow authors' ImageNet sampling: logit-normal(-0.4, 1), 25% r = t (the test's 3k run)
@@ -225,58 +228,73 @@ def report(payload: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def fit_row(name: str, steps: int) -> dict:
+    """One variant trained for ``steps`` updates: the EM fit of its one-step samples per c."""
+    t0 = time.perf_counter()
+    if name == REFERENCE:
+        m = fit_exact_map(steps, VARIANTS[name]["hidden"])
+    elif name == ORACLE:
+        m = fit_oracle(steps)
+    else:
+        m = fit_mixture(steps, **VARIANTS[name])
+    per_c = {}
+    for cv in (-0.5, 0.0, 0.5):
+        w, mu, sd = sampled_mixture(m, cv)
+        truth = torch.tensor([-1.5 + cv / 2, 1.5 + cv / 2])
+        with torch.no_grad():  # one-step samples more than 3 true spreads from both modes
+            x = m.sample(torch.zeros(4000, 1), torch.full((4000, 1), cv), torch.randn(4000, 1))
+        gap = ((x > truth[0] + 0.9) & (x < truth[1] - 0.9)).float().mean()
+        per_c[f"{cv:+.1f}"] = {
+            "between_modes": float(gap),  # the true mixture puts 0.13% there
+            "weight_minority": float(w[0]),
+            "means": mu.tolist(),
+            "spreads": sd.tolist(),
+            "within_tolerance": bool(
+                abs(w[0] - (0.3 + 0.2 * cv)) < 0.1
+                and (mu - truth).abs().max() < 0.1
+                and ((sd / 0.3 - 1).abs() < 0.2).all()
+            ),
+        }
+    return {
+        "variant": name,
+        "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in VARIANTS[name].items()},
+        "steps": steps,
+        "per_c": per_c,
+        "wall_s": time.perf_counter() - t0,
+        "machine": machine(),
+    }
+
+
+def rows_of(name: str) -> dict:
+    """``results/<name>.json`` as this study keeps it: its rows by ``<variant>@<steps>``."""
+    payload = {k: v for k, v in load(name).items() if k != "cells"}
+    return payload | {"rows": payload.get("rows", {})}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--steps", type=int, default=10_000)
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    args = ap.parse_args()
-    path = RESULTS / "studies" / "meanflow_mixture.json"
-    for name in args.variants:
-        t0 = time.perf_counter()
-        if name == REFERENCE:
-            m = fit_exact_map(args.steps, VARIANTS[name]["hidden"])
-        elif name == ORACLE:
-            m = fit_oracle(args.steps)
-        else:
-            m = fit_mixture(args.steps, **VARIANTS[name])
-        per_c = {}
-        for cv in (-0.5, 0.0, 0.5):
-            w, mu, sd = sampled_mixture(m, cv)
-            truth = torch.tensor([-1.5 + cv / 2, 1.5 + cv / 2])
-            with torch.no_grad():  # one-step samples more than 3 true spreads from both modes
-                x = m.sample(torch.zeros(4000, 1), torch.full((4000, 1), cv), torch.randn(4000, 1))
-            gap = ((x > truth[0] + 0.9) & (x < truth[1] - 0.9)).float().mean()
-            per_c[f"{cv:+.1f}"] = {
-                "between_modes": float(gap),  # the true mixture puts 0.13% there
-                "weight_minority": float(w[0]),
-                "means": mu.tolist(),
-                "spreads": sd.tolist(),
-                "within_tolerance": bool(
-                    abs(w[0] - (0.3 + 0.2 * cv)) < 0.1
-                    and (mu - truth).abs().max() < 0.1
-                    and ((sd / 0.3 - 1).abs() < 0.2).all()
-                ),
-            }
-        row = {
-            "variant": name,
-            "settings": {
-                k: list(v) if isinstance(v, tuple) else v for k, v in VARIANTS[name].items()
-            },
-            "steps": args.steps,
-            "per_c": per_c,
-            "wall_s": time.perf_counter() - t0,
-            "machine": machine(),
-        }
-        minority = {c: round(v["spreads"][0], 2) for c, v in per_c.items()}
+    add_out_arg(ap, NAME)
+    args = ap.parse_args(argv)
+    keys = {name: f"{name}@{args.steps}" for name in args.variants}
+    done = rows_of(args.out)["rows"]
+    print(recorded_line(args.out, sum(k in done for k in keys.values()), len(keys)), flush=True)
+    for name, key in keys.items():
+        if key in done:
+            continue
+        row = fit_row(name, args.steps)
+        minority = {c: round(v["spreads"][0], 2) for c, v in row["per_c"].items()}
         print(name, args.steps, "minority spreads", minority, flush=True)
         # re-read before each save: a stopped sweep keeps its finished variants, and two sweeps
         # run side by side (one per core) keep each other's rows
-        payload = json.loads(path.read_text()) if path.is_file() else {"rows": {}}
+        payload = rows_of(args.out)
         payload["command"] = (
             "python -m benchmarks.studies.meanflow_mixture --steps N --variants ..."
         )
-        payload["rows"][f"{name}@{args.steps}"] = row
-        save("studies/meanflow_mixture", payload)
+        payload["rows"][key] = row
+        save(args.out, payload)
+    print(f"{args.out}: results in benchmarks/results/{args.out}.json", flush=True)
 
 
 if __name__ == "__main__":
