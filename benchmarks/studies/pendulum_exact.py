@@ -20,12 +20,19 @@ under both rules (``--pipeline.itpo_models '[exact, exact_carry]'``), alpha per 
 held-out episodes; per rule the 40 paired episode gains pooled, the mean with a 95% bootstrap
 interval stratified by seed. The pipeline reuses finished runs, so rerunning only recomputes.
 
-    OMP_NUM_THREADS=2 python -m benchmarks.studies.pendulum_exact [--runs DIR] [--confirm]
+    OMP_NUM_THREADS=2 python -m benchmarks.studies.pendulum_exact [--runs DIR] [--confirm] \\
+        [--out NAME]
+
+A cell recorded in benchmarks/results/studies/pendulum_exact.json is not run again; ``--out
+NAME`` runs them again into results/studies/NAME.json (the ReBRAC runs under runs/studies/NAME/
+unless ``--runs``). Its inputs ship with the package: the embedded Pendulum dataset and the SAC
+expert; the confirmation adds the main job's exact arm where ``runs/main_job`` holds it.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import subprocess
 import sys
@@ -35,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import REPO, load, machine, record
+from benchmarks.common import REPO, add_out_arg, load, machine, run_in_process
 from lit_itpo.collect.sac import actor_policy_fn, load_behaviour_actor
 from lit_itpo.data.minari_io import EMBEDDED, dataset_info, open_dataset
 from lit_itpo.data.scores import normalized_score, reference_scores
@@ -58,6 +65,7 @@ ALPHAS = (5e-5, 5e-4, 5e-3, 5e-2, 5e-1)
 VARIANTS = (("carry", 5), ("reset", 5), ("carry", 20), ("reset", 20))
 COLLAPSE = 500.0  # return units below the base's on the same episode
 EXPERT_MAIN = "expert on the main job's episodes"
+MAIN_JOB = REPO / "runs" / "main_job"  # python -m benchmarks.main_job's run
 
 
 def train(seed: int, steps: int, runs: Path) -> Path:
@@ -246,45 +254,61 @@ def report(payload: dict) -> str:
     return "\n".join(lines)
 
 
+@functools.cache
+def reference() -> tuple[str, object]:
+    """``(env spec, reference scores)`` of the Pendulum dataset (embedded: always here)."""
+    info = dataset_info(open_dataset(DATASET, EMBEDDED), DATASET)
+    return info.env_spec, reference_scores(info.env_id, info.ref_min_score, info.ref_max_score)
+
+
+def main_job_episodes() -> dict:
+    """The main job's exact arm (``python -m benchmarks.main_job``'s run) per episode."""
+    env_spec, ref = reference()
+    rule = json.loads((MAIN_JOB / "results.json").read_text())
+    gains = episode_gains(MAIN_JOB / "itpo" / "final_exact", ref)
+    rec = spread(gains) | {"gain": float(np.mean(gains)), "episodes": len(gains)}
+    return rec | {"reset_every_step": rule["config"]["reset_every_step"]}
+
+
+def checkpoint_cells(seed: int, steps: int, runs: Path) -> dict:
+    """One training seed and budget: its checkpoint trained (or reused), then every cell."""
+    env_spec, ref = reference()
+    res = cells_of(train(seed, steps, runs), env_spec, ref)
+    print(f"seed {seed}, {steps} updates: base {res['base']['score']:.1f}", flush=True)
+    return res
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--runs", type=Path, default=REPO / "runs" / NAME, help="ReBRAC runs")
+    ap.add_argument("--runs", type=Path, default=None, help="ReBRAC runs (default runs/<out>)")
     ap.add_argument("--confirm", action="store_true", help="the confirmation on seeds 3-4")
+    add_out_arg(ap, NAME)
     args = ap.parse_args(argv)
-    info = dataset_info(open_dataset(DATASET, EMBEDDED), DATASET)
-    ref = reference_scores(info.env_id, info.ref_min_score, info.ref_max_score)
+    runs = args.runs or REPO / "runs" / args.out
+    main_eps = [1_000_000 + i for i in range(20)]  # the main job's evaluation episodes
+    expert_main = (EXPERT_MAIN, lambda: {"score": expert_score(*reference(), main_eps)})
+    if args.confirm:
+        cells = [("confirmation", lambda: confirm(runs, reference()[1])), expert_main]
+        job = "main job episodes"  # where this machine has the main job's run, or recorded
+        if (MAIN_JOB / "itpo" / "final_exact").is_dir() or job in load(args.out)["cells"]:
+            cells.append((job, main_job_episodes))
+        run_in_process(args.out, cells, {})
+        print(report(load(args.out)))
+        return
     meta = {
         "machine": machine(),
-        "command": f"python -m benchmarks.{NAME}",
+        "command": "python -m benchmarks.studies.pendulum_exact"
+        + (f" --out {args.out}" if args.out != NAME else ""),
         "episodes": f"env seeds {EPISODES[0]}..{EPISODES[-1]}",
     }
-    if args.confirm:
-        here = {"machine": machine()}
-        record(NAME, "confirmation", confirm(args.runs, ref) | here, {})
-        if EXPERT_MAIN not in load(NAME)["cells"]:
-            main_eps = [1_000_000 + i for i in range(20)]
-            score = expert_score(info.env_spec, ref, main_eps)
-            record(NAME, EXPERT_MAIN, {"score": score} | here, {})
-        main_job = REPO / "runs" / "main_job" / "itpo"  # python -m benchmarks.main_job's run
-        if (main_job / "final_exact").is_dir():
-            rule = json.loads((REPO / "runs" / "main_job" / "results.json").read_text())
-            gains = episode_gains(main_job / "final_exact", ref)
-            rec = spread(gains) | {"gain": float(np.mean(gains)), "episodes": len(gains)}
-            rec["reset_every_step"] = rule["config"]["reset_every_step"]
-            record(NAME, "main job episodes", rec | here, {})
-        print(report(load(NAME)))
-        return
-    record(NAME, "expert", {"score": expert_score(info.env_spec, ref)}, meta)
-    main_job = [1_000_000 + i for i in range(20)]  # the main job's evaluation episodes
-    score = expert_score(info.env_spec, ref, main_job)
-    record(NAME, EXPERT_MAIN, {"score": score}, meta)
-    for seed in SEEDS:
-        for steps in BUDGETS:
-            ckpt = train(seed, steps, args.runs)
-            res = cells_of(ckpt, info.env_spec, ref)
-            record(NAME, f"s{seed} {steps}", res, meta)
-            print(f"seed {seed}, {steps} updates: base {res['base']['score']:.1f}", flush=True)
-    print(report(load(NAME)))
+    cells = [("expert", lambda: {"score": expert_score(*reference())}), expert_main]
+    cells += [
+        (f"s{seed} {steps}", lambda seed=seed, steps=steps: checkpoint_cells(seed, steps, runs))
+        for seed in SEEDS
+        for steps in BUDGETS
+    ]
+    run_in_process(args.out, cells, meta)
+    print(report(load(args.out)))
 
 
 if __name__ == "__main__":
