@@ -10,7 +10,10 @@ evaluates on the suite's episodes: the base episodes are the suite cell's, and t
 is compared with the paper rule's gain of the same cell. Cells run in the suite's order
 (seed-major), here or as a SLURM job array (``--executor``, see ``benchmarks.cells``); each
 finished cell goes to ``benchmarks/results/itpo_rules.json`` at once, with both protocols; a
-recorded cell is never run again and results made under other protocols are refused.
+recorded cell is never run again and results made under other protocols are refused;
+``--out NAME`` runs the cells again into results/studies/NAME.json, in ITPO folders of their
+own (``itpo_<rule>_NAME``). A suite cell's dataset or run folder that a cell to run reads and
+that is missing stops the run before it starts, naming the command that makes it.
 
     OMP_NUM_THREADS=1 python -m benchmarks.studies.itpo_rules [--workers N |
         --executor slurm --slurm-partition cpu]
@@ -28,7 +31,7 @@ from omegaconf import OmegaConf
 
 from benchmarks import gain_suite
 from benchmarks.cells import Cell, protocol_args, refuse_other_protocol, run_cells
-from benchmarks.common import REPO, load
+from benchmarks.common import REPO, load, require, require_dataset
 from lit_itpo.stats import stratified_bootstrap_ci
 
 NAME = "studies/itpo_rules"
@@ -44,12 +47,14 @@ def load_protocol(path: Path = PROTOCOL) -> dict:
     return proto | {"suite_protocol": gain_suite.load_protocol(REPO / proto["suite"])}
 
 
-def folder(rule: str) -> str:
-    """The rule's ITPO folder in a suite cell's run directory, e.g. ``itpo_reset``."""
-    return "itpo_" + rule.split()[0]
+def folder(rule: str, out: str = NAME) -> str:
+    """The rule's ITPO folder in a suite cell's run directory, e.g. ``itpo_reset``; another
+    results name ``out`` (``--out``) its own, e.g. ``itpo_reset_<out>``, so its cells run
+    again rather than find the committed ones' runs finished."""
+    return "itpo_" + rule.split()[0] + ("" if out == NAME else f"_{Path(out).name}")
 
 
-def make_cell(suite_cell: Cell, rule: str, proto: dict) -> Cell:
+def make_cell(suite_cell: Cell, rule: str, proto: dict, out: str = NAME) -> Cell:
     """The suite cell's command with ``rule``'s options, ITPO only for the protocol's models,
     in the rule's own folder (where its ``results.json`` and ``cell.json`` go)."""
     p = "--pipeline."
@@ -59,11 +64,11 @@ def make_cell(suite_cell: Cell, rule: str, proto: dict) -> Cell:
     ]
     argv = [
         *suite_cell.argv,
-        f"{p}itpo_dir", folder(rule),
+        f"{p}itpo_dir", folder(rule, out),
         f"{p}itpo_models", "[" + ", ".join(proto["models"]) + "]",
         *(x for kv in opts for x in kv),
     ]  # fmt: skip
-    run_dir = Path(suite_cell.run_dir) / folder(rule)
+    run_dir = Path(suite_cell.run_dir) / folder(rule, out)
     return Cell(f"{suite_cell.key}/{rule}", tuple(argv), run_dir, suite_cell.info | {"rule": rule})
 
 
@@ -205,7 +210,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         gain_suite.make_cell(ds, s, sp, args.runs) for s in sp["seeds"] for ds in sp["datasets"]
     ]
     done = [c for c in order if c.key in suite["cells"]]
-    cells = [make_cell(c, rule, proto) for c in done for rule in proto["rules"]]
+    cells = [make_cell(c, rule, proto, args.out) for c in done for rule in proto["rules"]]
+    recorded = load(args.out)["cells"]
+    for c in done:  # what a cell to run reads: the suite cell's dataset and finished run
+        if any(f"{c.key}/{rule}" not in recorded for rule in proto["rules"]):
+            require_dataset("itpo_rules", gain_suite.DATASETS[c.info["dataset"]])
+            run = Path(c.run_dir) / "results.json"
+            require("itpo_rules", f"the suite cell {c.key}'s run", run, c.command)
     meta = {
         "protocol": proto,
         "command": f"python -m benchmarks.studies.itpo_rules --out {args.out}",
