@@ -12,6 +12,10 @@ benchmarks/results/itpo_options.json at once, and a rerun runs only the missing 
 MeanFlow checkpoints its ``results.json`` names; the embedded dataset unless ``--dataset_id``).
 Each cell also keeps every episode's return (the callback's ``itpo_episodes.json``), so each
 option is compared with the paper's rule episode by episode (paired, 95% bootstrap interval).
+A recorded cell is not run again; ``--out NAME`` (a bare NAME under results/studies/) runs the
+options again into results/studies/NAME.json, their runs under runs/studies/NAME/. A missing
+dataset, ``--run`` or checkpoint stops the run before it starts, naming the ``lit-itpo
+pipeline`` command that makes it.
 
 The hopper-medium study (carry-over vs reset vs proximity, and the guards against hurting: the
 acceptance test and termination-aware imagination), its protocol fixed before its runs: the
@@ -36,7 +40,17 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.cells import Cell, add_executor_args, run_cells
-from benchmarks.common import REPO, load, scalars
+from benchmarks.common import (
+    REPO,
+    add_out_arg,
+    checkpoint_run,
+    load,
+    recorded_line,
+    require,
+    require_checkpoints,
+    require_dataset,
+    scalars,
+)
 from lit_itpo.stats import bootstrap_ci
 
 NAME = "studies/itpo_options"
@@ -61,6 +75,21 @@ def checkpoints(args) -> dict[str, str]:
         return given
     ckpts = json.loads((Path(args.run) / "results.json").read_text())["checkpoints"]
     return ckpts | {k: v for k, v in given.items() if v}
+
+
+def require_inputs(args) -> None:
+    """Stop, one line, where the dataset, ``--run`` (where a checkpoint is not given) or a
+    checkpoint the cells read is missing, naming the command that makes it."""
+    who = "itpo_options"
+    require_dataset(who, args.dataset_id, None if args.data_dir == "null" else args.data_dir)
+    out, command = checkpoint_run(args.dataset_id)
+    if not all((args.policy, args.world_model, args.meanflow)):
+        require(who, "--run", f"{args.run}/results.json", f"{command} (then pass --run {out})")
+    ckpts = checkpoints(args)
+    read = {"policy": True, "world_model": "diffusion" in args.models}
+    read["meanflow"] = "meanflow" in args.models
+    flags = {f"--{k.replace('_', '-')}": ckpts[k] for k, used in read.items() if used}
+    require_checkpoints(who, args.dataset_id, flags)
 
 
 def make_cell(option: str, args) -> Cell:
@@ -157,15 +186,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--alpha", type=float, default=5e-5)
     p.add_argument("--episodes", type=int, default=5)
     p.add_argument("--max-steps", type=int, default=200, help="0: the env's own limit")
-    p.add_argument("--out", default=NAME, help="results name (benchmarks/results/<out>.json)")
+    add_out_arg(p, NAME)
     p.add_argument("--options", nargs="*", default=None, help="a subset of the options")
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     p.add_argument("--report", action="store_true")
     add_executor_args(p)
     args = p.parse_args(argv)
-    if args.report:
+    options = args.options or list(OPTIONS)
+    recorded = load(args.out)["cells"]
+    if args.report or all(o in recorded for o in options):  # nothing to run: no input read
+        if not args.report:
+            print(recorded_line(args.out, len(options), len(options)))
         print(report(load(args.out)))
         return
+    require_inputs(args)
     meta = {
         "command": f"python -m benchmarks.studies.itpo_options --out {args.out} "
         + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in checkpoints(args).items())
@@ -173,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"--dataset_id {args.dataset_id} --data_dir {args.data_dir} --alpha {args.alpha} "
         f"--episodes {args.episodes} --max-steps {args.max_steps} --models {' '.join(args.models)}"
     }
-    cells = [make_cell(o, args) for o in (args.options or OPTIONS)]
+    cells = [make_cell(o, args) for o in options]
     print(report(run_cells(args.out, cells, lambda c, d: summarise(c, d, args), meta, args)))
 
 
