@@ -10,10 +10,14 @@ chosen alpha on the suite's 10 evaluation episodes. The one-episode choice is th
 (its ``results.json``); where the new choice equals it, its recorded score is taken (same
 checkpoints, alpha and episodes); alpha = 0 is the base policy's score; only a new non-zero
 choice runs the 10 episodes again. The runs live under ``runs/suite/<cell>/alpha_x<episodes>/``
-and resume like the pipeline's; each finished cell is recorded at once, a rerun does the rest.
+and resume like the pipeline's; each finished cell is recorded at once, a rerun does the rest,
+and a recorded cell is not run again (``--out NAME`` runs it again into
+results/studies/NAME.json, its runs under ``alpha_x<episodes>_NAME/``). A suite run or dataset
+that a cell to run reads and that is missing stops the run before any cell starts, naming the
+command that makes it.
 
     OMP_NUM_THREADS=1 python -m benchmarks.studies.alpha_selection \
-        [--cells walker2d-medium-replay/s1 ...] [--episodes 5]
+        [--cells walker2d-medium-replay/s1 ...] [--episodes 5] [--out NAME]
     python -m benchmarks.studies.alpha_selection --report
 """
 
@@ -22,10 +26,11 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from benchmarks.common import load, run_in_process
+from benchmarks.common import add_out_arg, load, require_dataset, run_in_process
 from benchmarks.common import mean_std as ms
 from benchmarks.studies.score_suite import parse_cell, run_dir
 
@@ -58,8 +63,9 @@ def evaluation(sc: dict, root: Path, world_models: dict, lr: float | None = None
     return evaluate(replace(spec, **changes))
 
 
-def cell(key: str, episodes: int) -> dict:
-    """Alpha chosen on ``episodes`` held-out episodes for the suite run ``key``, and scored."""
+def suite_run(key: str) -> tuple[str, int, Path, dict]:
+    """``(dataset, seed, run directory, its results.json)`` of the suite run ``key``; stops,
+    naming the command that makes it, where that run or its dataset is not on this machine."""
     ds, seed = parse_cell(key, "alpha_selection")
     src = run_dir(ds, seed)
     sc = json.loads((src / "results.json").read_text()) if (src / "results.json").is_file() else {}
@@ -71,11 +77,19 @@ def cell(key: str, episodes: int) -> dict:
             f"--datasets "
             f"{ds} --seeds {seed}` (or with --rerun for a cell already in the committed results)."
         )
+    require_dataset("alpha_selection", sc["dataset_id"], sc["config"]["data_dir"])
+    return ds, seed, src, sc
+
+
+def cell(key: str, episodes: int, name: str = NAME) -> dict:
+    """Alpha chosen on ``episodes`` held-out episodes for the suite run ``key``, and scored;
+    the runs under its ``alpha_x<episodes>`` folder (another results ``name``: its own)."""
+    ds, seed, src, sc = suite_run(key)
     # The one-episode choice and scores are the run's own (the suite pipeline's results.json),
     # so both choices are made on the same checkpoints.
     ck = sc["checkpoints"]
     ckpts = {"diffusion": ck["world_model"], "meanflow": ck["meanflow"]}
-    out = src / f"alpha_x{episodes}"
+    out = src / (f"alpha_x{episodes}" + ("" if name == NAME else f"_{Path(name).name}"))
     t0 = time.perf_counter()
     grid = sc["config"]["alpha_grid"]
     sel = evaluation(
@@ -170,7 +184,7 @@ def held_out_report(payload: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument(
         "--cells",
@@ -182,15 +196,22 @@ def main() -> None:
     )
     p.add_argument("--episodes", type=int, default=5)
     p.add_argument("--report", action="store_true", help="print the table and exit")
-    args = p.parse_args()
+    add_out_arg(p, NAME)
+    args = p.parse_args(argv)
     if args.report:
-        print(report(load(NAME)))
+        print(report(load(args.out)))
         return
     if args.episodes < 2:
         raise SystemExit(f"alpha_selection: --episodes {args.episodes}: use 2 or more.")
-    cells = [(f"{k}/x{args.episodes}", lambda k=k: cell(k, args.episodes)) for k in args.cells]
+    keys = {f"{k}/x{args.episodes}": k for k in args.cells}
+    cells = [(key, lambda k=k: cell(k, args.episodes, args.out)) for key, k in keys.items()]
     meta = {"command": f"python -m benchmarks.studies.alpha_selection --episodes {args.episodes}"}
-    print(report(run_in_process(NAME, cells, meta)))
+
+    def check(todo: list[str]) -> None:
+        for key in todo:
+            suite_run(keys[key])
+
+    print(report(run_in_process(args.out, cells, meta, check=check)))
 
 
 if __name__ == "__main__":
