@@ -10,34 +10,50 @@ same observations and noise, the vmapped objective alone (forward) and its gradi
 and backward): backprop = grad - forward.
 
     OMP_NUM_THREADS=1 python -m benchmarks.studies.cost_study [--run-dir runs/pipeline/embedded]
-        [--episodes 5] [--steps 200] [--quick]
+        [--episodes 5] [--steps 200] [--quick] [--out NAME]
     OMP_NUM_THREADS=1 python -m benchmarks.studies.cost_study --cell halfcheetah-medium/s0
     python -m benchmarks.studies.cost_study --report [--cell ...]
 
-Uses the checkpoints of the main job (``lit-itpo pipeline``, the embedded dataset; it runs that
-job first when they are missing), or with ``--cell`` those of a score-suite run on this machine
+Uses the checkpoints of a ``lit-itpo pipeline`` run (``--run-dir``; the recorded points read
+the embedded halfcheetah sample's, made by ``lit-itpo pipeline --pipeline.dataset_id
+lit_itpo/halfcheetah/medium-small-v0 --pipeline.out_dir runs/pipeline/embedded``, the command a
+missing run's error names), or with ``--cell`` those of a score-suite run on this machine
 (``runs/suite/<dataset>-s<seed>``; a policy trained to the suite's budget on a D4RL-style
 dataset, so the gain is also given in normalised points). Alpha per world model is the one the
 pipeline chose (the paper's grid; 5e-5 where the pipeline kept the base policy). The points
 run one after another in this process (they are timings); each finished point is written to
-benchmarks/results/cost_study[_<dataset>-s<seed>].json at once, and a rerun measures the rest.
+benchmarks/results/studies/cost_study[_<dataset>-s<seed>].json at once, and a rerun measures
+the rest: a recorded point is not measured again, and where all are the run loads nothing
+(``--out NAME`` measures them again into results/studies/NAME.json).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
-from benchmarks.common import REPO, load, run_in_process, timeit
+from benchmarks.common import (
+    REPO,
+    add_out_arg,
+    checkpoint_run,
+    load,
+    require,
+    require_dataset,
+    run_in_process,
+    timeit,
+)
 from lit_itpo.itpo import ITPOConfig, ITPOEngine, episode_generators, episode_noise
 
 NAME = "studies/cost_study"
 DEFAULT = {"M": 64, "H": 5, "E": 1}
 GRID = {"M": [16, 64, 256], "H": [1, 3, 5, 10], "E": [1, 2, 4]}
+EMBEDDED_SAMPLE = "lit_itpo/halfcheetah/medium-small-v0"  # the main job's run's dataset
 
 
 def points() -> list[dict]:
@@ -57,10 +73,6 @@ class Setup:
         from lit_itpo.modules.meanflow import load_meanflow
         from lit_itpo.modules.world_model import load_world_model
 
-        if not (run_dir / "results.json").is_file():
-            from lit_itpo.cli import main as cli_main
-
-            cli_main(["pipeline", "--pipeline.out_dir", str(run_dir)])
         res = json.loads((run_dir / "results.json").read_text())
         self.dm = MinariDataModule(res["dataset_id"], data_dir=res["config"]["data_dir"])
         self.dm.setup()
@@ -87,6 +99,27 @@ class Setup:
             max_episode_steps=steps,
         )
         return res["return"]
+
+
+def require_run(args) -> None:
+    """Stop, one line, where the run the points read (``--run-dir`` or ``--cell``'s) or its
+    dataset is missing, naming the command that makes it."""
+    found = REPO / args.run_dir / "results.json"
+    if args.cell and not found.is_file():
+        from benchmarks.studies.score_suite import parse_cell
+
+        ds, seed = parse_cell(args.cell, "cost_study")
+        raise SystemExit(
+            f"cost_study: --cell {args.cell} needs a finished score-suite run in "
+            f"{args.run_dir}; run `python -m benchmarks.studies.score_suite --datasets {ds} "
+            f"--seeds "
+            f"{seed}` (--rerun for a committed cell) first."
+        )
+    out, command = checkpoint_run(EMBEDDED_SAMPLE)
+    where = f"{args.run_dir}/results.json"
+    require("cost_study", "--run-dir", where, f"{command} (then pass --run-dir {out})")
+    res = json.loads(found.read_text())
+    require_dataset("cost_study", res["dataset_id"], res["config"]["data_dir"])
 
 
 def measure(setup: Setup, name: str, pt: dict, args, base: torch.Tensor) -> dict:
@@ -171,7 +204,7 @@ def report(payload: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--run-dir", default="runs/pipeline/embedded")
     p.add_argument(
@@ -183,7 +216,8 @@ def main() -> None:
     p.add_argument("--min-time", type=float, default=1.0)
     p.add_argument("--quick", action="store_true", help="2 episodes x 20 steps, M 16 only")
     p.add_argument("--report", action="store_true")
-    args = p.parse_args()
+    add_out_arg(p, None, f"{NAME}[_<dataset>-s<seed>][_quick]")
+    args = p.parse_args(argv)
     name = NAME
     if args.cell:
         from benchmarks.studies.score_suite import parse_cell, run_dir
@@ -191,28 +225,28 @@ def main() -> None:
         ds, seed = parse_cell(args.cell, "cost_study")
         args.run_dir = str(run_dir(ds, seed).relative_to(REPO))
         name = f"{NAME}_{ds}-s{seed}"
-        if not args.report and not (REPO / args.run_dir / "results.json").is_file():
-            raise SystemExit(
-                f"cost_study: --cell {args.cell} needs a finished score-suite run in "
-                f"{args.run_dir}; run `python -m benchmarks.studies.score_suite --datasets {ds} "
-                f"--seeds "
-                f"{seed}` (--rerun for a committed cell) first."
-            )
-    if args.report:
-        print(report(load(name)))
-        return
     pts = points()
     if args.quick:
         args.episodes, args.steps, args.min_time, name = 2, 20, 0.1, name + "_quick"
         pts = [DEFAULT | {"M": 16}]
-    torch.manual_seed(0)
-    setup = Setup(REPO / args.run_dir)
-    with torch.no_grad():
-        base = setup.episodes(setup.policy.act, args.episodes, args.steps)
+    name = args.out or name
+    if args.report:
+        print(report(load(name)))
+        return
+
+    @functools.cache
+    def prepared() -> tuple[Setup, torch.Tensor]:
+        """The run's policy and world models, and the base policy's returns (loaded and run
+        once, where a point is to be measured)."""
+        torch.manual_seed(0)
+        setup = Setup(REPO / args.run_dir)
+        with torch.no_grad():
+            return setup, setup.episodes(setup.policy.act, args.episodes, args.steps)
+
     cells = [
         (
             f"{wm}/M{pt['M']}/H{pt['H']}/E{pt['E']}",
-            lambda wm=wm, pt=pt: measure(setup, wm, pt, args, base),
+            lambda wm=wm, pt=pt: measure(prepared()[0], wm, pt, args, prepared()[1]),
         )
         for wm in ("meanflow", "diffusion")
         for pt in pts
@@ -223,7 +257,7 @@ def main() -> None:
         + f" --episodes {args.episodes} --steps {args.steps}",
         "torch_threads": torch.get_num_threads(),
     }
-    payload = run_in_process(name, cells, meta)
+    payload = run_in_process(name, cells, meta, check=lambda _: require_run(args))
     print(report(payload))
 
 
