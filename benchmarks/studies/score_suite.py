@@ -20,7 +20,9 @@ recorded cells are skipped, a stopped cell's pipeline resumes at its first unfin
         # committed cells (--report); it reuses runs/suite/<cell>/, so start from an empty one
 
 Needs the local datasets (``lit-itpo collect --config conf/collect/<env>.yaml``; walker2d and the
-PointMaze set included). Budgets are CPU-sized, far below the paper's 1M updates (README).
+PointMaze set included): a cell to run whose dataset is missing is skipped, naming the command
+that makes it; a recorded cell needs none. Budgets are CPU-sized, far below the paper's 1M
+updates (README).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from benchmarks.cells import Cell, add_executor_args, run_cells
-from benchmarks.common import REPO, load, save, scalars, side_by_side
+from benchmarks.common import REPO, collect_command, load, save, scalars, side_by_side
 from benchmarks.common import mean_std as ms
 from benchmarks.gain_suite import DATASETS, data_record, pipeline_argv
 from lit_itpo.data.minari_io import datasets_root
@@ -341,15 +343,25 @@ def main(argv: Sequence[str] | None = None) -> None:
         print("\n\n".join(f(payload) for f in (report, gain_report, accuracy_report)))
         print("\n" + rerun_report(load(RERUN)))
         return
-    missing = [ds for ds in args.datasets if not (datasets_root() / DATASETS[ds]).is_dir()]
-    for ds in missing:
-        print(f"skipping {ds}: {DATASETS[ds]} is not under {datasets_root()} (lit-itpo collect)")
     finished = load(NAME)["cells"]
-    cells = [
-        make_cell(ds, seed, args)
+    name = RERUN if args.rerun else NAME
+    recorded = load(name)["cells"]
+    keys = [
+        (ds, seed)
         for seed in args.seeds  # seed-major: seed 0 of every dataset first
         for ds in args.datasets
-        if ds not in missing and (not args.rerun or f"{ds}/s{seed}" in finished)
+        if not args.rerun or f"{ds}/s{seed}" in finished
+    ]
+    # a cell to run needs its dataset here; a recorded one needs nothing
+    need = {ds for ds, seed in keys if f"{ds}/s{seed}" not in recorded}
+    missing = [ds for ds in need if not (datasets_root() / DATASETS[ds]).is_dir()]
+    for ds in sorted(missing):
+        print(f"skipping {ds}: {DATASETS[ds]} is not under {datasets_root()}; make it with: "
+              f"{collect_command(DATASETS[ds])}")  # fmt: skip
+    cells = [
+        make_cell(ds, seed, args)
+        for ds, seed in keys
+        if ds not in missing or f"{ds}/s{seed}" in recorded
     ]
     command = (
         "python -m benchmarks.studies.score_suite "
@@ -368,7 +380,6 @@ def main(argv: Sequence[str] | None = None) -> None:
                     "not this command's; pass the committed cell's --policy-steps / "
                     "--world-model-steps / --meanflow-steps / --batch / --particles."
                 )
-    name = RERUN if args.rerun else NAME
     meta = {"command": command + (" --rerun" if args.rerun else "")}
     payload = run_cells(name, cells, lambda c, d: summarise(c, d, budget(args)), meta, args)
     print(rerun_report(payload) if args.rerun else report(payload))
