@@ -997,3 +997,97 @@ def test_reference_returns_of_a_uniform_random_policy_are_seeded():
     a, b = random_returns("Pendulum-v1", 3), random_returns("Pendulum-v1", 3)
     assert a.shape == (3,) and (a == b).all() and (a < 0).all()
     assert len(set(a.tolist())) == 3  # each episode its own reset seed
+
+
+def test_a_study_measures_no_recorded_cell_and_out_measures_it_again_beside_it(
+    tmp_path, monkeypatch, capsys
+):
+    """A study on trained checkpoints whose cell is recorded says so and measures nothing (its
+    checkpoints need not be here); ``--out NAME`` measures it again into
+    ``results/studies/NAME.json`` beside the committed file, once its inputs are here: a
+    missing checkpoint stops it before anything is measured, naming the command that makes it."""
+    from benchmarks import common
+    from benchmarks.studies import ascent_rate
+
+    monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(common, "REPO", tmp_path)
+    dataset = "lit_itpo/halfcheetah/medium-small-v0"  # embedded: always here
+    argv = ["--policy", "p.ckpt", "--world-model", "w.ckpt", "--dataset_id", dataset]
+    key = f"{dataset}|p.ckpt|w.ckpt|None|K5|M64|h0.001"
+    common.save("studies/ascent_rate", {"cells": {key: {"rows": {}}}, "command": "recorded"})
+    committed = (tmp_path / "results" / "studies" / "ascent_rate.json").read_text()
+    measured = []
+
+    def cell(args):
+        measured.append(args.out)
+        return {"rows": {"diffusion": {"ascent_rate": 0.7}}}
+
+    monkeypatch.setattr(ascent_rate, "cell", cell)
+    ascent_rate.main(argv)
+    assert measured == []
+    assert "studies/ascent_rate: 1 of 1 cells recorded, 0 to run" in capsys.readouterr().out
+
+    with pytest.raises(SystemExit) as exc:
+        ascent_rate.main([*argv, "--out", "ascent_rate_rerun"])
+    assert str(exc.value).startswith("ascent_rate: --policy p.ckpt is missing; make it with: ")
+    assert f"lit-itpo pipeline --pipeline.dataset_id {dataset}" in str(exc.value)
+    rerun_file = tmp_path / "results" / "studies" / "ascent_rate_rerun.json"
+    assert measured == [] and not rerun_file.exists()
+
+    for name in ("p.ckpt", "w.ckpt"):
+        (tmp_path / name).write_bytes(b"")
+    ascent_rate.main([*argv, "--out", "ascent_rate_rerun"])
+    assert measured == ["studies/ascent_rate_rerun"]
+    assert "studies/ascent_rate_rerun: 0 of 1 cells recorded, 1 to run" in capsys.readouterr().out
+    rerun = common.load("studies/ascent_rate_rerun")
+    assert rerun["cells"][key]["rows"] == {"diffusion": {"ascent_rate": 0.7}}
+    assert "machine" in rerun["cells"][key]
+    assert (tmp_path / "results" / "studies" / "ascent_rate.json").read_text() == committed
+
+
+def test_a_study_checks_every_cells_inputs_before_its_first_cell_runs(
+    tmp_path, monkeypatch, capsys
+):
+    """A study of many cells (ITPO on each base and seed) runs none of its recorded cells; with
+    ``--out`` it checks the world model and every base checkpoint of the cells to run before the
+    first cell starts, each missing one named with the command that makes it, and the cells'
+    runs go under ``runs/studies/<NAME>/``, not the committed cells'."""
+    from benchmarks import common
+    from benchmarks.studies import itpo_bases
+
+    monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(common, "REPO", tmp_path)
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    (tmp_path / "minari" / itpo_bases.DATASET).mkdir(parents=True)
+    keys = [itpo_bases.key(b, s) for s in itpo_bases.SEEDS for b in itpo_bases.BASES]
+    common.save("studies/itpo_bases", {"cells": {k: {} for k in keys}})
+    measured = []
+    fake = lambda base, run, seed, name: measured.append((base, seed, name)) or {}  # noqa: E731
+    monkeypatch.setattr(itpo_bases, "measure", fake)
+    monkeypatch.setattr(itpo_bases, "report", lambda payload: "table")
+    itpo_bases.main([])
+    assert measured == [] and "9 of 9 cells recorded, 0 to run" in capsys.readouterr().out
+
+    def ckpt(run: str) -> None:
+        path = tmp_path / run / itpo_bases.CKPT
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+
+    with pytest.raises(SystemExit, match=r"the world model runs/ascent/mf/.* lit-itpo pipeline"):
+        itpo_bases.main(["--out", "bases_rerun"])
+    ckpt(itpo_bases.WORLD_MODEL)
+    for seed in itpo_bases.SEEDS:
+        for base, run in itpo_bases.BASES.items():
+            if (base, seed) != ("TD3+BC (60k x 256)", 2):  # the last cell's base is missing
+                ckpt(run.format(seed=seed))
+    with pytest.raises(SystemExit) as exc:
+        itpo_bases.main(["--out", "bases_rerun"])
+    assert "the base TD3+BC (60k x 256) s2 runs/td3bc_budget/" in str(exc.value)
+    assert "python -m benchmarks.policy_quality --out td3bc_budget" in str(exc.value)
+    assert "--algos td3bc --seeds 2" in str(exc.value) and measured == []
+
+    ckpt(itpo_bases.BASES["TD3+BC (60k x 256)"].format(seed=2))
+    itpo_bases.main(["--out", "bases_rerun"])
+    assert len(measured) == 9 and {n for *_, n in measured} == {"studies/bases_rerun"}
+    assert list(common.load("studies/bases_rerun")["cells"]) == keys
+    assert common.load("studies/itpo_bases")["cells"] == {k: {} for k in keys}
