@@ -231,7 +231,8 @@ def report(payload: dict) -> str:
     if conf is not None:
         lines += [
             "",
-            f"Confirmation (`python -m benchmarks.{NAME} --confirm`; protocol v2, training seeds "
+            f"Confirmation (`python -m benchmarks.{NAME.replace('/', '.')} --confirm`; protocol "
+            f"v2, training seeds "
             f"{', '.join(conf['per_seed'])}, the main job's pipeline, alpha per rule on its "
             f"held-out episodes; {conf['episodes']} paired episodes pooled, interval stratified "
             "by seed):",
