@@ -125,7 +125,7 @@ def report(payload: dict) -> str:
     ]
 
     for (ds, algo), cs in sorted(rows.items()):
-        beh = behaviour_score(DATASETS[ds])
+        beh = payload.get("behaviour", {}).get(ds)  # as recorded, not from the datasets here
         lines.append(
             f"| {ds} | {algo} | {len(cs)} | {ms([c['final'] for c in cs])} | "
             f"{ms([c['best'] for c in cs])} | {'' if beh is None else f'{beh:.1f}'} | "
