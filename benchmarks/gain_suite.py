@@ -20,7 +20,7 @@ Run directories go to ``--runs`` (default ``$LIT_ITPO_RUNS/gain_suite``, else
 continues the cells where they stopped. ``--make-data`` first makes every missing dataset of the
 protocol (``lit-itpo collect`` with that dataset's recipe only, ``--workers`` at a time).
 On a 2-core machine: two cells at once on one thread each go faster in all, one cell on two
-threads finishes its cell sooner (the choice when a session may end before two would finish).
+threads finishes its cell sooner (the choice when the machine may stop before two would finish).
 
 A cell's gain is ITPO's mean normalised score minus its base's on the same evaluation episodes
 (0 where the held-out episodes chose the base: a fallback). Over cells: the mean and IQM of the
@@ -151,7 +151,7 @@ def make_cell(ds: str, seed: int, proto: dict, runs: Path = RUNS, make_data: boo
 
 def invocations(log: Path) -> int:
     """How many times the cell's pipeline command was started (``$ ... pipeline ...`` lines in
-    its ``log.txt``): a cell stopped with its session and resumed by a later one spans several,
+    its ``log.txt``): a cell stopped part-way and resumed by a later run spans several,
     and its ``wall_s`` is the last one's alone."""
     if not log.is_file():
         return 1
