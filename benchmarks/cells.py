@@ -257,21 +257,23 @@ def run_cells(
     meta: dict,
     args: argparse.Namespace,
     strict: bool = False,
+    again: str | None = None,
 ) -> dict:
     """Run the cells not yet in ``results/<name>.json`` and record each finished one there
     (``summarise(cell, its cell.json record)``, then the machine it ran on and its configs'
     digests; the results file keeps each digest's values); a cell that finished earlier but
     was not recorded (a stopped driver) is recorded without running. Recorded cells whose
     configs changed since are named with the values that changed (``strict``: refused, a
-    changed config is a new suite). Raises ``SystemExit`` naming the failed cells (command or
-    summary) after the others are recorded."""
+    changed config is a new suite; ``again``: the option that reruns recorded cells, as
+    :func:`~benchmarks.common.recorded_line` says it). Raises ``SystemExit`` naming the failed
+    cells (command or summary) after the others are recorded."""
     payload = load(name)
     recorded = payload["cells"]
     paths = {p for c in cells for p in c.configs}
     digests, stored = configs_today(name, payload, [c.key for c in cells], paths, strict)
     meta = meta | {"configs": stored}
     todo = [c for c in cells if c.key not in recorded]
-    print(recorded_line(name, len(cells) - len(todo), len(cells)), flush=True)
+    print(recorded_line(name, len(cells) - len(todo), len(cells), again), flush=True)
     ready = [(c, finished(c)) for c in todo]
     to_run = [] if args.collect else [c for c, done in ready if done is None]
     ended = [(c, done) for c, done in ready if done is not None]

@@ -171,15 +171,24 @@ def shown_path(path: Path | str) -> str:
     return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
 
-def recorded_line(name: str, recorded: int, total: int) -> str:
+def checkpoint_key(args) -> str:
+    """``dataset|policy|world model|meanflow``: the start of a results key of a study on the
+    checkpoints of :func:`add_checkpoint_args`, each path relative to the repository where it
+    lies inside it however it was typed (absolute or relative), so a recorded cell is found
+    again."""
+    paths = (args.policy, args.world_model, args.meanflow)
+    shown = [str(None) if p is None else shown_path(Path(p).absolute()) for p in paths]
+    return "|".join([args.dataset_id, *shown])
+
+
+def recorded_line(name: str, recorded: int, total: int, again: str | None = None) -> str:
     """What a run finds in ``results/<name>.json``: ``N of M cells recorded, K to run``, and
-    where N > 0 the option that runs them again beside it."""
+    where N > 0 the option that runs them again beside it (``again``: a benchmark's own, e.g.
+    the score suite's ``--rerun``; default ``--out NAME``)."""
     where = "studies/" if name.startswith("studies/") else ""  # a study's bare NAME goes there
+    again = again or f"--out NAME runs them again here into benchmarks/results/{where}NAME.json"
     return f"{name}: {recorded} of {total} cells recorded, {total - recorded} to run" + (
-        f" (benchmarks/results/{name}.json holds them; --out NAME runs them again here into "
-        f"benchmarks/results/{where}NAME.json)"
-        if recorded
-        else ""
+        f" (benchmarks/results/{name}.json holds them; {again})" if recorded else ""
     )
 
 

@@ -1091,3 +1091,28 @@ def test_a_study_checks_every_cells_inputs_before_its_first_cell_runs(
     assert len(measured) == 9 and {n for *_, n in measured} == {"studies/bases_rerun"}
     assert list(common.load("studies/bases_rerun")["cells"]) == keys
     assert common.load("studies/itpo_bases")["cells"] == {k: {} for k in keys}
+
+
+def test_a_study_finds_its_recorded_cell_however_its_checkpoints_are_typed(capsys):
+    """A study keyed by its checkpoints finds the committed cell whether the paths are given
+    relative to the repository (as recorded) or absolute: nothing is measured again."""
+    from benchmarks import common
+    from benchmarks.studies import ascent_rate
+
+    run = "runs/ascent/{}/tb/version_0/checkpoints/last.ckpt"
+    argv = ["--dataset_id", "lit_itpo/halfcheetah/medium-v0"]
+    for flag, part in (("--policy", "pol"), ("--world-model", "wm"), ("--meanflow", "mf")):
+        argv += [flag, str(common.REPO / run.format(part))]
+    ascent_rate.main(argv)  # the committed cell: not measured (its checkpoints are not here)
+    assert "studies/ascent_rate: 1 of 1 cells recorded, 0 to run" in capsys.readouterr().out
+
+
+def test_the_recorded_line_names_the_benchmarks_own_rerun_option():
+    from benchmarks.common import recorded_line
+
+    assert "--out NAME runs them again here into benchmarks/results/studies/NAME.json" in (
+        recorded_line("studies/x", 1, 2)
+    )
+    line = recorded_line("studies/score_suite", 3, 3, "--rerun runs them again here")
+    assert line.endswith("holds them; --rerun runs them again here)") and "--out" not in line
+    assert recorded_line("x", 0, 2) == "x: 0 of 2 cells recorded, 2 to run"

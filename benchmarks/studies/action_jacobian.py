@@ -41,6 +41,7 @@ import torch
 from benchmarks.common import (
     add_checkpoint_args,
     add_out_arg,
+    checkpoint_key,
     load_checkpoints,
     require_checkpoint_args,
     run_in_process,
@@ -216,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--no-mlp", dest="mlp", action="store_false", help="skip the MLP peer")
     add_out_arg(ap, NAME)
     args = ap.parse_args(argv)
-    key = f"{args.dataset_id}|{args.policy}|{args.world_model}|{args.meanflow}|K{args.sample_steps}"
+    key = f"{checkpoint_key(args)}|K{args.sample_steps}"
     command = (
         "python -m benchmarks.studies.action_jacobian --policy <policy.ckpt> --world-model "
         "<world_model.ckpt> [--meanflow <meanflow.ckpt>] --dataset_id <id>"

@@ -42,6 +42,7 @@ from torch.func import functional_call, grad, jvp
 from benchmarks.common import (
     add_checkpoint_args,
     add_out_arg,
+    checkpoint_key,
     load_checkpoints,
     require_checkpoint_args,
     run_in_process,
@@ -179,10 +180,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--horizon", type=int, default=ITPOConfig.horizon, help="H imagined steps")
     add_out_arg(ap, NAME)
     args = ap.parse_args(argv)
-    key = (
-        f"{args.dataset_id}|{args.policy}|{args.world_model}|{args.meanflow}|K{args.sample_steps}"
-        f"|M{args.particles}|h{args.h}"
-    ) + (f"|H{args.horizon}" if args.horizon != ITPOConfig.horizon else "")
+    key = f"{checkpoint_key(args)}|K{args.sample_steps}|M{args.particles}|h{args.h}"
+    if args.horizon != ITPOConfig.horizon:
+        key += f"|H{args.horizon}"
     command = (
         "python -m benchmarks.studies.ascent_rate --policy <policy.ckpt> "
         "--world-model <world_model.ckpt> "

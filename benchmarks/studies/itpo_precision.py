@@ -33,6 +33,7 @@ import torch
 from benchmarks.common import (
     add_checkpoint_args,
     add_out_arg,
+    checkpoint_key,
     load_checkpoints,
     require_checkpoint_args,
     run_in_process,
@@ -117,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     add_checkpoint_args(ap, states=40)
     add_out_arg(ap, NAME)
     args = ap.parse_args(argv)
-    key = f"{args.dataset_id}|{args.policy}|{args.world_model}|{args.meanflow}|M{args.particles}"
+    key = f"{checkpoint_key(args)}|M{args.particles}"
     command = (
         "python -m benchmarks.studies.itpo_precision --policy <policy.ckpt> --world-model "
         "<world_model.ckpt> --meanflow <meanflow.ckpt> --dataset_id <id>"

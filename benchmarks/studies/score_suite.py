@@ -381,7 +381,12 @@ def main(argv: Sequence[str] | None = None) -> None:
                     "--world-model-steps / --meanflow-steps / --batch / --particles."
                 )
     meta = {"command": command + (" --rerun" if args.rerun else "")}
-    payload = run_cells(name, cells, lambda c, d: summarise(c, d, budget(args)), meta, args)
+    again = (
+        None if args.rerun else f"--rerun runs them again here into benchmarks/results/{RERUN}.json"
+    )
+    payload = run_cells(
+        name, cells, lambda c, d: summarise(c, d, budget(args)), meta, args, again=again
+    )
     print(rerun_report(payload) if args.rerun else report(payload))
 
 
