@@ -1011,6 +1011,7 @@ def test_a_study_measures_no_recorded_cell_and_out_measures_it_again_beside_it(
 
     monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
     monkeypatch.setattr(common, "REPO", tmp_path)
+    monkeypatch.chdir(tmp_path)  # relative checkpoint paths are the repository's
     dataset = "lit_itpo/halfcheetah/medium-small-v0"  # embedded: always here
     argv = ["--policy", "p.ckpt", "--world-model", "w.ckpt", "--dataset_id", dataset]
     key = f"{dataset}|p.ckpt|w.ckpt|None|K5|M64|h0.001"
