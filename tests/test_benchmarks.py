@@ -763,10 +763,12 @@ def test_itpo_horizon_pairs_episodes_with_the_paper_horizon():
     assert "per episode" not in itpo_horizon.report({"cells": short}, {})  # no H = 5 arm yet
 
 
-def _gain_cell(ds: str, seed: int, diffusion: float, meanflow: float, mf_ms=90.0) -> dict:
+def _gain_cell(
+    ds: str, seed: int, diffusion: float, meanflow: float, mf_ms=90.0, d_ms=300.0
+) -> dict:
     itpo = {
         m: {"gain": g, "fell_back": g == 0.0, "ms_per_step": ms, "score": 50.0 + g, "alpha": 5e-5}
-        for m, g, ms in (("diffusion", diffusion, 300.0), ("meanflow", meanflow, mf_ms))
+        for m, g, ms in (("diffusion", diffusion, d_ms), ("meanflow", meanflow, mf_ms))
     }
     return {"dataset": ds, "seed": seed, "base": {"score": 50.0}, "itpo": itpo}
 
@@ -778,20 +780,30 @@ def test_gain_suite_aggregates_paired_gains_per_dataset_and_checks_the_targets()
     from lit_itpo.stats import stratified_bootstrap_ci
 
     cells = [_gain_cell("hopper-medium", s, 4.0 + s, 3.5 + s) for s in range(3)]
-    cells += [_gain_cell("walker2d-medium", s, -2.0, 0.0, mf_ms=180.0) for s in range(2)]
+    cells += [_gain_cell("walker2d-medium", s, -2.0, -0.5, mf_ms=180.0) for s in range(2)]
     agg = gain_suite.aggregate(cells, "diffusion")
     assert agg["hopper-medium"]["mean"] == pytest.approx(5.0)
     assert agg["walker2d-medium"]["mean"] == pytest.approx(-2.0)
     strata = {"hopper-medium": [4.0, 5.0, 6.0], "walker2d-medium": [-2.0, -2.0]}
     assert agg["all"]["ci"] == pytest.approx(list(stratified_bootstrap_ci(strata)))
     assert agg["all"]["mean"] == pytest.approx(11.0 / 5) and agg["all"]["fallbacks"] == 0
-    assert gain_suite.aggregate(cells, "meanflow")["all"]["fallbacks"] == 2
+    with_fallback = [*cells, _gain_cell("hopper-medium", 3, 1.0, 0.0)]
+    assert gain_suite.aggregate(with_fallback, "meanflow")["all"]["fallbacks"] == 1
 
     proto = gain_suite.load_protocol()
     rows = gain_suite.verdicts(cells, proto["targets"])
-    assert [met for _, _, met in rows] == [False, False, False]  # CI crosses 0; walker -2; 40%
+    assert [met for _, _, met in rows] == [False, False, False]  # CI crosses 0; walker -2; 42%
     good = [_gain_cell("hopper-medium", s, 4.0 + 0.1 * s, 3.6 + 0.1 * s) for s in range(3)]
     assert [met for _, _, met in gain_suite.verdicts(good, proto["targets"])] == [True] * 3
+    # a fallback's final run acted as the base (a few ms): the cost compares the cells where
+    # both models ran ITPO, and a model's mean ms leaves out the cells where it fell back
+    fell = _gain_cell("walker2d-medium", 0, 0.0, 0.0, mf_ms=2.0, d_ms=3.0)
+    assert gain_suite.verdicts([*good, fell], proto["targets"])[2][1].endswith("(90 vs 300 ms)")
+    half = _gain_cell("walker2d-medium", 1, 1.0, 0.0, mf_ms=2.0, d_ms=600.0)
+    assert gain_suite.aggregate([*good, half], "diffusion")["all"]["ms_per_step"] == 375.0
+    assert gain_suite.aggregate([*good, half], "meanflow")["all"]["ms_per_step"] == 90.0
+    assert gain_suite.verdicts([*good, half], proto["targets"])[2][1].endswith("(90 vs 300 ms)")
+    assert "cost n/a" in gain_suite.verdicts([fell], proto["targets"])[2][1]
     text = gain_suite.report({"protocol": proto, "cells": {str(i): c for i, c in enumerate(cells)}})
     assert "| hopper-medium | 3 | 50.0 (102.0) | +5.00 [" in text
     assert "| halfcheetah-medium | 0 | not run yet |" in text
