@@ -206,7 +206,7 @@ def summarise(cell: Cell, done: dict, proto: dict) -> dict:
 
 def aggregate(cells: Sequence[dict], model: str, seed: int = 0) -> dict:
     """Per dataset and over all cells: count, mean gain, its 95% (stratified) bootstrap
-    interval, IQM, fallbacks and the mean ms per env step of ``model``'s ITPO."""
+    interval, IQM and fallbacks of ``model``'s ITPO."""
     strata: dict[str, list[float]] = {}
     for c in cells:
         strata.setdefault(c["dataset"], []).append(c["itpo"][model]["gain"])
@@ -225,7 +225,6 @@ def aggregate(cells: Sequence[dict], model: str, seed: int = 0) -> dict:
         "ci": list(stratified_bootstrap_ci(strata, seed=seed)) if spread else None,
         "iqm_ci": list(stratified_bootstrap_ci(strata, stat=iqm, seed=seed)) if spread else None,
         "fallbacks": sum(c["itpo"][model]["fell_back"] for c in cells),
-        "ms_per_step": ms_per_step(cells, model),
     }
     return out
 

@@ -800,8 +800,8 @@ def test_gain_suite_aggregates_paired_gains_per_dataset_and_checks_the_targets()
     fell = _gain_cell("walker2d-medium", 0, 0.0, 0.0, mf_ms=2.0, d_ms=3.0)
     assert gain_suite.verdicts([*good, fell], proto["targets"])[2][1].endswith("(90 vs 300 ms)")
     half = _gain_cell("walker2d-medium", 1, 1.0, 0.0, mf_ms=2.0, d_ms=600.0)
-    assert gain_suite.aggregate([*good, half], "diffusion")["all"]["ms_per_step"] == 375.0
-    assert gain_suite.aggregate([*good, half], "meanflow")["all"]["ms_per_step"] == 90.0
+    assert gain_suite.ms_per_step([*good, half], "diffusion") == 375.0
+    assert gain_suite.ms_per_step([*good, half], "meanflow") == 90.0
     assert gain_suite.verdicts([*good, half], proto["targets"])[2][1].endswith("(90 vs 300 ms)")
     assert "cost n/a" in gain_suite.verdicts([fell], proto["targets"])[2][1]
     text = gain_suite.report({"protocol": proto, "cells": {str(i): c for i, c in enumerate(cells)}})
