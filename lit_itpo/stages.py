@@ -22,7 +22,8 @@ One rule decides what a run does (:func:`stage_state`), for every caller:
 - **fresh**: nothing to reuse (no result, no checkpoint): the run starts at step 0, in its own
   ``tb/version_0`` (the logs of an attempt stopped before its first checkpoint, or of an
   evaluation stopped part-way, hold nothing to resume: they are removed first, not left beside a
-  new ``version_1``);
+  new ``version_1``); an ITPO evaluation stopped part-way continues its episodes from its
+  journal (``itpo_journal/``, :mod:`lit_itpo.callbacks.journal`), which checks its own inputs;
 - otherwise :class:`StaleRunError`, one line naming what changed (``seed 0 -> 1``, ``config
   conf/x.yaml content changed``, ``dataset ... was rewritten``, ``upstream checkpoint ...
   changed``), or the file that does not verify (``metrics.json`` edited or truncated, a

@@ -403,3 +403,94 @@ def test_itpo_callback_runs_inside_fit_with_both_world_models(upstream, tmp_path
         assert torch.isfinite(m[f"itpo/{name}/return_mean"]) and m[f"itpo/{name}/fallbacks"] == 0
         assert m[f"itpo/{name}/nfe_per_step"] == nfe
     assert set(cb.last) == {"base", "diffusion", "meanflow"}
+
+
+def test_an_itpo_evaluation_stopped_part_way_continues_from_its_journal(
+    upstream, tmp_path, monkeypatch
+):
+    """An ITPO evaluation stopped inside its second world model's episodes, run again, reuses
+    the base policy's and the first model's finished episodes, replays the second's journaled
+    steps and computes only the rest: its returns and statistics equal the uninterrupted run's.
+    A journal whose replay does not reach the recorded state, or of other inputs, is not used."""
+    import shutil
+
+    import lightning.pytorch as pl
+
+    from lit_itpo.callbacks import ITPOCallback
+    from lit_itpo.callbacks.journal import JOURNAL_DIR
+    from lit_itpo.data.datamodule import MinariDataModule
+    from lit_itpo.itpo import ITPOConfig, ITPOEngine
+    from lit_itpo.modules import ReBRACModule
+
+    root, wm_ckpt, pol_ckpt = upstream
+    mf = lightning_main(_mf_args(root, tmp_path / "mf", "--model.init_args.eta", "0"))
+    mf_ckpt = next(Path(mf.trainer.logger.log_dir).glob("checkpoints/*.ckpt"))
+    calls, stop_at = [], [None]
+    step = ITPOEngine.step
+
+    def counted(engine, *args, **kwargs):
+        calls.append(engine.world_model)
+        if len(calls) == stop_at[0]:
+            raise RuntimeError("stopped")
+        return step(engine, *args, **kwargs)
+
+    monkeypatch.setattr(ITPOEngine, "step", counted)
+
+    def run(out: Path, noise_seed: int = 0) -> dict:
+        calls.clear()
+        dm = MinariDataModule(DID, data_dir=str(root), batch_size=64)
+        model = ReBRACModule(
+            dm.obs_dim, dm.action_dim, dm.action_low, dm.action_high, DID, hidden=[32, 32]
+        )
+        cb = ITPOCallback(
+            world_model_ckpt=str(wm_ckpt), meanflow_ckpt=str(mf_ckpt),
+            itpo=ITPOConfig(particles=4, lr=0.05), noise_seed=noise_seed, ascent_every=2,
+            journal_every=3, num_episodes=2, max_episode_steps=10,
+        )  # fmt: skip
+        trainer = pl.Trainer(
+            callbacks=[cb], default_root_dir=out, logger=False, inference_mode=False,
+            enable_progress_bar=False, enable_checkpointing=False,
+        )  # fmt: skip
+        trainer.validate(model, datamodule=dm, ckpt_path=str(pol_ckpt), verbose=False)
+        m = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        return {"metrics": m, "returns": {k: v["return"] for k, v in cb.last.items()}}
+
+    def same(a: dict, b: dict) -> None:
+        assert a["metrics"].keys() == b["metrics"].keys()
+        for k, v in a["metrics"].items():
+            if not k.startswith("time/"):
+                assert v == b["metrics"][k] or (v != v and b["metrics"][k] != b["metrics"][k]), k
+        for k, v in a["returns"].items():
+            assert torch.equal(v, b["returns"][k]), k
+
+    ref = run(tmp_path / "ref")
+    assert not (tmp_path / "ref" / JOURNAL_DIR).exists()  # removed once the results are out
+    first = calls[0]
+    n_diff = sum(wm is first for wm in calls)
+    n_mf = len(calls) - n_diff
+    assert n_mf >= 8 and ref["metrics"]["itpo/meanflow/ascent_states"] > 0
+    out = tmp_path / "stopped"
+    stop_at[0] = n_diff + 8  # inside the MeanFlow episodes: 7 steps done, 6 journaled
+    with pytest.raises(RuntimeError, match="stopped"):
+        run(out)
+    stop_at[0] = None
+    journal = out / JOURNAL_DIR
+    assert sorted(p.name for p in journal.iterdir()) == [
+        "base.rank0.pt", "diffusion.rank0.pt", "meanflow.rank0.pt",
+    ]  # fmt: skip
+    kept = tmp_path / "kept"
+    shutil.copytree(journal, kept)
+    same(run(out), ref)
+    assert len(calls) == n_mf - 6  # the base and diffusion episodes kept, 6 steps replayed
+    assert not journal.exists()
+
+    shutil.copytree(kept, journal)  # a replay that does not reach the recorded state
+    blob = torch.load(journal / "meanflow.rank0.pt", weights_only=True)
+    blob["obs"] = blob["obs"] + 1.0
+    torch.save(blob, journal / "meanflow.rank0.pt")
+    same(run(out), ref)
+    assert len(calls) == n_mf  # run again from the start
+
+    shutil.copytree(kept, journal)  # other inputs: the world models' journals are not used
+    other = run(out, noise_seed=1)
+    assert len(calls) == n_diff + n_mf and other["returns"]["base"].equal(ref["returns"]["base"])

@@ -11,10 +11,13 @@ default: ITPO configs set ``trainer.inference_mode: false`` and the work here is
 from __future__ import annotations
 
 import json
+import logging
 import math
 import sys
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
+from functools import partial
+from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
@@ -22,11 +25,20 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from lit_itpo.ascent import TrueObjective
 from lit_itpo.callbacks.evaluation import EpisodeEvalCallback, summary_line
+from lit_itpo.callbacks.journal import (
+    JOURNAL_DIR,
+    Journal,
+    ReplayDiverged,
+    checkpoint_digest,
+    module_digest,
+)
 from lit_itpo.envs import TERMINATION_RULES, termination_rule
 from lit_itpo.errors import ConfigError
 from lit_itpo.itpo import ITPOConfig, ITPOEngine, episode_generators, episode_noise
 from lit_itpo.stats import paired_gain_ci
 from lit_itpo.utils import atomic_write_json
+
+log = logging.getLogger(__name__)
 
 
 def _env_limit(env_spec: str | None) -> int | None:
@@ -82,6 +94,10 @@ class ITPOCallback(EpisodeEvalCallback):
             is the share of those steps that raised J_true (chance 50%). Only on envs whose
             state is set from the observation (HalfCheetah, Hopper, Walker2d); None: off.
         figure_every: episode 0's imagined rollout is drawn every this many steps (first 200).
+        journal_every: every this many env steps, the episodes so far are journaled under
+            ``<default_root_dir>/itpo_journal/`` (:mod:`lit_itpo.callbacks.journal`): the same
+            evaluation, run again after a stop, continues from there and gives the
+            uninterrupted run's result (finished world models are not run again). None: off.
         plot_dims: state dimensions in that figure.
         num_episodes, seed, max_episode_steps, every_n_validations: as the evaluation callback.
 
@@ -105,6 +121,7 @@ class ITPOCallback(EpisodeEvalCallback):
         noise_seed: int = 0,
         ascent_every: int | None = 10,
         figure_every: int = 25,
+        journal_every: int | None = 50,
         plot_dims: list[int] = (0, 1),
         num_episodes: int = 10,
         seed: int = 1_000_000,
@@ -138,12 +155,12 @@ class ITPOCallback(EpisodeEvalCallback):
             )
         self.alpha_grid = None if alpha_grid is None else [float(a) for a in alpha_grid]
         self.noise_seed = noise_seed
-        if figure_every < 1 or (ascent_every is not None and ascent_every < 1):
+        if figure_every < 1 or any(n is not None and n < 1 for n in (ascent_every, journal_every)):
             raise ConfigError(
-                f"ITPOCallback figure_every={figure_every} must be >= 1 and ascent_every="
-                f"{ascent_every} >= 1 (or null: off)."
+                f"ITPOCallback figure_every={figure_every} must be >= 1, and ascent_every="
+                f"{ascent_every} and journal_every={journal_every} >= 1 (or null: off)."
             )
-        self.ascent_every = ascent_every
+        self.ascent_every, self.journal_every = ascent_every, journal_every
         self.figure_every, self.plot_dims = figure_every, list(plot_dims)
         self.world_models: dict = {}
 
@@ -211,60 +228,58 @@ class ITPOCallback(EpisodeEvalCallback):
                 dm.env_spec, parts.actor, parts.critic, self.cfg.horizon, self.cfg.gamma,
                 parts.reward_scale, parts.reward_bias,
             )  # fmt: skip
+        folder = self._journal_folder(trainer)
+        common = {
+            "seeds": [seeds[i] for i in mine], "rank": trainer.global_rank,
+            "world": trainer.world_size, "env_spec": dm.env_spec, "dataset": dm.dataset_id,
+            "max_episode_steps": self.max_episode_steps,
+            "policy": module_digest(parts.actor, parts.critic),
+        }  # fmt: skip
         # run_episodes steps the envs under torch.no_grad(); the ITPO engine differentiates with
         # torch.func.grad, which ignores an outer no_grad (but not inference mode, hence this).
         with torch.inference_mode(False), torch.enable_grad():
-            base = self.evaluate(trainer, pl_module, pl_module.act)
+            journal = Journal(folder, "base", trainer.global_rank, common)
+            base = self._kept(trainer, pl_module, journal)
+            if base is None:
+                base = self.evaluate(trainer, pl_module, pl_module.act)
+                journal.save_result(base)
+            journals = [journal]
             metrics = self.scores("eval", base, dm)
             rank_zero_info(summary_line("eval", trainer.global_step, metrics))
             self.last = {"base": base}
             for name, wm in self.world_models.items():
                 cfg = replace(self.cfg, particles=1) if noiseless(wm) else self.cfg
-                engine = ITPOEngine.for_policy(parts, wm, cfg, terminated)
-                engine.set_step_sizes(alphas[mine])
-                stats = {"steps": 0, "time": 0.0, "before": [], "after": [], "imagined": []}
-                stats["slopes"], stats["accepted"] = [], []
-                gens = episode_generators(
-                    [seeds[i] for i in mine], self.noise_seed, pl_module.device
-                )
-                bar = self._progress(trainer, f"ITPO, {name} world model", len(seeds))
-
-                def act(obs, engine=engine, stats=stats, gens=gens, wm=wm, bar=bar):
-                    measure = truth is not None and stats["steps"] % self.ascent_every == 0
-                    before = engine.start_params(obs.shape[0]) if measure else None
-                    t0 = time.perf_counter()
-                    noise = episode_noise(wm, gens, engine.cfg.particles, self.cfg.horizon)
-                    check = (
-                        episode_noise(wm, gens, engine.cfg.particles, self.cfg.horizon)
-                        if self.cfg.accept_z > 0
-                        else None
-                    )
-                    action = engine.step(obs, noise, accept_noise=check)
-                    stats["time"] += time.perf_counter() - t0
-                    if "accepted" in engine.last:
-                        stats["accepted"].append(engine.last["accepted"].float().mean())
-                    if measure:
-                        stats["slopes"].append(truth.step_slopes(before, engine.params, obs))
-                    if moves:  # at alpha 0 the world model is not run at all
-                        stats["before"].append(engine.last["objective_before"].mean())
-                        stats["after"].append(engine.objective(obs, noise).mean())
-                    if moves and stats["steps"] % self.figure_every == 0 and stats["steps"] < 200:
-                        stats["imagined"].append(
-                            (stats["steps"], self._imagine(engine, obs, noise))
+                inputs = common | {
+                    "model": name, "checkpoint": checkpoint_digest(self.ckpts[name]),
+                    "itpo": asdict(cfg), "alphas": alphas[mine].tolist(),
+                    "noise_seed": self.noise_seed, "ascent_every": self.ascent_every,
+                    "truth": truth is not None, "figure_every": self.figure_every,
+                    "sample": [self.sample_steps, self.sample_variance],
+                }  # fmt: skip
+                journal = Journal(folder, name, trainer.global_rank, inputs)
+                journals.append(journal)
+                done = self._kept(trainer, pl_module, journal)
+                if done is None:
+                    run = partial(
+                        self._run_itpo, trainer, pl_module, name, wm, cfg, parts, terminated,
+                        truth, seeds, alphas, mine, journal,
+                    )  # fmt: skip
+                    try:
+                        done = run()
+                    except ReplayDiverged:
+                        log.warning(
+                            "%s: the replayed episodes did not reach the recorded state (another "
+                            "machine?): running %s's episodes from the start",
+                            journal.path,
+                            name,
                         )
-                    stats["steps"] += 1
-                    if bar is not None:
-                        bar.update(1)
-                    return action
-
-                try:
-                    res = self.evaluate(trainer, pl_module, act, seeds)
-                finally:
-                    if bar is not None:
-                        bar.close()
+                        journal.drop()
+                        done = run()
+                    journal.save_result(done)
+                res, stats = done["res"], done["stats"]
                 self.last[name] = res
                 m = self._itpo_metrics(name, res, base, alphas, dm)
-                m[f"itpo/{name}/fallbacks"] = torch.tensor(float(engine.fallbacks))
+                m[f"itpo/{name}/fallbacks"] = torch.tensor(float(done["fallbacks"]))
                 m[f"time/itpo_{name}_ms_per_step"] = torch.tensor(
                     1e3 * stats["time"] / max(stats["steps"], 1)
                 )
@@ -286,6 +301,104 @@ class ITPOCallback(EpisodeEvalCallback):
         log_dir = trainer.log_dir or trainer.default_root_dir  # a broadcast: every rank asks
         if trainer.is_global_zero:
             self._write_episodes(trainer, log_dir, seeds, alphas)
+        for journal in journals:  # the results are written: nothing left to continue
+            journal.remove()
+
+    def _journal_folder(self, trainer: pl.Trainer) -> Path | None:
+        if self.journal_every is None:
+            return None
+        return Path(trainer.default_root_dir) / JOURNAL_DIR
+
+    @staticmethod
+    def _kept(trainer: pl.Trainer, pl_module: pl.LightningModule, journal: Journal):
+        """The journal's finished episodes, when every rank has its own (the evaluation's
+        gathers must meet: either all ranks run the episodes or none)."""
+        have = journal.result is not None
+        if trainer.world_size > 1:
+            flag = torch.tensor([float(have)], device=pl_module.device)
+            have = bool(pl_module.all_gather(flag).min() > 0)
+        return journal.result if have else None
+
+    def _run_itpo(
+        self, trainer, pl_module, name, wm, cfg, parts, terminated, truth, seeds, alphas, mine,
+        journal: Journal,
+    ) -> dict:  # fmt: skip
+        """One world model's ITPO episodes (continued from ``journal``'s stopped run, if any):
+        ``{"res": evaluate()'s per-episode values, "stats": what the metrics and the figure
+        read, "fallbacks": count}``."""
+        engine = ITPOEngine.for_policy(parts, wm, cfg, terminated)
+        engine.set_step_sizes(alphas[mine])
+        moves = bool((alphas > 0).any())
+        stats = {"steps": 0, "time": 0.0, "before": [], "after": [], "imagined": []}
+        stats["slopes"], stats["accepted"] = [], []
+        gens = episode_generators([seeds[i] for i in mine], self.noise_seed, pl_module.device)
+        replay = journal.partial
+        taken: list[torch.Tensor] = []  # every action of this batch so far (CPU)
+
+        def state() -> dict:
+            return {
+                "params": engine.params, "opt": engine.opt, "fallbacks": engine.fallbacks,
+                "gens": [g.get_state() for g in gens], "stats": stats,
+            }  # fmt: skip
+
+        def restore(saved: dict) -> None:
+            engine.params = {k: v.to(pl_module.device) for k, v in saved["params"].items()}
+            opt = saved["opt"]
+            engine.opt = {
+                s: {k: v.to(pl_module.device) for k, v in opt[s].items()} for s in ("m", "v")
+            } | {"t": opt["t"]}
+            engine.fallbacks = saved["fallbacks"]
+            for g, st in zip(gens, saved["gens"], strict=True):
+                g.set_state(st)
+            stats.clear()
+            stats.update(saved["stats"])
+
+        def act(obs):
+            j = len(taken)
+            if replay is not None and j < len(replay["actions"]):
+                if j == len(replay["actions"]) - 1:  # the state after this step was saved
+                    if not torch.equal(obs.cpu(), replay["obs"]):
+                        raise ReplayDiverged
+                    restore(replay["state"])
+                taken.append(replay["actions"][j])
+                if bar is not None:
+                    bar.update(1)
+                return replay["actions"][j].to(obs.device)
+            measure = truth is not None and stats["steps"] % self.ascent_every == 0
+            before = engine.start_params(obs.shape[0]) if measure else None
+            t0 = time.perf_counter()
+            noise = episode_noise(wm, gens, engine.cfg.particles, self.cfg.horizon)
+            check = (
+                episode_noise(wm, gens, engine.cfg.particles, self.cfg.horizon)
+                if self.cfg.accept_z > 0
+                else None
+            )
+            action = engine.step(obs, noise, accept_noise=check)
+            stats["time"] += time.perf_counter() - t0
+            if "accepted" in engine.last:
+                stats["accepted"].append(engine.last["accepted"].float().mean())
+            if measure:
+                stats["slopes"].append(truth.step_slopes(before, engine.params, obs))
+            if moves:  # at alpha 0 the world model is not run at all
+                stats["before"].append(engine.last["objective_before"].mean())
+                stats["after"].append(engine.objective(obs, noise).mean())
+            if moves and stats["steps"] % self.figure_every == 0 and stats["steps"] < 200:
+                stats["imagined"].append((stats["steps"], self._imagine(engine, obs, noise)))
+            stats["steps"] += 1
+            taken.append(action.detach().cpu().clone())
+            if self.journal_every is not None and len(taken) % self.journal_every == 0:
+                journal.save_partial(taken, obs.detach().cpu().clone(), state())
+            if bar is not None:
+                bar.update(1)
+            return action
+
+        bar = self._progress(trainer, f"ITPO, {name} world model", len(seeds))
+        try:
+            res = self.evaluate(trainer, pl_module, act, seeds)
+        finally:
+            if bar is not None:
+                bar.close()
+        return {"res": res, "stats": stats, "fallbacks": engine.fallbacks}
 
     def _write_episodes(
         self, trainer, log_dir: str, seeds: list[int], alphas: torch.Tensor
