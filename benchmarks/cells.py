@@ -138,13 +138,14 @@ def run(cell: Cell, threads: int = 1) -> dict:
             if not path.exists():
                 lit_itpo(argv)
     setup_s = time.perf_counter() - t0
+    commit = machine()["commit"]  # the code the cell's process loads, not HEAD at its end
     lit_itpo(cell.argv)
     done = {
         "command": cell.command,
         "wall_s": time.perf_counter() - t0 - setup_s,
         "setup_s": setup_s,  # making what the cell needs (e.g. its dataset), not the cell
         # the threads the cell ran with (its OMP_NUM_THREADS), not this driver's
-        "machine": machine() | {"torch_threads": int(env["OMP_NUM_THREADS"])},
+        "machine": machine() | {"torch_threads": int(env["OMP_NUM_THREADS"]), "commit": commit},
     }
     atomic_write_text(json.dumps(done, indent=2) + "\n", cell.done_file)
     return done

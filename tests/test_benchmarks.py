@@ -1129,3 +1129,15 @@ def test_the_recorded_line_names_the_benchmarks_own_rerun_option():
     line = recorded_line("studies/score_suite", 3, 3, "--rerun runs them again here")
     assert line.endswith("holds them; --rerun runs them again here)") and "--out" not in line
     assert recorded_line("x", 0, 2) == "x: 0 of 2 cells recorded, 2 to run"
+
+
+def test_a_cell_records_the_commit_its_command_started_from(tmp_path, monkeypatch):
+    """A cell's record names the commit checked out when its command started (the code its
+    process loaded), not a later one checked out while it ran; the rest of the machine record
+    (date, load) is taken at its end."""
+    from benchmarks import cells
+
+    seen = iter([{"commit": "start", "date": "d0"}, {"commit": "later", "date": "d1"}])
+    monkeypatch.setattr(cells, "machine", lambda: dict(next(seen)))
+    done = cells.run(cells.Cell("c", ("--help",), tmp_path / "c"), threads=1)
+    assert done["machine"] == {"commit": "start", "date": "d1", "torch_threads": 1}
