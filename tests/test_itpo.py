@@ -626,3 +626,20 @@ def test_bf16_imagination_moves_the_action_as_float32_does(kind):
         assert bool((cos >= 0.98).all()) and bool(close.all()), (alpha, cos, err, mc)
     with pytest.raises(ConfigError, match="precision='16-mixed'"):
         ITPOConfig(precision="16-mixed")
+
+
+def test_an_itpo_journal_that_cannot_be_written_is_a_warning_and_the_run_goes_on(tmp_path, caplog):
+    """A journal write that fails (a full disk; here its folder is a file) warns and returns:
+    the evaluation is not stopped by its own safety net. A journal written by other inputs is
+    not read back."""
+    from lit_itpo.callbacks.journal import Journal
+
+    blocked = tmp_path / "a_file"
+    blocked.write_text("")
+    journal = Journal(blocked, "diffusion", 0, {"seeds": [1]})
+    with caplog.at_level("WARNING", logger="lit_itpo.callbacks.journal"):
+        journal.save_result({"x": torch.ones(1)})
+    assert "cannot be written" in caplog.text
+    Journal(tmp_path, "diffusion", 0, {"seeds": [1]}).save_result({"x": torch.ones(1)})
+    assert Journal(tmp_path, "diffusion", 0, {"seeds": [1]}).result["x"].equal(torch.ones(1))
+    assert Journal(tmp_path, "diffusion", 0, {"seeds": [2]}).result is None

@@ -108,13 +108,20 @@ class Journal:
         self.saved = None
 
     def save_partial(self, actions: list[torch.Tensor], obs: torch.Tensor, state: dict) -> None:
-        if self.path is not None:
-            blob = {"key": self.key, "actions": torch.stack(actions), "obs": obs, "state": state}
-            atomic_torch_save(blob, self.path)
+        self._save({"actions": torch.stack(actions), "obs": obs, "state": state})
 
     def save_result(self, result: dict) -> None:
-        if self.path is not None:
-            atomic_torch_save({"key": self.key, "result": result}, self.path)
+        self._save({"result": result})
+
+    def _save(self, blob: dict) -> None:
+        """Write the journal (temp file + rename); a failed write (a full disk) is a warning:
+        the evaluation goes on, only a stop would then cost more."""
+        if self.path is None:
+            return
+        try:
+            atomic_torch_save({"key": self.key, **blob}, self.path)
+        except OSError as exc:
+            log.warning("%s cannot be written (%s): the evaluation goes on", self.path, exc)
 
     def remove(self) -> None:
         if self.path is None:
